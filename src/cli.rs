@@ -1,0 +1,154 @@
+//! Command-line flags (clap). Only parsing lives here; every command calls a library stage.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use langadapt::io::ShardSpec;
+use langadapt::{corpus, wiki, Env, Progress};
+
+/// Take an English-centric LLaMA-family model to a new language and measure the result.
+#[derive(Debug, Parser)]
+#[command(name = "langadapt", version, about)]
+pub struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Wikipedia dumps.
+    #[command(subcommand)]
+    Wiki(WikiCommand),
+    /// Text shards.
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WikiCommand {
+    /// Turn a Wikipedia dump into clean text shards (DIR/part-NNNNN.parquet + manifest.json).
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Args)]
+struct IngestArgs {
+    /// The dump: *-pages-articles[-multistream].xml.bz2, or .xml (UTF-8 or UTF-16 with BOM).
+    dump: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Multistream index (*-multistream-index.txt.bz2): decode streams in parallel.
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// Language code for the records (default: from the dump's siteinfo).
+    #[arg(long)]
+    lang: Option<String>,
+    /// Drop articles whose clean text has fewer characters.
+    #[arg(long, default_value_t = 0)]
+    min_chars: usize,
+    /// Drop disambiguation pages.
+    #[arg(long)]
+    drop_disambiguation: bool,
+    /// Extra disambiguation template name (repeatable).
+    #[arg(long = "disambiguation-template")]
+    disambiguation_templates: Vec<String>,
+    /// Pages (any namespace, dump order) per output part.
+    #[arg(long, default_value_t = 50_000)]
+    part_pages: u64,
+    /// Process only parts k with k % N == i.
+    #[arg(long, default_value = "0/1")]
+    shard: ShardSpec,
+    /// Continue an interrupted run in the same --out.
+    #[arg(long)]
+    resume: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum CorpusCommand {
+    /// Print text shards (a .parquet file or a directory of them) as JSON lines.
+    Cat {
+        /// Shard file or directory.
+        path: PathBuf,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+impl Cli {
+    /// Runs the parsed command.
+    pub fn run(self) -> anyhow::Result<()> {
+        let env = Env { threads: self.threads, progress: Progress { quiet: self.quiet } };
+        match self.command {
+            Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
+            Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
+        }
+    }
+}
+
+fn ingest(a: IngestArgs, env: &Env) -> anyhow::Result<()> {
+    let cfg = wiki::IngestConfig {
+        dump: a.dump,
+        out: a.out,
+        index: a.index,
+        lang: a.lang,
+        min_chars: a.min_chars,
+        drop_disambiguation: a.drop_disambiguation,
+        disambiguation_templates: a.disambiguation_templates,
+        part_pages: a.part_pages,
+        shard: a.shard,
+        resume: a.resume,
+    };
+    let report = wiki::run(&cfg, env)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let s = &report.stats;
+        let mb = report.bytes_in as f64 / 1e6;
+        eprintln!(
+            "wiki ingest: {} pages, {} articles written ({} redirects, {} other namespaces, {} too short, {} disambiguation) \
+             into {} parts ({} resumed) in {:.1}s ({:.1} MB/s of dump); manifest: {}",
+            s.pages,
+            s.articles,
+            s.redirects,
+            s.other_namespaces,
+            s.too_short,
+            s.disambiguation,
+            report.parts.len(),
+            report.resumed_parts,
+            report.seconds,
+            mb / report.seconds.max(1e-9),
+            report.manifest.display()
+        );
+    }
+    Ok(())
+}
+
+fn cat(path: &std::path::Path, limit: Option<usize>) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut n = 0usize;
+    for file in corpus::list_shards(path)? {
+        for rec in corpus::TextShardReader::open(&file)? {
+            if limit.is_some_and(|l| n >= l) {
+                return Ok(out.flush()?);
+            }
+            let rec = rec?;
+            let mut line = serde_json::to_string(&rec)?;
+            line.push('\n');
+            out.write_all(line.as_bytes())?;
+            n += 1;
+        }
+    }
+    Ok(out.flush()?)
+}

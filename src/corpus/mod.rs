@@ -1,0 +1,5 @@
+//! Text records and the Parquet text shards every data stage reads and writes.
+
+pub mod shard;
+
+pub use shard::{list_shards, read_footer, DocId, IdKind, ShardError, TextRecord, TextShardReader, TextShardWriter};

@@ -1,0 +1,32 @@
+//! langadapt: take an English-centric LLaMA-family model to a new language and measure the result.
+//!
+//! Every stage is a module with a typed config and a `run` that reads files and writes files plus a
+//! `manifest.json` (see DESIGN.md). The binary in `main.rs` only parses flags and calls these.
+
+pub mod corpus;
+pub mod io;
+pub mod manifest;
+pub mod progress;
+pub mod wiki;
+
+pub use progress::Progress;
+
+/// How a stage may use the machine: threads and progress display.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Env {
+    /// Worker threads; 0 = all cores.
+    pub threads: usize,
+    /// Progress bar settings.
+    pub progress: Progress,
+}
+
+impl Env {
+    /// A rayon pool with `threads` workers (all cores when 0).
+    pub fn pool(&self) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .thread_name(|i| format!("langadapt-{i}"))
+            .build()
+            .expect("a thread pool can be built")
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests, one binary so the big dependencies link once. Fixtures: tests/fixtures/README.md.
+
+mod common;
+mod wiki;
