@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use langadapt::io::ShardSpec;
+use langadapt::pipeline::Recipe;
 use langadapt::{corpus, wiki, Env, Progress};
 
 /// Take an English-centric LLaMA-family model to a new language and measure the result.
@@ -23,6 +24,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a recipe: every stage it lists, in order, into OUT/<stage>/.
+    Run {
+        /// The recipe (TOML).
+        recipe: PathBuf,
+        /// Output root (overrides the recipe's `out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Check the recipe and print the plan without running anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Wikipedia dumps.
     #[command(subcommand)]
     Wiki(WikiCommand),
@@ -90,6 +102,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         let env = Env { threads: self.threads, progress: Progress { quiet: self.quiet } };
         match self.command {
+            Command::Run { recipe, out, dry_run } => run_recipe(&recipe, out, dry_run, &env),
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
         }
@@ -151,4 +164,23 @@ fn cat(path: &std::path::Path, limit: Option<usize>) -> anyhow::Result<()> {
         }
     }
     Ok(out.flush()?)
+}
+
+fn run_recipe(path: &std::path::Path, out: Option<PathBuf>, dry_run: bool, env: &Env) -> anyhow::Result<()> {
+    let mut recipe = Recipe::load(path)?;
+    if let Some(out) = out {
+        recipe.out = out;
+    }
+    if dry_run {
+        for (stage, dir) in recipe.plan() {
+            println!("{stage}\t{}", dir.display());
+        }
+        return Ok(());
+    }
+    let report = recipe.run(env)?;
+    for (stage, dir) in &report.stages {
+        eprintln!("{stage}: {}", dir.display());
+    }
+    eprintln!("done: outputs under {}", report.out.display());
+    Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod corpus;
 pub mod io;
 pub mod manifest;
+pub mod pipeline;
 pub mod progress;
 pub mod wiki;
 

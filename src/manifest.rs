@@ -105,10 +105,8 @@ impl Manifest {
 
     /// Writes the manifest atomically as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<(), ManifestError> {
-        let mut json = serde_json::to_vec_pretty(self).map_err(|source| ManifestError::Parse {
-            path: path.into(),
-            source,
-        })?;
+        let mut json =
+            serde_json::to_vec_pretty(self).map_err(|source| ManifestError::Parse { path: path.into(), source })?;
         json.push(b'\n');
         crate::io::write_atomic(path, &json).map_err(|source| ManifestError::Io { path: path.into(), source })
     }
@@ -229,9 +227,7 @@ pub fn hash_file(path: &Path, progress: &Progress) -> Result<(String, u64), Mani
 
 /// Current UTC time as RFC 3339.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -171,8 +171,7 @@ impl TextShardWriter {
         };
         let n_chars: ArrayRef =
             Arc::new(self.pending.iter().map(|r| Some(r.text.chars().count() as i64)).collect::<Int64Array>());
-        let columns =
-            vec![id, col(|r| &r.title), col(|r| &r.text), col(|r| &r.lang), col(|r| &r.source), n_chars];
+        let columns = vec![id, col(|r| &r.title), col(|r| &r.text), col(|r| &r.lang), col(|r| &r.source), n_chars];
         let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| pq(&self.tmp, e))?;
         self.writer.write(&batch).map_err(|e| pq(&self.tmp, e))?;
         self.rows += n as u64;
@@ -194,10 +193,8 @@ impl TextShardWriter {
             self.writer.append_key_value_metadata(KeyValue::new(k.clone(), v.clone()));
         }
         let file = self.writer.into_inner().map_err(|e| pq(&self.tmp, e))?;
-        crate::io::commit(file, &self.tmp, &self.path).map_err(|source| ShardError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        crate::io::commit(file, &self.tmp, &self.path)
+            .map_err(|source| ShardError::Io { path: self.path.clone(), source })?;
         Ok((self.path, self.rows))
     }
 }
@@ -317,7 +314,13 @@ mod tests {
     }
 
     fn rec(id: i64, text: &str) -> TextRecord {
-        TextRecord { id: DocId::Int(id), title: format!("t{id}"), text: text.into(), lang: "tr".into(), source: "s".into() }
+        TextRecord {
+            id: DocId::Int(id),
+            title: format!("t{id}"),
+            text: text.into(),
+            lang: "tr".into(),
+            source: "s".into(),
+        }
     }
 
     #[test]

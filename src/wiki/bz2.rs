@@ -22,7 +22,10 @@ fn data_error(offset: u64, e: bzip2::Error) -> io::Error {
 }
 
 fn truncated(offset: u64) -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, format!("truncated bzip2 stream: input ends at byte {offset} inside a stream (file cut short or corrupt)"))
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("truncated bzip2 stream: input ends at byte {offset} inside a stream (file cut short or corrupt)"),
+    )
 }
 
 /// Decodes a sequence of concatenated bzip2 streams from `inner`, as `bzip2 -dc` does.
@@ -154,7 +157,10 @@ mod tests {
         let file = bz(&data);
         let cut = &file[..file.len() / 2];
         let err = Bz2Reader::new(cut, None).read_to_end(&mut Vec::new()).unwrap_err();
-        assert!(err.to_string().starts_with(&format!("truncated bzip2 stream: input ends at byte {} inside", cut.len())), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("truncated bzip2 stream: input ends at byte {} inside", cut.len())),
+            "{err}"
+        );
         let err = decode_one_stream(cut, 100).unwrap_err();
         assert!(err.to_string().starts_with("truncated bzip2 stream"), "{err}");
         // Small blocks, so a flipped byte in an early block fails its CRC before the input ends.

@@ -117,10 +117,8 @@ mod tests {
     fn transcodes_both_endians_and_surrogates() {
         let text = "<title>Işık 😺 中</title>";
         for le in [true, false] {
-            let bytes: Vec<u8> = text
-                .encode_utf16()
-                .flat_map(|u| if le { u.to_le_bytes() } else { u.to_be_bytes() })
-                .collect();
+            let bytes: Vec<u8> =
+                text.encode_utf16().flat_map(|u| if le { u.to_le_bytes() } else { u.to_be_bytes() }).collect();
             assert_eq!(utf16_to_utf8(&bytes, le).unwrap(), text.as_bytes());
             // One byte at a time: surrogate pairs split across reads still decode.
             let slow = ByteByByte(&bytes[..], 0);

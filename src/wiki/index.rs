@@ -46,7 +46,8 @@ impl MultistreamIndex {
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut file, &mut magic).map_err(io_err)?;
         let head = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
-        let reader: Box<dyn Read> = if is_bz2_header(&magic[..n]) { Box::new(Bz2Reader::new(head, None)) } else { Box::new(head) };
+        let reader: Box<dyn Read> =
+            if is_bz2_header(&magic[..n]) { Box::new(Bz2Reader::new(head, None)) } else { Box::new(head) };
         Self::parse(BufReader::with_capacity(1 << 20, reader), path)
     }
 
@@ -124,7 +125,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_lines_with_line_numbers() {
-        assert_eq!(parse("597:5:Kedi\nxyz\n").unwrap_err().to_string(), "idx.txt:2: expected OFFSET:PAGEID:TITLE, found 'xyz'");
+        assert_eq!(
+            parse("597:5:Kedi\nxyz\n").unwrap_err().to_string(),
+            "idx.txt:2: expected OFFSET:PAGEID:TITLE, found 'xyz'"
+        );
         assert_eq!(parse("5x:5:Kedi\n").unwrap_err().to_string(), "idx.txt:1: offset '5x' is not a number");
         assert_eq!(
             parse("900:5:A\n100:6:B\n").unwrap_err().to_string(),

@@ -39,7 +39,8 @@ const READ_BYTES: usize = 4 << 20;
 pub struct IngestConfig {
     /// The dump: `*-pages-articles[-multistream].xml.bz2` or plain `.xml` (UTF-8 or UTF-16 with BOM).
     pub dump: PathBuf,
-    /// Output directory for `part-NNNNN.parquet` and `manifest.json`.
+    /// Output directory for `part-NNNNN.parquet` and `manifest.json` (a recipe sets it per stage).
+    #[serde(default)]
     pub out: PathBuf,
     /// The multistream index (`*-multistream-index.txt[.bz2]`), for parallel decoding.
     #[serde(default)]
@@ -289,7 +290,10 @@ impl Ctx<'_> {
             return Err(format!("a stream ends at byte {at} but the next index offset is {next}"));
         }
         if rest.len() > MAX_TAIL {
-            return Err(format!("{} bytes follow the last listed stream (at byte {at}); the index does not cover the dump", rest.len()));
+            return Err(format!(
+                "{} bytes follow the last listed stream (at byte {at}); the index does not cover the dump",
+                rest.len()
+            ));
         }
         let (tail, _) = decode_one_stream(rest, at).map_err(|e| format!("after the last listed stream: {e}"))?;
         if memchr::memmem::find(&tail, b"<page").is_some() {
@@ -298,7 +302,14 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn process_stream(&self, offset: u64, len: u64, last: bool, first: u64, ids: &[u64]) -> Result<Vec<PageResult>, WikiError> {
+    fn process_stream(
+        &self,
+        offset: u64,
+        len: u64,
+        last: bool,
+        first: u64,
+        ids: &[u64],
+    ) -> Result<Vec<PageResult>, WikiError> {
         let io_err = |source| WikiError::Io { path: self.dump.into(), source };
         let mismatch = |msg: String| WikiError::IndexMismatch {
             path: self.dump.into(),
@@ -346,12 +357,19 @@ impl Ctx<'_> {
                 }
                 Ok(None) => break,
                 Err(s) => {
-                    return Err(self.xml_error(at(s as u64), XmlError { offset: 0, msg: "page does not end in its stream (truncated XML)".into() }, sniff_page_id(&xml[s..])));
+                    return Err(self.xml_error(
+                        at(s as u64),
+                        XmlError { offset: 0, msg: "page does not end in its stream (truncated XML)".into() },
+                        sniff_page_id(&xml[s..]),
+                    ));
                 }
             }
         }
         if k != ids.len() {
-            return Err(mismatch(format!("the stream at byte {offset} holds {k} pages, the index lists {}", ids.len())));
+            return Err(mismatch(format!(
+                "the stream at byte {offset} holds {k} pages, the index lists {}",
+                ids.len()
+            )));
         }
         Ok(out)
     }
@@ -400,7 +418,10 @@ fn read_header(reader: &mut dyn Read, path: &Path) -> Result<(Vec<u8>, usize), W
             return Ok((buf, at));
         }
         if buf.len() > MAX_HEADER {
-            return Err(WikiError::NotADump { path: path.into(), msg: format!("no <page> in the first {} MiB", MAX_HEADER >> 20) });
+            return Err(WikiError::NotADump {
+                path: path.into(),
+                msg: format!("no <page> in the first {} MiB", MAX_HEADER >> 20),
+            });
         }
         let old = buf.len();
         buf.resize(old + (1 << 16), 0);
@@ -437,7 +458,11 @@ fn header_info(header: &[u8], path: &Path) -> Result<SiteInfo, WikiError> {
         if e.msg.starts_with("not a MediaWiki export") {
             WikiError::NotADump { path: path.into(), msg: one_line(e.msg) }
         } else {
-            WikiError::Xml { path: path.into(), at: format!("at byte {} of the header", e.offset), msg: one_line(format!("malformed XML: {}", e.msg)) }
+            WikiError::Xml {
+                path: path.into(),
+                at: format!("at byte {} of the header", e.offset),
+                msg: one_line(format!("malformed XML: {}", e.msg)),
+            }
         }
     })
 }
@@ -467,7 +492,10 @@ fn produce_sequential(
                         chunk_data.extend_from_slice(&buf[s..e]);
                         chunk_pages.push((ordinal, base + s as u64, local, local + (e - s)));
                         if chunk_data.len() >= CHUNK_BYTES {
-                            let chunk = Chunk::Pages { data: std::mem::take(&mut chunk_data), pages: std::mem::take(&mut chunk_pages) };
+                            let chunk = Chunk::Pages {
+                                data: std::mem::take(&mut chunk_data),
+                                pages: std::mem::take(&mut chunk_pages),
+                            };
                             if tx.send(Ok(chunk)).is_err() {
                                 return Ok(());
                             }
@@ -481,7 +509,11 @@ fn produce_sequential(
                         return match other {
                             Err(s) => Err(WikiError::Xml {
                                 path: path.into(),
-                                at: format!("at byte {} of the decompressed XML{}", base + s as u64, sniff_page_id(&buf[s..]).map_or(String::new(), |id| format!(", page id {id}"))),
+                                at: format!(
+                                    "at byte {} of the decompressed XML{}",
+                                    base + s as u64,
+                                    sniff_page_id(&buf[s..]).map_or(String::new(), |id| format!(", page id {id}"))
+                                ),
                                 msg: "the dump ends inside a <page> (truncated XML)".into(),
                             }),
                             _ => {
@@ -607,10 +639,11 @@ fn existing_parts(dir: &Path, run_id: &str) -> Result<BTreeMap<u64, (PathBuf, Pa
                 ),
             });
         }
-        let stats = kv.get(PART_STATS_KEY).and_then(|v| serde_json::from_str(v).ok()).ok_or_else(|| WikiError::Output {
-            dir: dir.into(),
-            msg: format!("{} has no part statistics in its footer; delete it and resume", path.display()),
-        })?;
+        let stats =
+            kv.get(PART_STATS_KEY).and_then(|v| serde_json::from_str(v).ok()).ok_or_else(|| WikiError::Output {
+                dir: dir.into(),
+                msg: format!("{} has no part statistics in its footer; delete it and resume", path.display()),
+            })?;
         found.insert(k, (path, stats));
     }
     Ok(found)
@@ -673,9 +706,13 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
             let mut compressed = vec![0u8; first as usize];
             file.read_exact_at(&mut compressed, 0).map_err(|source| WikiError::Io { path: dump.into(), source })?;
             if !is_bz2_header(&compressed) {
-                return Err(WikiError::NotADump { path: dump.into(), msg: "a multistream index needs a .bz2 multistream dump (no bzip2 header at byte 0)".into() });
+                return Err(WikiError::NotADump {
+                    path: dump.into(),
+                    msg: "a multistream index needs a .bz2 multistream dump (no bzip2 header at byte 0)".into(),
+                });
             }
-            let (header, _) = decode_one_stream(&compressed, 0).map_err(|source| WikiError::Io { path: dump.into(), source })?;
+            let (header, _) =
+                decode_one_stream(&compressed, 0).map_err(|source| WikiError::Io { path: dump.into(), source })?;
             let (enc, bom) = encoding::detect(&header);
             let header = match enc {
                 TextEncoding::Utf8 => header[bom..].to_vec(),
@@ -698,10 +735,18 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
     };
     let lang = cfg.lang.clone().or_else(|| site.lang()).unwrap_or_else(|| "und".into());
     let source = format!("wikipedia:{}", site.dbname.clone().unwrap_or_else(|| lang.clone() + "wiki"));
-    let syntax = Syntax::new(&site.namespaces, Some(&lang)).with_disambiguation_templates(&cfg.disambiguation_templates);
-    let ctx = Ctx { cfg, dump, file, encoding, syntax, lang, source, site, wanted_parts: &wanted_parts, bar: bar.clone() };
+    let syntax =
+        Syntax::new(&site.namespaces, Some(&lang)).with_disambiguation_templates(&cfg.disambiguation_templates);
+    let ctx =
+        Ctx { cfg, dump, file, encoding, syntax, lang, source, site, wanted_parts: &wanted_parts, bar: bar.clone() };
 
-    let sink = PartSink { dir: cfg.out.clone(), meta: shard_meta, part_pages: cfg.part_pages, open: None, written: Vec::new() };
+    let sink = PartSink {
+        dir: cfg.out.clone(),
+        meta: shard_meta,
+        part_pages: cfg.part_pages,
+        open: None,
+        written: Vec::new(),
+    };
     let pool = env.pool();
     let window = 4 * pool.current_num_threads();
     let sink = std::thread::scope(|scope| -> Result<PartSink, WikiError> {
@@ -741,9 +786,8 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
                 let (tx, rx) = sync_channel(2 * window);
                 let wanted = &wanted_parts;
                 let part_pages = cfg.part_pages;
-                let handle = scope.spawn(move || {
-                    produce_sequential(reader, buf, at, dump, &move |ord| wanted(ord / part_pages), tx)
-                });
+                let handle = scope
+                    .spawn(move || produce_sequential(reader, buf, at, dump, &move |ord| wanted(ord / part_pages), tx));
                 (Box::new(rx.into_iter()), Some(handle))
             }
             (None, None) => unreachable!("front-to-back mode always has a reader"),
@@ -823,8 +867,7 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
     manifest.timings.insert("ingest_s".into(), t.elapsed().as_secs_f64());
 
     // The whole run's parts: those written now and those kept from before (this shard's only).
-    let mut parts: BTreeMap<u64, (PathBuf, PartStats)> =
-        done.into_iter().filter(|(k, _)| cfg.shard.owns(*k)).collect();
+    let mut parts: BTreeMap<u64, (PathBuf, PartStats)> = done.into_iter().filter(|(k, _)| cfg.shard.owns(*k)).collect();
     let resumed_parts = parts.len() as u64;
     for (k, path, stats) in std::mem::take(&mut sink.written) {
         parts.insert(k, (path, stats));

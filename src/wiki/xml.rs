@@ -108,7 +108,10 @@ pub fn parse_header(header: &[u8]) -> Result<SiteInfo, XmlError> {
             Event::Start(e) | Event::Empty(e) if !saw_root => {
                 if e.local_name().as_ref() != b"mediawiki" {
                     let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                    return Err(XmlError { offset, msg: format!("not a MediaWiki export: root element is <{name}>, expected <mediawiki>") });
+                    return Err(XmlError {
+                        offset,
+                        msg: format!("not a MediaWiki export: root element is <{name}>, expected <mediawiki>"),
+                    });
                 }
                 saw_root = true;
                 for attr in e.attributes().flatten() {
@@ -169,7 +172,7 @@ fn push_ref(out: &mut String, r: &BytesRef) {
         out.push(c);
         return;
     }
-    match r.as_ref() {
+    match &**r {
         b"amp" => out.push('&'),
         b"lt" => out.push('<'),
         b"gt" => out.push('>'),
@@ -204,7 +207,8 @@ pub fn parse_page(xml: &[u8]) -> Result<RawPage, XmlError> {
     let (mut title, mut ns, mut id, mut redirect, mut text) = (None, None, None, false, String::new());
     loop {
         let offset = reader.buffer_position();
-        let event = reader.read_event().map_err(|e| XmlError { offset, msg: one_line(format!("malformed XML: {e}")) })?;
+        let event =
+            reader.read_event().map_err(|e| XmlError { offset, msg: one_line(format!("malformed XML: {e}")) })?;
         match event {
             Event::Start(e) => {
                 depth += 1;
@@ -243,16 +247,19 @@ pub fn parse_page(xml: &[u8]) -> Result<RawPage, XmlError> {
                 match field {
                     Field::Title => title = Some(value),
                     Field::Ns => {
-                        ns = Some(value.trim().parse::<i32>().map_err(|_| XmlError {
-                            offset,
-                            msg: format!("<ns> is not an integer: '{value}'"),
-                        })?)
+                        ns = Some(
+                            value
+                                .trim()
+                                .parse::<i32>()
+                                .map_err(|_| XmlError { offset, msg: format!("<ns> is not an integer: '{value}'") })?,
+                        )
                     }
                     Field::Id => {
-                        id = Some(value.trim().parse::<u64>().map_err(|_| XmlError {
-                            offset,
-                            msg: format!("page <id> is not an integer: '{value}'"),
-                        })?)
+                        id =
+                            Some(value.trim().parse::<u64>().map_err(|_| XmlError {
+                                offset,
+                                msg: format!("page <id> is not an integer: '{value}'"),
+                            })?)
                     }
                     Field::Text => text = value,
                     Field::Other => {}
@@ -297,7 +304,13 @@ mod tests {
         let p = parse_page(PAGE.as_bytes()).unwrap();
         assert_eq!(
             p,
-            RawPage { title: "Ar-Ge & Tasarım".into(), ns: Some(0), id: 40, redirect: false, text: "a &lt; b ı".into() }
+            RawPage {
+                title: "Ar-Ge & Tasarım".into(),
+                ns: Some(0),
+                id: 40,
+                redirect: false,
+                text: "a &lt; b ı".into()
+            }
         );
         let r = parse_page(b"<page><title>K</title><ns>0</ns><id>8</id><redirect title=\"Kedi\" /><revision><text /></revision></page>").unwrap();
         assert!(r.redirect);
@@ -306,7 +319,8 @@ mod tests {
 
     #[test]
     fn rejects_malformed_pages() {
-        let err = parse_page(b"<page><title>K</title><ns>0</ns><id>8</id><revision><text>x</txet></revision></page>").unwrap_err();
+        let err = parse_page(b"<page><title>K</title><ns>0</ns><id>8</id><revision><text>x</txet></revision></page>")
+            .unwrap_err();
         assert!(err.msg.starts_with("malformed XML"), "{err:?}");
         let err = parse_page(b"<page><title>K</title><ns>zero</ns><id>8</id></page>").unwrap_err();
         assert_eq!(err.msg, "<ns> is not an integer: 'zero'");

@@ -32,10 +32,8 @@ pub fn parquet_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Every file name in a directory, sorted.
 pub fn file_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<_> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }

@@ -1,4 +1,5 @@
 //! Integration tests, one binary so the big dependencies link once. Fixtures: tests/fixtures/README.md.
 
 mod common;
+mod quickstart;
 mod wiki;

@@ -229,9 +229,11 @@ fn killed_process_resumes_without_losing_or_duplicating_pages() {
             .map(String::from)
             .to_vec()
     };
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_langadapt")).arg("--quiet").args(args(&clean)).status().unwrap();
+    let status =
+        std::process::Command::new(env!("CARGO_BIN_EXE_langadapt")).arg("--quiet").args(args(&clean)).status().unwrap();
     assert!(status.success());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_langadapt")).arg("--quiet").args(args(&out)).spawn().unwrap();
+    let mut child =
+        std::process::Command::new(env!("CARGO_BIN_EXE_langadapt")).arg("--quiet").args(args(&out)).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !out.join("part-00002.parquet").exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));
@@ -286,7 +288,9 @@ fn bad_inputs_fail_with_one_line_naming_file_and_offset() {
 
     let cut = plain.len() * 2 / 3;
     let truncated = write(tmp.path(), "truncated.xml.bz2", &plain[..cut]);
-    assert!(fails(&truncated, None).contains(&format!("truncated bzip2 stream: input ends at byte {cut} inside a stream")));
+    assert!(
+        fails(&truncated, None).contains(&format!("truncated bzip2 stream: input ends at byte {cut} inside a stream"))
+    );
 
     let mut corrupt = plain.clone();
     let mid = corrupt.len() / 2;
@@ -302,7 +306,10 @@ fn bad_inputs_fail_with_one_line_naming_file_and_offset() {
     let err = fails(&malformed, None);
     assert!(err.contains("malformed XML") && err.contains("page id 17"), "{err}");
     let offset: u64 = err.split("at byte ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert!(offset >= at as u64 && offset < at as u64 + 200, "offset {offset} should point into the page at {at}: {err}");
+    assert!(
+        offset >= at as u64 && offset < at as u64 + 200,
+        "offset {offset} should point into the page at {at}: {err}"
+    );
 
     let unterminated = write(tmp.path(), "cut.xml", &xml.as_bytes()[..xml.len() / 2]);
     assert!(fails(&unterminated, None).contains("the dump ends inside a <page> (truncated XML)"));
@@ -341,7 +348,15 @@ fn index_that_does_not_match_the_dump_is_refused() {
 
     // Garbage index lines name the line.
     let p = write(tmp.path(), "garbage.txt", b"597:5:Kedi\nhello\n");
-    let r = langadapt(&["wiki", "ingest", multi.to_str().unwrap(), "--out", tmp.path().join("o").to_str().unwrap(), "--index", p.to_str().unwrap()]);
+    let r = langadapt(&[
+        "wiki",
+        "ingest",
+        multi.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+        "--index",
+        p.to_str().unwrap(),
+    ]);
     assert_eq!(r.status.code(), Some(2));
     assert!(stderr(&r).contains("garbage.txt:2: expected OFFSET:PAGEID:TITLE"), "{}", stderr(&r));
 }
