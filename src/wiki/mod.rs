@@ -11,7 +11,10 @@ pub mod bz2;
 pub mod encoding;
 pub mod index;
 mod ingest;
+mod parts;
+mod reader;
 pub mod wikitext;
+mod worker;
 pub mod xml;
 
 pub use ingest::{run, IngestConfig, IngestReport, PartStats, WikiError};

@@ -128,11 +128,9 @@ pub fn parse_header(header: &[u8]) -> Result<SiteInfo, XmlError> {
                 path.push(e.local_name().as_ref().to_vec());
                 text.clear();
             }
-            Event::Empty(e) => {
-                if e.local_name().as_ref() == b"namespace" {
-                    if let Some(k) = key_attr(&e) {
-                        info.namespaces.push((k, String::new()));
-                    }
+            Event::Empty(e) if e.local_name().as_ref() == b"namespace" => {
+                if let Some(k) = key_attr(&e) {
+                    info.namespaces.push((k, String::new()));
                 }
             }
             Event::Text(t) => text.push_str(&t.xml_content().unwrap_or_default()),
