@@ -119,6 +119,8 @@ pub struct ManifestBuilder {
     args: serde_json::Value,
     seed: Option<u64>,
     inputs: Vec<InputFile>,
+    /// Per input: whether its bytes decide the output (and so enter the run id).
+    decides_output: Vec<bool>,
     started: String,
     clock: Instant,
     /// Counters; stages add to them.
@@ -135,6 +137,7 @@ impl ManifestBuilder {
             args,
             seed,
             inputs: Vec::new(),
+            decides_output: Vec::new(),
             started: now_rfc3339(),
             clock: Instant::now(),
             counts: BTreeMap::new(),
@@ -144,18 +147,30 @@ impl ManifestBuilder {
 
     /// Hashes `path` (with a progress bar on bytes) and records it as an input.
     pub fn add_input(&mut self, path: &Path, progress: &Progress) -> Result<&InputFile, ManifestError> {
+        self.push_input(path, progress, true)
+    }
+
+    /// Records an input that only speeds the work up (e.g. a dump's index, checked against the dump):
+    /// listed and hashed, but not part of the run id, so outputs are the same bytes with or without it.
+    pub fn add_helper_input(&mut self, path: &Path, progress: &Progress) -> Result<&InputFile, ManifestError> {
+        self.push_input(path, progress, false)
+    }
+
+    fn push_input(&mut self, path: &Path, progress: &Progress, decides: bool) -> Result<&InputFile, ManifestError> {
         let (sha256, bytes) = hash_file(path, progress)?;
         self.inputs.push(InputFile { path: path.display().to_string(), sha256, bytes });
+        self.decides_output.push(decides);
         Ok(self.inputs.last().expect("just pushed"))
     }
 
-    /// The run id: sha256 over stage name, settings and input hashes (not paths, not times).
+    /// The run id: sha256 over stage name, settings and the hashes of the inputs that decide the
+    /// output (not paths, not times).
     pub fn run_id(&self) -> String {
         let mut h = Sha256::new();
         h.update(self.stage.as_bytes());
         h.update([0]);
         h.update(self.args.to_string().as_bytes());
-        for input in &self.inputs {
+        for (input, _) in self.inputs.iter().zip(&self.decides_output).filter(|(_, d)| **d) {
             h.update([0]);
             h.update(input.sha256.as_bytes());
         }
@@ -249,6 +264,9 @@ mod tests {
         let mut m3 = ManifestBuilder::new("s", serde_json::json!({"k": 2}), None);
         m3.add_input(&a, &q).unwrap();
         assert_ne!(m1.run_id(), m3.run_id());
+        let before = m1.run_id();
+        m1.add_helper_input(&b, &q).unwrap();
+        assert_eq!((m1.run_id(), m1.inputs.len()), (before, 2));
         // sha256("same")
         assert_eq!(m1.inputs[0].sha256, "0967115f2813a3541eaef77de9d9d5773f1c0c04314b0bbfe4ff3b3b1c55b5d5");
     }

@@ -202,7 +202,7 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
     let t = Instant::now();
     manifest.add_input(dump, &env.progress)?;
     if let Some(index) = &cfg.index {
-        manifest.add_input(index, &env.progress)?;
+        manifest.add_helper_input(index, &env.progress)?;
     }
     manifest.timings.insert("hash_s".into(), t.elapsed().as_secs_f64());
     let shard_meta = manifest.shard_meta();

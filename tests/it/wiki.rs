@@ -101,10 +101,13 @@ fn same_bytes_with_one_and_two_threads_and_with_or_without_index() {
     multi.part_pages = 7;
     ingest(&multi, 2);
     assert_eq!(records(a.path()), records(c.path()));
-    // Multistream read front to back (no index) gives the same records too.
+    // The same multistream file read front to back (no index): the index only speeds reading up, the
+    // parts are the same bytes.
     let d = tempfile::tempdir().unwrap();
-    ingest(&IngestConfig::new(fixture(MULTI), d.path()), 2);
-    assert_eq!(records(a.path()), records(d.path()));
+    multi.index = None;
+    multi.out = d.path().into();
+    ingest(&multi, 1);
+    assert_eq!(parquet_files(c.path()), parquet_files(d.path()));
 }
 
 #[test]
@@ -158,8 +161,8 @@ fn shards_together_equal_the_whole() {
     union.extend(parquet_files(s1.path()));
     union.sort();
     let whole_files = parquet_files(whole.path());
-    assert_eq!(union.iter().map(|f| &f.0).collect::<Vec<_>>(), whole_files.iter().map(|f| &f.0).collect::<Vec<_>>());
-    assert_eq!(records_of(&union), records_of(&whole_files));
+    assert_eq!(union, whole_files);
+    assert_eq!(records_of(&union).len(), 26);
     assert!(s0.path().join("manifest-0-of-2.json").exists() && s1.path().join("manifest-1-of-2.json").exists());
 }
 
