@@ -6,6 +6,7 @@
 pub mod corpus;
 pub mod io;
 pub mod manifest;
+pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod wiki;
@@ -22,12 +23,12 @@ pub struct Env {
 }
 
 impl Env {
-    /// A rayon pool with `threads` workers (all cores when 0).
-    pub fn pool(&self) -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(self.threads)
-            .thread_name(|i| format!("langadapt-{i}"))
-            .build()
-            .expect("a thread pool can be built")
+    /// Worker threads to use: `threads`, or all cores when 0.
+    pub fn threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
     }
 }

@@ -5,10 +5,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::bz2::{decode_one_stream, is_bz2_header};
@@ -278,10 +277,13 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
         open: None,
         written: Vec::new(),
     };
-    let pool = env.pool();
-    let window = 4 * pool.current_num_threads();
-    let sink = std::thread::scope(|scope| -> Result<PartSink, WikiError> {
-        let (chunks, producer): (Box<dyn Iterator<Item = Result<Chunk, WikiError>>>, _) = match (&index, sequential) {
+    let threads = env.threads();
+    let lookahead = 4 * threads;
+    let mut sink = sink;
+    let outcome = std::thread::scope(|scope| -> Result<(), WikiError> {
+        let (chunks, producer): (Box<dyn Iterator<Item = Result<Chunk, WikiError>> + Send + '_>, _) = match (
+            &index, sequential,
+        ) {
             (Some(idx), _) => {
                 let file_len = meta.len();
                 let n = idx.streams.len();
@@ -314,7 +316,7 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
                 (Box::new(iter), None)
             }
             (None, Some((reader, buf, at))) => {
-                let (tx, rx) = sync_channel(window);
+                let (tx, rx) = sync_channel(lookahead);
                 let wanted = &wanted_parts;
                 let part_pages = cfg.part_pages;
                 let handle = scope
@@ -323,82 +325,34 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
             }
             (None, None) => unreachable!("front-to-back mode always has a reader"),
         };
-        let (tx, rx): (SyncSender<Vec<PageResult>>, Receiver<Vec<PageResult>>) = sync_channel(2 * window);
-        let mut sink = sink;
-        let writer = scope.spawn(move || -> Result<PartSink, Box<(WikiError, PartSink)>> {
-            for batch in rx {
-                for r in batch {
-                    if let Err(e) = sink.push(r) {
-                        return Err(Box::new((e, sink)));
-                    }
-                }
-            }
-            Ok(sink)
-        });
         let mut chunks = chunks;
-        let mut failure = None;
-        'outer: loop {
-            let mut window_chunks = Vec::with_capacity(window);
-            for c in chunks.by_ref().take(window) {
-                match c {
-                    Ok(c) => window_chunks.push(c),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            if window_chunks.is_empty() && failure.is_none() {
-                break;
-            }
-            let results: Vec<_> = pool.install(|| window_chunks.par_iter().map(|c| ctx.process(c)).collect());
-            for r in results {
-                match r {
-                    Ok(v) => {
-                        if tx.send(v).is_err() {
-                            break 'outer;
-                        }
-                    }
-                    Err(e) => {
-                        failure = failure.or(Some(e));
-                        break 'outer;
-                    }
-                }
-            }
-            if failure.is_some() {
-                break;
-            }
-        }
+        let mut result = crate::parallel::ordered_map(
+            chunks.by_ref(),
+            threads,
+            lookahead,
+            |chunk| ctx.process(&chunk),
+            |pages: Vec<PageResult>| pages.into_iter().try_for_each(|p| sink.push(p)),
+        );
         // Corrupt bzip2 data is only caught by the block CRC after the block's bytes were handed out, so
         // malformed XML may be its symptom: look a little further ahead for the root cause.
-        if matches!(failure, Some(WikiError::Xml { .. })) {
+        if matches!(result, Err(WikiError::Xml { .. })) {
             if let Some(Err(e)) = chunks.by_ref().take(64).find(Result::is_err) {
-                failure = Some(e);
+                result = Err(e);
             }
         }
-        drop(tx);
         drop(chunks);
         if let Some(p) = producer {
             let _ = p.join();
         }
-        let sink_result = writer.join().expect("writer thread does not panic");
-        match (failure, sink_result) {
-            (None, Ok(mut s)) => {
-                s.close()?;
-                Ok(s)
-            }
-            (Some(e), Ok(mut s)) => {
-                s.abort();
-                Err(e)
-            }
-            (_, Err(failed)) => {
-                let (e, mut s) = *failed;
-                s.abort();
-                Err(e)
-            }
-        }
+        result
     });
-    let mut sink = sink?;
+    match outcome {
+        Ok(()) => sink.close()?,
+        Err(e) => {
+            sink.abort();
+            return Err(e);
+        }
+    }
     bar.finish_and_clear();
     manifest.timings.insert("ingest_s".into(), t.elapsed().as_secs_f64());
 
