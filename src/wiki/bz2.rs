@@ -105,19 +105,27 @@ impl<R: Read> Read for Bz2Reader<R> {
 /// Decodes exactly one bzip2 stream at the start of `data`; returns the decoded bytes and the number of
 /// compressed bytes the stream took. `base` is `data`'s offset in the file, for error messages.
 pub fn decode_one_stream(data: &[u8], base: u64) -> io::Result<(Vec<u8>, usize)> {
+    let mut out = Vec::new();
+    let used = decode_one_stream_into(data, base, &mut out)?;
+    Ok((out, used))
+}
+
+/// [`decode_one_stream`] into a reused buffer (cleared first), so hot loops do not fault in fresh pages.
+pub fn decode_one_stream_into(data: &[u8], base: u64, out: &mut Vec<u8>) -> io::Result<usize> {
     if !is_bz2_header(data) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no bzip2 stream starts at byte {base}")));
     }
+    out.clear();
+    out.reserve(data.len() * 6);
     let mut decoder = Decompress::new(false);
-    let mut out = Vec::with_capacity(data.len() * 6);
     loop {
         if out.len() == out.capacity() {
             out.reserve(out.capacity().max(1 << 16));
         }
         let consumed = decoder.total_in() as usize;
-        match decoder.decompress_vec(&data[consumed..], &mut out) {
+        match decoder.decompress_vec(&data[consumed..], out) {
             Err(e) => return Err(data_error(base + decoder.total_in(), e)),
-            Ok(Status::StreamEnd) => return Ok((out, decoder.total_in() as usize)),
+            Ok(Status::StreamEnd) => return Ok(decoder.total_in() as usize),
             Ok(_) => {
                 if decoder.total_in() as usize == data.len() && out.len() < out.capacity() {
                     return Err(truncated(base + data.len() as u64));

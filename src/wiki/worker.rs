@@ -6,7 +6,7 @@ use std::path::Path;
 
 use indicatif::ProgressBar;
 
-use super::bz2::{decode_one_stream, is_bz2_header};
+use super::bz2::{decode_one_stream, decode_one_stream_into, is_bz2_header};
 use super::encoding::{self, TextEncoding};
 use super::ingest::{IngestConfig, WikiError};
 use super::reader::sniff_page_id;
@@ -36,6 +36,11 @@ pub(super) struct PageResult {
 pub(super) enum Chunk {
     Stream { offset: u64, len: u64, last: bool, first_ordinal: u64, page_ids: Vec<u64> },
     Pages { data: Vec<u8>, pages: Vec<(u64, u64, usize, usize)> },
+}
+
+thread_local! {
+    /// Per-thread compressed and decoded stream buffers, reused across streams.
+    static STREAM_BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Shared, read-only context of the workers.
@@ -148,18 +153,32 @@ impl Ctx<'_> {
             index: self.cfg.index.clone().unwrap_or_default(),
             msg,
         };
-        let mut compressed = vec![0u8; len as usize];
-        self.file.read_exact_at(&mut compressed, offset).map_err(io_err)?;
-        if !is_bz2_header(&compressed) {
-            return Err(mismatch(format!("no bzip2 stream starts at byte {offset}")));
-        }
-        let (mut xml, used) = decode_one_stream(&compressed, offset).map_err(io_err)?;
-        if self.encoding != TextEncoding::Utf8 {
-            xml = encoding::utf16_to_utf8(&xml, self.encoding == TextEncoding::Utf16Le).map_err(io_err)?;
-        }
-        if (used as u64) < len {
-            self.check_after_stream(&compressed[used..], offset + used as u64, last, offset + len).map_err(mismatch)?;
-        }
+        STREAM_BUFFERS.with_borrow_mut(|(compressed, decoded)| {
+            compressed.resize(len as usize, 0);
+            self.file.read_exact_at(compressed, offset).map_err(io_err)?;
+            if !is_bz2_header(compressed) {
+                return Err(mismatch(format!("no bzip2 stream starts at byte {offset}")));
+            }
+            let used = decode_one_stream_into(compressed, offset, decoded).map_err(io_err)?;
+            if (used as u64) < len {
+                self.check_after_stream(&compressed[used..], offset + used as u64, last, offset + len)
+                    .map_err(mismatch)?;
+            }
+            if self.encoding != TextEncoding::Utf8 {
+                let utf8 = encoding::utf16_to_utf8(decoded, self.encoding == TextEncoding::Utf16Le).map_err(io_err)?;
+                return self.stream_pages(&utf8, offset, first, ids);
+            }
+            self.stream_pages(decoded, offset, first, ids)
+        })
+    }
+
+    /// Splits a decoded stream into pages, checks them against the index, and classifies them.
+    fn stream_pages(&self, xml: &[u8], offset: u64, first: u64, ids: &[u64]) -> Result<Vec<PageResult>, WikiError> {
+        let mismatch = |msg: String| WikiError::IndexMismatch {
+            path: self.dump.into(),
+            index: self.cfg.index.clone().unwrap_or_default(),
+            msg,
+        };
         let at = |o: u64| format!("in the bzip2 stream at byte {offset}, at byte {o} of its XML");
         let mut out = Vec::with_capacity(ids.len());
         let mut pos = 0;
