@@ -13,7 +13,8 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::manifest::{ShardMeta, PARQUET_META_KEY};
 
@@ -106,8 +107,12 @@ impl TextShardWriter {
         let file = File::create(&tmp).map_err(|source| ShardError::Io { path: tmp.clone(), source })?;
         let meta_json = serde_json::to_string(meta).expect("ShardMeta serializes");
         let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
+            .set_compression(Compression::LZ4_RAW)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            // Long unique strings: a dictionary never pays off and min/max statistics are useless.
+            .set_column_dictionary_enabled(ColumnPath::from("text"), false)
+            .set_column_statistics_enabled(ColumnPath::from("text"), EnabledStatistics::None)
+            .set_column_dictionary_enabled(ColumnPath::from("title"), false)
             .set_key_value_metadata(Some(vec![KeyValue::new(PARQUET_META_KEY.to_string(), meta_json)]))
             .build();
         let schema = schema(id_kind);

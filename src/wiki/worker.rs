@@ -184,7 +184,7 @@ impl Ctx<'_> {
         let mut pos = 0;
         let mut k = 0usize;
         loop {
-            match next_page(&xml, pos) {
+            match next_page(xml, pos) {
                 Ok(Some((s, e))) => {
                     let ordinal = first + k as u64;
                     let Some(&want) = ids.get(k) else {

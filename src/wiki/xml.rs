@@ -195,8 +195,105 @@ enum Field {
     Other,
 }
 
-/// Parses one `<page>…</page>` slice.
+/// Parses one `<page>…</page>` slice. The revision text, nearly all of a page's bytes, is cut out and
+/// decoded by [`decode_text`]; the rest goes through the XML parser.
 pub fn parse_page(xml: &[u8]) -> Result<RawPage, XmlError> {
+    let Some((start, end)) = last_text_content(xml) else { return parse_skeleton(xml) };
+    let mut skeleton = Vec::with_capacity(xml.len() - (end - start));
+    skeleton.extend_from_slice(&xml[..start]);
+    skeleton.extend_from_slice(&xml[end..]);
+    let mut page = parse_skeleton(&skeleton).map_err(|mut e| {
+        if e.offset >= start as u64 {
+            e.offset += (end - start) as u64;
+        }
+        e
+    })?;
+    page.text = decode_text(&xml[start..end]).map_err(|mut e| {
+        e.offset += start as u64;
+        e
+    })?;
+    Ok(page)
+}
+
+/// Byte range of the content of the page's last `<text …>…</text>` (None when absent or self-closing).
+/// Searched forwards: the text is most of the page, and it is scanned once, for its `</text>`.
+fn last_text_content(xml: &[u8]) -> Option<(usize, usize)> {
+    let mut found = None;
+    let mut from = 0;
+    while let Some(rel) = memmem::find(&xml[from..], b"<text") {
+        let at = from + rel;
+        from = at + 5;
+        if !matches!(xml.get(at + 5), Some(b' ' | b'>' | b'/' | b'\t' | b'\n' | b'\r')) {
+            continue;
+        }
+        let gt = at + memchr::memchr(b'>', &xml[at..])?;
+        from = gt + 1;
+        if xml[gt - 1] == b'/' {
+            found = None;
+            continue;
+        }
+        let end = gt + 1 + memmem::find(&xml[gt + 1..], b"</text>")?;
+        found = Some((gt + 1, end));
+        from = end;
+    }
+    found
+}
+
+/// Character content of an element, as an XML parser gives it: UTF-8 checked, line ends normalized,
+/// the five XML entities and character references decoded (others kept as written).
+pub fn decode_text(raw: &[u8]) -> Result<String, XmlError> {
+    if let Some(lt) = memchr::memchr(b'<', raw) {
+        return Err(XmlError { offset: lt as u64, msg: "malformed XML: '<' inside <text>".into() });
+    }
+    let Ok(text) = simdutf8::basic::from_utf8(raw) else {
+        let valid = std::str::from_utf8(raw).map_or_else(|e| e.valid_up_to(), |_| raw.len());
+        return Err(XmlError { offset: valid as u64, msg: "invalid UTF-8 in <text>".into() });
+    };
+    // Every position cut at below is an ASCII byte ('&', '\r', ';'), so slicing stays on char boundaries.
+    let mut out = String::with_capacity(raw.len());
+    let mut pos = 0;
+    while let Some(rel) = memchr::memchr2(b'&', b'\r', &raw[pos..]) {
+        let at = pos + rel;
+        out.push_str(&text[pos..at]);
+        if raw[at] == b'\r' {
+            // XML line-end normalization: \r\n and lone \r become \n.
+            out.push('\n');
+            pos = at + if raw.get(at + 1) == Some(&b'\n') { 2 } else { 1 };
+            continue;
+        }
+        let semi = raw[at..].iter().take(32).position(|&b| b == b';').map(|p| at + p).ok_or_else(|| XmlError {
+            offset: at as u64,
+            msg: "malformed XML: '&' not followed by an entity name and ';'".into(),
+        })?;
+        let decoded = match &text[at + 1..semi] {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            name => match name.strip_prefix('#') {
+                Some(hex) if hex.starts_with(['x', 'X']) => char_ref(&hex[1..], 16),
+                Some(dec) => char_ref(dec, 10),
+                None => None,
+            },
+        };
+        match decoded {
+            Some(c) => out.push(c),
+            None => out.push_str(&text[at..=semi]),
+        }
+        pos = semi + 1;
+    }
+    out.push_str(&text[pos..]);
+    Ok(out)
+}
+
+fn char_ref(digits: &str, radix: u32) -> Option<char> {
+    let v = u32::from_str_radix(digits, radix).ok()?;
+    char::from_u32(v).filter(|&c| c != '\0')
+}
+
+/// The XML parser's view of a page; the big `<text>` content has usually been cut out by [`parse_page`].
+fn parse_skeleton(xml: &[u8]) -> Result<RawPage, XmlError> {
     let mut reader = Reader::from_reader(xml);
     let mut depth = 0usize;
     let mut in_revision = false;
@@ -313,6 +410,21 @@ mod tests {
         let r = parse_page(b"<page><title>K</title><ns>0</ns><id>8</id><redirect title=\"Kedi\" /><revision><text /></revision></page>").unwrap();
         assert!(r.redirect);
         assert_eq!(r.text, "");
+    }
+
+    #[test]
+    fn text_decoding_matches_an_xml_parser() {
+        assert_eq!(decode_text(b"a &amp;lt; b &#x131;&#305; &foo; \r\nx\ry").unwrap(), "a &lt; b ıı &foo; \nx\ny");
+        let e = decode_text(b"ab<c").unwrap_err();
+        assert_eq!((e.offset, e.msg.as_str()), (2, "malformed XML: '<' inside <text>"));
+        let e = decode_text(b"ok \xff").unwrap_err();
+        assert_eq!((e.offset, e.msg.as_str()), (3, "invalid UTF-8 in <text>"));
+        assert!(decode_text(b"a & b").unwrap_err().msg.contains("'&' not followed"));
+        let page = b"<page><title>T</title><ns>0</ns><id>1</id><revision><text bytes=\"3\" xml:space=\"preserve\">x &lt; y</text></revision></page>";
+        assert_eq!(parse_page(page).unwrap().text, "x < y");
+        let bad = b"<page><title>T</title><ns>0</ns><id>1</id><revision><text>x<y</text></revision></page>";
+        let e = parse_page(bad).unwrap_err();
+        assert_eq!((e.offset, e.msg.as_str()), (59, "malformed XML: '<' inside <text>"));
     }
 
     #[test]
