@@ -1,4 +1,4 @@
-//! Wikitext → plain text, following the rules in README.md ("Wikitext cleaning").
+//! Wikitext → plain text, following the rules in README.md ("Wikitext cleaning rules").
 //!
 //! `clean` runs four linear passes, in MediaWiki's own order (preprocessor first, links next,
 //! quotes and entities last):
@@ -375,45 +375,20 @@ fn strip_prefix_folded<'a>(text: &'a str, folded: &str) -> Option<&'a str> {
     Some(chars.next().map_or("", |(k, _)| &text[k..]))
 }
 
-/// Offset of the first byte at or after `from` that is one of `set`, or `b.len()`. Scans eight bytes at
-/// a time (SWAR): the lowest flagged byte of `(x - 0x01…) & !x & 0x80…` is always a true zero byte.
+/// Offset of the first byte at or after `from` that is one of `set`, or `b.len()`.
 fn find_any(b: &[u8], from: usize, set: [u8; 3]) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let zero_bytes = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    let mut i = from;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let m = set.iter().fold(0, |m, &c| m | zero_bytes(w ^ (LO * u64::from(c))));
-        if m != 0 {
-            return i + (m.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < b.len() && !set.contains(&b[i]) {
-        i += 1;
-    }
-    i.min(b.len())
+    let from = from.min(b.len());
+    memchr::memchr3(set[0], set[1], set[2], &b[from..]).map_or(b.len(), |k| from + k)
 }
 
 /// Offset of the first `byte` at or after `from`.
 fn find_byte(b: &[u8], byte: u8, from: usize) -> Option<usize> {
-    let k = find_any(b, from, [byte; 3]);
-    (k < b.len()).then_some(k)
+    memchr::memchr(byte, b.get(from..)?).map(|k| from + k)
 }
 
 /// Offset of the first `seq` (non-empty) at or after `from`.
 fn find_seq(b: &[u8], seq: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(p) = find_byte(b, seq[0], i) {
-        if b[p..].starts_with(seq) {
-            return Some(p);
-        }
-        i = p + 1;
-    }
-    None
+    memchr::memmem::find(b.get(from..)?, seq).map(|k| from + k)
 }
 
 // ---------------------------------------------------------------------------------------------
