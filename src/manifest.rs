@@ -62,7 +62,7 @@ pub struct ShardMeta {
     pub stage: String,
     /// Tool version.
     pub version: String,
-    /// The run id (see [`run_id`]).
+    /// The run id (see [`ManifestBuilder::run_id`]).
     pub run_id: String,
 }
 

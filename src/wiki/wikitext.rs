@@ -1197,6 +1197,30 @@ mod tests {
     }
 
     #[test]
+    fn random_markup_mixes_never_break_the_whitespace_rules() {
+        #[rustfmt::skip]
+        const PIECES: &[&str] = &[
+            "{{", "}}", "[[", "]]", "|", "[[Kategori:", "[[Dosya:x|", "<ref>", "</ref>", "<ref name=a/>", "<!--",
+            "-->", "'''", "''", "&nbsp;", "&amp;", "{|", "|}", "\n", "\n\n", "== ", " ==", "* ", "# ", ": ", "kedi",
+            " ", "\t", "İ", "ı", "[http://x.org ", "]", "<math>", "</math>", "__NOTOC__", "----", "中文", "فارسی",
+        ];
+        // xorshift: deterministic, no extra crate.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..(x % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                text.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
+            }
+            let out = clean(&text);
+            assert!(!out.contains("\n\n\n") && !out.starts_with('\n') && !out.ends_with('\n'), "{text:?} -> {out:?}");
+            assert!(out.lines().all(|l| l.trim_matches([' ', '\t']) == l && !l.contains("  ")), "{text:?} -> {out:?}");
+        }
+    }
+
+    #[test]
     fn redirects() {
         let s = tr();
         for t in [
