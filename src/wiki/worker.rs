@@ -89,7 +89,7 @@ impl Ctx<'_> {
             Outcome::Disambiguation
         } else {
             let text = self.syntax.clean(&raw.text);
-            if text.chars().count() < self.cfg.min_chars {
+            if self.cfg.min_chars > 0 && text.chars().count() < self.cfg.min_chars {
                 Outcome::TooShort
             } else {
                 Outcome::Article(TextRecord {

@@ -363,3 +363,42 @@ fn index_that_does_not_match_the_dump_is_refused() {
     assert_eq!(r.status.code(), Some(2));
     assert!(stderr(&r).contains("garbage.txt:2: expected OFFSET:PAGEID:TITLE"), "{}", stderr(&r));
 }
+
+#[test]
+fn cli_json_report_and_corpus_cat_show_what_was_written() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let dump = fixture(PLAIN);
+    let r = langadapt(&["wiki", "ingest", dump.to_str().unwrap(), "--out", o, "--json", "--threads", "2"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(report["stats"]["articles"], 26);
+    assert_eq!(report["stats"]["redirects"], 6);
+    assert_eq!(report["parts"].as_array().unwrap().len(), 1);
+
+    let cat = langadapt(&["corpus", "cat", o, "--limit", "2"]);
+    assert!(cat.status.success(), "{}", stderr(&cat));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(cat.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!((lines[0]["id"].as_i64(), lines[0]["title"].as_str()), (Some(5), Some("Kedi")));
+    assert_eq!(lines[1]["title"], "Çay");
+    assert_eq!(lines[1]["lang"], "tr");
+
+    let bad = langadapt(&["wiki", "ingest", dump.to_str().unwrap(), "--out", o, "--shard", "2/2"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("invalid shard '2/2': expected i/N with 0 <= i < N"), "{}", stderr(&bad));
+}
+
+#[test]
+fn extra_disambiguation_template_is_honoured() {
+    let xml = String::from_utf8(dump_xml()).unwrap().replace("{{Anlam ayrımı}}", "{{Belirsiz}}");
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = write(tmp.path(), "d.xml", xml.as_bytes());
+    let mut cfg = IngestConfig::new(&dump, tmp.path().join("a"));
+    cfg.drop_disambiguation = true;
+    assert_eq!(ingest(&cfg, 1).stats.disambiguation, 0);
+    cfg.out = tmp.path().join("b");
+    cfg.disambiguation_templates = vec!["Belirsiz".into()];
+    assert_eq!(ingest(&cfg, 1).stats.disambiguation, 1);
+}
