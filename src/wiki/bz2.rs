@@ -5,7 +5,6 @@
 use std::io::{self, Read};
 
 use bzip2::{Decompress, Status};
-use indicatif::ProgressBar;
 
 /// Magic at the start of every bzip2 stream (`BZh` + block size digit).
 pub fn is_bz2_header(bytes: &[u8]) -> bool {
@@ -21,7 +20,8 @@ fn data_error(offset: u64, e: bzip2::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{what} at byte {offset}"))
 }
 
-fn truncated(offset: u64) -> io::Error {
+/// The error for input that ends inside a stream.
+pub(super) fn truncated(offset: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
         format!("truncated bzip2 stream: input ends at byte {offset} inside a stream (file cut short or corrupt)"),
@@ -39,12 +39,11 @@ pub struct Bz2Reader<R: Read> {
     decoder: Decompress,
     /// Whether a stream has started and not yet ended.
     in_stream: bool,
-    progress: Option<ProgressBar>,
 }
 
 impl<R: Read> Bz2Reader<R> {
-    /// Wraps `inner`; `progress` advances by compressed bytes consumed.
-    pub fn new(inner: R, progress: Option<ProgressBar>) -> Self {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
         Bz2Reader {
             inner,
             buf: vec![0; 1 << 20],
@@ -53,7 +52,6 @@ impl<R: Read> Bz2Reader<R> {
             buf_offset: 0,
             decoder: Decompress::new(false),
             in_stream: false,
-            progress,
         }
     }
 
@@ -83,9 +81,6 @@ impl<R: Read> Read for Bz2Reader<R> {
             let produced = (self.decoder.total_out() - out_before) as usize;
             let start = self.offset();
             self.pos += used;
-            if let Some(bar) = &self.progress {
-                bar.inc(used as u64);
-            }
             match status {
                 Err(e) => return Err(data_error(start, e)),
                 Ok(Status::StreamEnd) => {
@@ -152,7 +147,7 @@ mod tests {
         let mut file = bz(b"hello ");
         file.extend(bz(b"world"));
         let mut s = String::new();
-        Bz2Reader::new(&file[..], None).read_to_string(&mut s).unwrap();
+        Bz2Reader::new(&file[..]).read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello world");
         let (one, used) = decode_one_stream(&file, 0).unwrap();
         assert_eq!(one, b"hello ");
@@ -164,7 +159,7 @@ mod tests {
         let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
         let file = bz(&data);
         let cut = &file[..file.len() / 2];
-        let err = Bz2Reader::new(cut, None).read_to_end(&mut Vec::new()).unwrap_err();
+        let err = Bz2Reader::new(cut).read_to_end(&mut Vec::new()).unwrap_err();
         assert!(
             err.to_string().starts_with(&format!("truncated bzip2 stream: input ends at byte {} inside", cut.len())),
             "{err}"
@@ -177,9 +172,9 @@ mod tests {
         let mut bad = e.finish().unwrap();
         let mid = bad.len() / 4;
         bad[mid] ^= 0x55;
-        let err = Bz2Reader::new(&bad[..], None).read_to_end(&mut Vec::new()).unwrap_err();
+        let err = Bz2Reader::new(&bad[..]).read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().starts_with("corrupt bzip2 data"), "{err}");
-        let err = Bz2Reader::new(&b"BZh9garbage"[..], None).read_to_end(&mut Vec::new()).unwrap_err();
+        let err = Bz2Reader::new(&b"BZh9garbage"[..]).read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("at byte"), "{err}");
         let err = decode_one_stream(b"<xml>", 42).unwrap_err();
         assert_eq!(err.to_string(), "no bzip2 stream starts at byte 42");

@@ -47,7 +47,7 @@ impl MultistreamIndex {
         let n = read_up_to(&mut file, &mut magic).map_err(io_err)?;
         let head = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
         let reader: Box<dyn Read> =
-            if is_bz2_header(&magic[..n]) { Box::new(Bz2Reader::new(head, None)) } else { Box::new(head) };
+            if is_bz2_header(&magic[..n]) { Box::new(Bz2Reader::new(head)) } else { Box::new(head) };
         Self::parse(BufReader::with_capacity(1 << 20, reader), path)
     }
 

@@ -14,7 +14,7 @@ use super::bz2::{decode_one_stream, is_bz2_header};
 use super::encoding::{self, TextEncoding};
 use super::index::{IndexError, MultistreamIndex};
 use super::parts::{existing_parts, PartSink};
-use super::reader::{header_info, open_sequential, produce_sequential, read_error_ahead, read_header};
+use super::reader::{header_info, open_sequential, produce_sequential, read_header};
 use super::wikitext::Syntax;
 use super::worker::{Chunk, Ctx, PageResult, MAX_TAIL};
 use crate::corpus::ShardError;
@@ -253,13 +253,9 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
             (header_info(&header, dump)?, enc, None)
         }
         None => {
-            let (mut reader, enc) = open_sequential(dump, &bar)?;
+            let (mut reader, enc) = open_sequential(dump, &bar, env.threads())?;
             let (buf, at) = read_header(&mut reader, dump)?;
-            let site = match header_info(&buf[..at], dump) {
-                Ok(site) => site,
-                // Garbage from a corrupt bzip2 block shows before its CRC fails: prefer the decoder's error.
-                Err(e) => return Err(read_error_ahead(&mut reader, dump).unwrap_or(e)),
-            };
+            let site = header_info(&buf[..at], dump)?;
             (site, enc, Some((reader, buf, at)))
         }
     };
@@ -326,20 +322,13 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
             (None, None) => unreachable!("front-to-back mode always has a reader"),
         };
         let mut chunks = chunks;
-        let mut result = crate::parallel::ordered_map(
+        let result = crate::parallel::ordered_map(
             chunks.by_ref(),
             threads,
             lookahead,
             |chunk| ctx.process(&chunk),
             |pages: Vec<PageResult>| pages.into_iter().try_for_each(|p| sink.push(p)),
         );
-        // Corrupt bzip2 data is only caught by the block CRC after the block's bytes were handed out, so
-        // malformed XML may be its symptom: look a little further ahead for the root cause.
-        if matches!(result, Err(WikiError::Xml { .. })) {
-            if let Some(Err(e)) = chunks.by_ref().take(64).find(Result::is_err) {
-                result = Err(e);
-            }
-        }
         drop(chunks);
         if let Some(p) = producer {
             let _ = p.join();

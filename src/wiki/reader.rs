@@ -8,7 +8,8 @@ use std::sync::mpsc::SyncSender;
 
 use indicatif::ProgressBar;
 
-use super::bz2::{is_bz2_header, Bz2Reader};
+use super::bz2::is_bz2_header;
+use super::bz2block::ParallelBz2Reader;
 use super::encoding::{self, TextEncoding, Utf16Reader};
 use super::index::read_up_to;
 use super::ingest::WikiError;
@@ -34,6 +35,7 @@ pub(super) fn sniff_page_id(xml: &[u8]) -> Option<u64> {
 pub(super) fn open_sequential(
     path: &Path,
     bar: &ProgressBar,
+    threads: usize,
 ) -> Result<(Box<dyn Read + Send>, TextEncoding), WikiError> {
     let io_err = |source| WikiError::Io { path: path.into(), source };
     let mut file = File::open(path).map_err(io_err)?;
@@ -42,11 +44,11 @@ pub(super) fn open_sequential(
     if n == 0 {
         return Err(WikiError::Empty { path: path.into() });
     }
-    let head = io::Cursor::new(magic[..n].to_vec()).chain(file);
     let mut reader: Box<dyn Read + Send> = if is_bz2_header(&magic[..n]) {
-        Box::new(Bz2Reader::new(head, Some(bar.clone())))
+        // Blocks are decoded in parallel; the scanner re-reads the file from its start.
+        Box::new(ParallelBz2Reader::new(File::open(path).map_err(io_err)?, threads, bar.clone()))
     } else {
-        Box::new(bar.wrap_read(head))
+        Box::new(bar.wrap_read(io::Cursor::new(magic[..n].to_vec()).chain(file)))
     };
     let mut start = [0u8; 3];
     let n = read_up_to(&mut reader, &mut start).map_err(io_err)?;
@@ -82,19 +84,6 @@ pub(super) fn read_header(reader: &mut dyn Read, path: &Path) -> Result<(Vec<u8>
             return Ok((buf, at));
         }
     }
-}
-
-/// Reads up to 64 MiB further and returns the first read error, if any.
-pub(super) fn read_error_ahead(reader: &mut dyn Read, path: &Path) -> Option<WikiError> {
-    let mut sink = vec![0u8; 1 << 20];
-    for _ in 0..64 {
-        match reader.read(&mut sink) {
-            Ok(0) => return None,
-            Ok(_) => {}
-            Err(source) => return Some(WikiError::Io { path: path.into(), source }),
-        }
-    }
-    None
 }
 
 pub(super) fn header_info(header: &[u8], path: &Path) -> Result<SiteInfo, WikiError> {
