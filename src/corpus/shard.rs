@@ -21,7 +21,7 @@ use crate::manifest::{ShardMeta, PARQUET_META_KEY};
 /// Rows buffered before they become a record batch.
 const BATCH_ROWS: usize = 4096;
 /// Text bytes buffered before a batch is written, whatever the row count (long articles).
-const BATCH_BYTES: usize = 32 << 20;
+const BATCH_BYTES: usize = 4 << 20;
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 16_384;
 
