@@ -89,6 +89,13 @@ impl<R: Read> BlockScanner<R> {
         Some((u64::from_be_bytes(w) >> (16 - bit % 8)) & 0xFFFF_FFFF_FFFF)
     }
 
+    /// Whether a block magic at `bit` is followed by a plausible header: after the 32-bit CRC, the
+    /// "randomised" bit is 0 (bzip2 ≥ 0.9.5 never sets it) and the 24-bit origPtr is below the block
+    /// size, which makes a false magic inside compressed data ~40 times rarer still.
+    fn plausible_block(&self, bit: u64) -> bool {
+        self.bits48(bit + 80).is_some_and(|v| v >> 47 == 0 && (v >> 23) & 0xFF_FFFF < u64::from(self.level) * 100_000)
+    }
+
     /// The first block or end magic strictly after file bit `after`, searching what is buffered.
     fn next_marker(&self, after: u64) -> Option<u64> {
         let from = ((after / 8) - self.base.min(after / 8)) as usize;
@@ -105,7 +112,8 @@ impl<R: Read> BlockScanner<R> {
                     start = at + 1;
                     let Some(w) = at.checked_sub(1) else { continue };
                     let bit = (self.base + (from + w) as u64) * 8 + u64::from(shift);
-                    if bit > after && self.bits48(bit) == Some(magic) {
+                    let plausible = magic == END_MAGIC || self.plausible_block(bit);
+                    if bit > after && self.bits48(bit) == Some(magic) && plausible {
                         best = Some(best.map_or(bit, |b| b.min(bit)));
                         break;
                     }
