@@ -220,10 +220,8 @@ pub fn hash_file(path: &Path, progress: &Progress) -> Result<(String, u64), Mani
     let io_err = |source| ManifestError::Io { path: path.into(), source };
     let mut file = File::open(path).map_err(io_err)?;
     let total = file.metadata().map_err(io_err)?.len();
-    let bar = progress.bytes(if total > 64 << 20 { total } else { 0 }, "hashing");
-    if total <= 64 << 20 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    // Small files hash in well under a second: no bar at all.
+    let bar = if total > 64 << 20 { progress.bytes(total, "hashing") } else { indicatif::ProgressBar::hidden() };
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;

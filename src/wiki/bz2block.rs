@@ -47,13 +47,12 @@ pub struct BlockScanner<R: Read> {
     eof: bool,
     level: u8,
     expect: Expect,
-    bar: ProgressBar,
     done: bool,
 }
 
 impl<R: Read> BlockScanner<R> {
-    /// Scans `inner` from its start; `bar` advances by compressed bytes.
-    pub fn new(inner: R, bar: ProgressBar) -> Self {
+    /// Scans `inner` from its start.
+    pub fn new(inner: R) -> Self {
         BlockScanner {
             inner,
             buf: Vec::new(),
@@ -61,7 +60,6 @@ impl<R: Read> BlockScanner<R> {
             eof: false,
             level: 9,
             expect: Expect::StreamHeader(0),
-            bar,
             done: false,
         }
     }
@@ -75,7 +73,6 @@ impl<R: Read> BlockScanner<R> {
         self.buf.resize(old + READ_BYTES, 0);
         let n = super::index::read_up_to(&mut self.inner, &mut self.buf[old..])?;
         self.buf.truncate(old + n);
-        self.bar.inc(n as u64);
         self.eof = n < READ_BYTES;
         Ok(())
     }
@@ -287,16 +284,20 @@ impl ParallelBz2Reader {
         let lookahead = 4 * threads.max(1);
         let (tx, rx) = sync_channel(lookahead);
         let worker = std::thread::spawn(move || {
-            let scanner = BlockScanner::new(file, bar);
+            let scanner = BlockScanner::new(file);
             let result = crate::parallel::ordered_map(
                 scanner,
                 threads,
                 lookahead,
                 |block| {
                     let mut out = Vec::new();
-                    decode_block(&block, &mut out).map(|()| out)
+                    decode_block(&block, &mut out).map(|()| (out, block.bits / 8))
                 },
-                |bytes| tx.send(Ok(bytes)).map_err(|_| io::Error::other("reader dropped")),
+                |(bytes, compressed)| {
+                    // Progress counts compressed bytes as their text is handed on, not as they are read ahead.
+                    bar.inc(compressed);
+                    tx.send(Ok(bytes)).map_err(|_| io::Error::other("reader dropped"))
+                },
             );
             if let Err(e) = result {
                 let _ = tx.send(Err(e));
@@ -370,7 +371,7 @@ mod tests {
         let b = data(250_000);
         file.extend(bz(&b, 9));
         file.extend(bz(b"", 5));
-        let blocks = BlockScanner::new(&file[..], ProgressBar::hidden()).collect::<io::Result<Vec<_>>>().unwrap();
+        let blocks = BlockScanner::new(&file[..]).collect::<io::Result<Vec<_>>>().unwrap();
         assert!(blocks.len() >= 14, "{}", blocks.len());
         assert!(blocks.iter().map(|b| b.first_bit).collect::<std::collections::BTreeSet<_>>().len() > 3);
         let mut want = a.clone();
