@@ -71,7 +71,7 @@ impl<R: Read> BlockScanner<R> {
         self.base += drop as u64;
         let old = self.buf.len();
         self.buf.resize(old + READ_BYTES, 0);
-        let n = super::index::read_up_to(&mut self.inner, &mut self.buf[old..])?;
+        let n = crate::io::read_up_to(&mut self.inner, &mut self.buf[old..])?;
         self.buf.truncate(old + n);
         self.eof = n < READ_BYTES;
         Ok(())
@@ -94,27 +94,41 @@ impl<R: Read> BlockScanner<R> {
     }
 
     /// The first block or end magic strictly after file bit `after`, searching what is buffered.
+    /// Searches windows of growing size, so the work is proportional to the distance to the marker
+    /// (about one block), not to the whole read-ahead buffer, for each of the 16 magic/shift patterns.
     fn next_marker(&self, after: u64) -> Option<u64> {
-        let from = ((after / 8) - self.base.min(after / 8)) as usize;
+        let from = (after / 8 - self.base) as usize;
         let hay = self.buf.get(from..)?;
+        let (mut lo, mut width) = (0, 1 << 18);
+        while lo < hay.len() {
+            let hi = (lo + width).min(hay.len());
+            if let Some(bit) = self.first_marker_in(hay, from, lo, hi, after) {
+                return Some(bit);
+            }
+            (lo, width) = (hi, width * 2);
+        }
+        None
+    }
+
+    /// The earliest verified marker whose 7-byte window starts at `hay[w]` with `lo <= w < hi`.
+    fn first_marker_in(&self, hay: &[u8], from: usize, lo: usize, hi: usize, after: u64) -> Option<u64> {
         let mut best: Option<u64> = None;
         for magic in [BLOCK_MAGIC, END_MAGIC] {
             for shift in 0..8u32 {
                 // The magic placed at bit `shift` of a 7-byte window: its bytes 1..=5 are entirely magic.
                 let window = (magic << (16 - shift)).to_be_bytes();
                 let inner = &window[1..6];
-                let mut start = 0;
-                while let Some(k) = memmem::find(&hay[start..], inner) {
-                    let at = start + k;
-                    start = at + 1;
-                    let Some(w) = at.checked_sub(1) else { continue };
+                let slice = &hay[lo..(hi + 6).min(hay.len())];
+                // A match at 0 would put the window before `lo`: the previous window covered it.
+                for at in memmem::find_iter(slice, inner).filter(|&at| at > 0) {
+                    let w = lo + at - 1;
+                    if w >= hi {
+                        break;
+                    }
                     let bit = (self.base + (from + w) as u64) * 8 + u64::from(shift);
                     let plausible = magic == END_MAGIC || self.plausible_block(bit);
                     if bit > after && self.bits48(bit) == Some(magic) && plausible {
                         best = Some(best.map_or(bit, |b| b.min(bit)));
-                        break;
-                    }
-                    if best.is_some_and(|b| bit > b) {
                         break;
                     }
                 }

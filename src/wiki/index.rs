@@ -44,7 +44,7 @@ impl MultistreamIndex {
         let io_err = |source| IndexError::Io { path: path.into(), source };
         let mut file = std::fs::File::open(path).map_err(io_err)?;
         let mut magic = [0u8; 4];
-        let n = read_up_to(&mut file, &mut magic).map_err(io_err)?;
+        let n = crate::io::read_up_to(&mut file, &mut magic).map_err(io_err)?;
         let head = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
         let reader: Box<dyn Read> =
             if is_bz2_header(&magic[..n]) { Box::new(Bz2Reader::new(head)) } else { Box::new(head) };
@@ -93,18 +93,6 @@ impl MultistreamIndex {
     pub fn pages(&self) -> u64 {
         self.streams.iter().map(|s| s.page_ids.len() as u64).sum()
     }
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

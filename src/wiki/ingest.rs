@@ -57,11 +57,11 @@ pub struct IngestConfig {
     pub resume: bool,
 }
 
-pub(super) fn default_part_pages() -> u64 {
+fn default_part_pages() -> u64 {
     50_000
 }
 
-pub(super) fn default_shard() -> ShardSpec {
+fn default_shard() -> ShardSpec {
     ShardSpec::WHOLE
 }
 
@@ -266,7 +266,7 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
     let ctx =
         Ctx { cfg, dump, file, encoding, syntax, lang, source, site, wanted_parts: &wanted_parts, bar: bar.clone() };
 
-    let sink = PartSink {
+    let mut sink = PartSink {
         dir: cfg.out.clone(),
         meta: shard_meta,
         part_pages: cfg.part_pages,
@@ -275,9 +275,8 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
     };
     let threads = env.threads();
     let lookahead = 4 * threads;
-    let mut sink = sink;
     let outcome = std::thread::scope(|scope| -> Result<(), WikiError> {
-        let (chunks, producer): (Box<dyn Iterator<Item = Result<Chunk, WikiError>> + Send + '_>, _) = match (
+        let (mut chunks, producer): (Box<dyn Iterator<Item = Result<Chunk, WikiError>> + Send + '_>, _) = match (
             &index, sequential,
         ) {
             (Some(idx), _) => {
@@ -321,7 +320,6 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
             }
             (None, None) => unreachable!("front-to-back mode always has a reader"),
         };
-        let mut chunks = chunks;
         let result = crate::parallel::ordered_map(
             chunks.by_ref(),
             threads,
