@@ -1,0 +1,5 @@
+//! Vocabulary: load tokenizers (tokenizer.json, SentencePiece tokenizer.model), encode and decode.
+
+mod tokenizer;
+
+pub use tokenizer::{Tokenizer, VocabError};
