@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use langadapt::io::ShardSpec;
 use langadapt::pipeline::Recipe;
-use langadapt::{corpus, wiki, Env, Progress};
+use langadapt::{corpus, model, wiki, Env, Progress};
 
 /// Take an English-centric LLaMA-family model to a new language and measure the result.
 #[derive(Debug, Parser)]
@@ -41,6 +41,9 @@ enum Command {
     /// Text shards.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// LLaMA-family checkpoints: inspect, generate, merge LoRA adapters.
+    #[command(subcommand)]
+    Model(ModelCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +108,7 @@ impl Cli {
             Command::Run { recipe, out, dry_run } => run_recipe(&recipe, out, dry_run, &env),
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
+            Command::Model(cmd) => model_command(cmd),
         }
     }
 }
@@ -183,4 +187,120 @@ fn run_recipe(path: &std::path::Path, out: Option<PathBuf>, dry_run: bool, env: 
     }
     eprintln!("done: outputs under {}", report.out.display());
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Architecture, parameters, dtype and tokenizer of a Hugging Face checkpoint.
+    Info {
+        /// Checkpoint directory (config.json + safetensors).
+        ckpt: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate text from a prompt.
+    Generate(GenerateArgs),
+    /// Fold a PEFT LoRA adapter into its base checkpoint.
+    MergeLora {
+        /// Base checkpoint directory.
+        base: PathBuf,
+        /// Adapter directory (adapter_config.json + adapter_model.safetensors).
+        adapter: PathBuf,
+        /// Output checkpoint directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// Checkpoint directory.
+    ckpt: PathBuf,
+    /// The prompt (BOS is added).
+    #[arg(long)]
+    prompt: String,
+    /// New tokens at most.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Greedy decoding (same as --temperature 0).
+    #[arg(long)]
+    greedy: bool,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f64,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f64,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Stop sequence (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep generating past EOS.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+fn model_command(cmd: ModelCommand) -> anyhow::Result<()> {
+    match cmd {
+        ModelCommand::Info { ckpt, json } => {
+            let info = model::Checkpoint::open(&ckpt)?.info()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+                return Ok(());
+            }
+            println!("path\t{}", info.path.display());
+            println!("model_type\t{}", info.model_type);
+            println!("parameters\t{} ({:.1}M)", info.parameters, info.parameters as f64 / 1e6);
+            println!("dtype\t{}", info.dtypes.join(", "));
+            for (k, v) in &info.architecture {
+                println!("{k}\t{v}");
+            }
+            for f in &info.files {
+                println!("weights\t{}", f.display());
+            }
+            match &info.tokenizer {
+                Some((path, size)) => println!("tokenizer\t{} ({size} ids)", path.display()),
+                None => println!("tokenizer\tnone"),
+            }
+            Ok(())
+        }
+        ModelCommand::Generate(a) => {
+            let ckpt = model::Checkpoint::open(&a.ckpt)?;
+            let device = model::parse_device(&a.device)?;
+            let llama = ckpt.load(&device, model::parse_dtype(&a.dtype)?)?;
+            let tokenizer = ckpt.tokenizer()?;
+            let prompt = tokenizer.encode(&a.prompt, true)?;
+            let opts = model::GenerateOptions {
+                max_new_tokens: a.max_new_tokens,
+                temperature: if a.greedy { 0.0 } else { a.temperature },
+                top_p: a.top_p,
+                seed: a.seed,
+                stop: a.stop,
+                stop_at_eos: !a.ignore_eos,
+            };
+            let out = model::generate(&llama, &tokenizer, &[prompt], &opts)?;
+            println!("{}", out[0].text);
+            Ok(())
+        }
+        ModelCommand::MergeLora { base, adapter, out } => {
+            let report = model::merge_lora(&base, &adapter, &out)?;
+            eprintln!(
+                "merge-lora: {} projections merged, {} modules replaced ({}); checkpoint in {}",
+                report.merged_projections,
+                report.replaced_modules.len(),
+                report.replaced_modules.join(", "),
+                out.display()
+            );
+            Ok(())
+        }
+    }
 }

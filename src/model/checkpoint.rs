@@ -1,0 +1,410 @@
+//! Hugging Face checkpoint directories: find and read the weights, build the model, save back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::Serialize;
+
+use super::config::{HfConfig, LlamaConfig};
+use super::llama::Llama;
+use super::lora::LoraConfig;
+use super::ModelError;
+use crate::vocab::Tokenizer;
+
+/// Files copied unchanged from the source checkpoint when saving (tokenizer and generation settings).
+const SIDE_FILES: [&str; 5] = [
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
+
+/// Parses `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(spec: &str) -> Result<Device, ModelError> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::new_cuda(0)?),
+        s if s.starts_with("cuda:") => {
+            let n = s[5..].parse().map_err(|_| ModelError::Request(format!("device {s:?}: expected cuda:N")))?;
+            Ok(Device::new_cuda(n)?)
+        }
+        other => Err(ModelError::Request(format!("device {other:?}: expected cpu, cuda or cuda:N"))),
+    }
+}
+
+/// Parses `f32`, `f16` or `bf16`.
+pub fn parse_dtype(spec: &str) -> Result<DType, ModelError> {
+    match spec {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(ModelError::Request(format!("dtype {other:?}: expected f32, f16 or bf16"))),
+    }
+}
+
+/// A Hugging Face checkpoint directory, opened but not yet loaded.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    dir: PathBuf,
+    /// `config.json` as written.
+    pub hf: HfConfig,
+    /// The checked runtime configuration.
+    pub config: LlamaConfig,
+    files: Vec<PathBuf>,
+}
+
+/// A model whose weights are candle variables, for training.
+pub struct Trainable {
+    /// The model (its tensors are the variables below).
+    pub model: Llama,
+    /// Base weights by Hugging Face name.
+    pub base: VarMap,
+    /// LoRA factors by PEFT name, when training an adapter.
+    pub adapter: Option<VarMap>,
+}
+
+impl Trainable {
+    /// Variables to train: every adapter factor, plus base weights whose name contains one of `parts`
+    /// (all base weights when `parts` is empty and there is no adapter).
+    pub fn trainable_vars(&self, parts: &[&str]) -> Vec<(String, Var)> {
+        let mut out: Vec<(String, Var)> = Vec::new();
+        if let Some(adapter) = &self.adapter {
+            out.extend(adapter.data().lock().expect("var map lock").iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let all_base = parts.is_empty() && self.adapter.is_none();
+        let base = self.base.data().lock().expect("var map lock");
+        out.extend(
+            base.iter()
+                .filter(|(k, _)| all_base || parts.iter().any(|p| k.contains(p)))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The current base weights by Hugging Face name.
+    pub fn weights(&self) -> BTreeMap<String, Tensor> {
+        let base = self.base.data().lock().expect("var map lock");
+        base.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    }
+}
+
+/// How `Checkpoint::save` writes weights.
+#[derive(Debug, Clone)]
+pub struct SaveOptions {
+    /// Largest safetensors file before splitting into `model-0000k-of-0000n.safetensors` + index.
+    pub max_shard_bytes: u64,
+    /// Store weights in this dtype (None: as given).
+    pub dtype: Option<DType>,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        // transformers' default `max_shard_size` is 5GB.
+        Self { max_shard_bytes: 5_000_000_000, dtype: None }
+    }
+}
+
+/// A summary of a checkpoint for `model info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    /// The directory.
+    pub path: PathBuf,
+    /// `model_type` of config.json.
+    pub model_type: String,
+    /// Parameters (tied head counted once).
+    pub parameters: usize,
+    /// Stored dtype(s) of the weights.
+    pub dtypes: Vec<String>,
+    /// Weight files.
+    pub files: Vec<PathBuf>,
+    /// vocab, hidden, layers, heads, kv heads, head_dim, context.
+    pub architecture: BTreeMap<String, serde_json::Value>,
+    /// The tokenizer file found, if any, and its vocabulary size.
+    pub tokenizer: Option<(PathBuf, usize)>,
+}
+
+impl Checkpoint {
+    /// Opens `dir`: reads config.json and finds the safetensors weights (single file or sharded with index).
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::checkpoint(dir, "not a directory (expected a Hugging Face checkpoint folder)"));
+        }
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(ModelError::checkpoint(dir, "no config.json (expected a Hugging Face checkpoint folder)"));
+        }
+        let hf = HfConfig::load(&config_path)?;
+        let config = hf.to_runtime(&config_path)?;
+        let files = weight_files(dir)?;
+        Ok(Self { dir: dir.to_path_buf(), hf, config, files })
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The safetensors files holding the weights.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// The tokenizer stored with the checkpoint.
+    pub fn tokenizer(&self) -> Result<Tokenizer, ModelError> {
+        Ok(Tokenizer::from_path(&self.dir)?)
+    }
+
+    /// The model, weights memory-mapped and converted to `dtype` on `device`.
+    pub fn load(&self, device: &Device, dtype: DType) -> Result<Llama, ModelError> {
+        // SAFETY: the files are mapped read-only; changing them while loaded is the caller's problem, as for
+        // every mmap-based loader (transformers, candle examples).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.files, dtype, device)? };
+        self.build(vb, None)
+    }
+
+    /// The model with a PEFT LoRA adapter applied (not merged): `adapter` holds adapter_config.json and
+    /// adapter_model.safetensors; the adapter's `modules_to_save` copies replace the base tensors.
+    pub fn load_with_adapter(&self, adapter: &Path, device: &Device, dtype: DType) -> Result<Llama, ModelError> {
+        let lora = LoraConfig::load(&adapter.join("adapter_config.json"))?;
+        let adapter_file = adapter.join("adapter_model.safetensors");
+        let adapter_tensors = read_tensors(&[adapter_file], device)?;
+        let mut base = self.read_all(device)?;
+        for (name, t) in &adapter_tensors {
+            if let Some(rest) = name.strip_prefix("base_model.model.") {
+                if base.contains_key(rest) {
+                    base.insert(rest.to_string(), t.clone());
+                }
+            }
+        }
+        let base = base.into_iter().map(|(k, t)| Ok((k, t.to_dtype(dtype)?))).collect::<Result<_, ModelError>>()?;
+        let adapter =
+            adapter_tensors.into_iter().map(|(k, t)| Ok((k, t.to_dtype(dtype)?))).collect::<Result<_, ModelError>>()?;
+        let vb = VarBuilder::from_tensors(base, dtype, device);
+        let lvb = VarBuilder::from_tensors(adapter, dtype, device);
+        self.build(vb, Some((&lora, lvb)))
+    }
+
+    /// The model with every weight a trainable variable (and LoRA factors when `lora` is given).
+    pub fn load_trainable(
+        &self,
+        device: &Device,
+        dtype: DType,
+        lora: Option<&LoraConfig>,
+    ) -> Result<Trainable, ModelError> {
+        let base = VarMap::new();
+        let adapter = lora.map(|_| VarMap::new());
+        let vb = VarBuilder::from_varmap(&base, dtype, device);
+        let lvb = adapter.as_ref().map(|a| VarBuilder::from_varmap(a, dtype, device));
+        let model = self.build(vb, lora.zip(lvb))?;
+        let stored = self.read_all(device)?;
+        let vars = base.data().lock().expect("var map lock");
+        for (name, var) in vars.iter() {
+            let t = stored.get(name).ok_or_else(|| ModelError::Tensor {
+                path: self.dir.clone(),
+                name: name.clone(),
+                message: "missing from the checkpoint".into(),
+            })?;
+            var.set(&t.to_dtype(dtype)?).map_err(|e| ModelError::Tensor {
+                path: self.dir.clone(),
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        drop(vars);
+        Ok(Trainable { model, base, adapter })
+    }
+
+    fn build(&self, vb: VarBuilder, lora: Option<(&LoraConfig, VarBuilder)>) -> Result<Llama, ModelError> {
+        Llama::new(&self.config, vb, lora).map_err(|e| match e {
+            ModelError::Candle(c) => ModelError::checkpoint(&self.dir, format!("loading weights: {c}")),
+            other => other,
+        })
+    }
+
+    /// Every tensor of the checkpoint, in its stored dtype.
+    pub fn read_all(&self, device: &Device) -> Result<BTreeMap<String, Tensor>, ModelError> {
+        read_tensors(&self.files, device)
+    }
+
+    /// Writes `weights` as a checkpoint in `out` (config.json with the weights' vocabulary size, safetensors,
+    /// and this checkpoint's tokenizer and generation files), each file under a temporary name first.
+    pub fn save(&self, weights: &BTreeMap<String, Tensor>, out: &Path, opts: &SaveOptions) -> Result<(), ModelError> {
+        std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
+        let weights: BTreeMap<String, Tensor> = match opts.dtype {
+            Some(dt) => weights.iter().map(|(k, t)| Ok((k.clone(), t.to_dtype(dt)?))).collect::<Result<_, ModelError>>()?,
+            None => weights.clone(),
+        };
+        let mut hf = self.hf.clone();
+        if let Some(embed) = weights.get("model.embed_tokens.weight") {
+            hf.vocab_size = embed.dim(0)?;
+        }
+        if let Some(t) = weights.values().next() {
+            let name = match t.dtype() {
+                DType::BF16 => "bfloat16",
+                DType::F16 => "float16",
+                _ => "float32",
+            };
+            hf.extra.insert("dtype".into(), name.into());
+            hf.extra.remove("torch_dtype");
+        }
+        let json = serde_json::to_string_pretty(&hf).map_err(|e| ModelError::Request(e.to_string()))?;
+        crate::io::write_atomic(&out.join("config.json"), json.as_bytes())
+            .map_err(|e| ModelError::io(&out.join("config.json"), e))?;
+        write_sharded(&weights, out, opts.max_shard_bytes)?;
+        for name in SIDE_FILES {
+            let src = self.dir.join(name);
+            if src.is_file() && src != out.join(name) {
+                std::fs::copy(&src, out.join(name)).map_err(|e| ModelError::io(&src, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Architecture, size, dtypes, files and tokenizer, for `model info`.
+    pub fn info(&self) -> Result<CheckpointInfo, ModelError> {
+        let mut dtypes = Vec::new();
+        for file in &self.files {
+            let bytes = std::fs::read(file).map_err(|e| ModelError::io(file, e))?;
+            let st = safetensors::SafeTensors::deserialize(&bytes)
+                .map_err(|e| ModelError::checkpoint(file, format!("not a safetensors file: {e}")))?;
+            for (_, view) in st.tensors() {
+                let d = format!("{:?}", view.dtype()).to_lowercase();
+                if !dtypes.contains(&d) {
+                    dtypes.push(d);
+                }
+            }
+        }
+        let c = &self.config;
+        let architecture = [
+            ("vocab_size", c.vocab_size.into()),
+            ("hidden_size", c.hidden_size.into()),
+            ("intermediate_size", c.intermediate_size.into()),
+            ("num_hidden_layers", c.num_layers.into()),
+            ("num_attention_heads", c.num_heads.into()),
+            ("num_key_value_heads", c.num_kv_heads.into()),
+            ("head_dim", c.head_dim.into()),
+            ("max_position_embeddings", c.max_position_embeddings.into()),
+            ("rope_theta", c.rope_theta.into()),
+            ("rope_scaling", format!("{:?}", c.rope_scaling).into()),
+            ("tie_word_embeddings", c.tie_word_embeddings.into()),
+        ]
+        .into_iter()
+        .map(|(k, v): (&str, serde_json::Value)| (k.to_string(), v))
+        .collect();
+        let tokenizer = self.tokenizer().ok().map(|t| (t.path().to_path_buf(), t.vocab_size()));
+        Ok(CheckpointInfo {
+            path: self.dir.clone(),
+            model_type: self.hf.model_type.clone().unwrap_or_else(|| "llama".into()),
+            parameters: c.num_parameters(),
+            dtypes,
+            files: self.files.clone(),
+            architecture,
+            tokenizer,
+        })
+    }
+}
+
+/// The safetensors files of a checkpoint directory; pickle-only checkpoints are refused.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::checkpoint(&index, e.to_string()))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::checkpoint(&index, "no weight_map object"))?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for v in map.values() {
+            let name = v.as_str().ok_or_else(|| ModelError::checkpoint(&index, "weight_map values must be file names"))?;
+            let path = dir.join(name);
+            if !files.contains(&path) {
+                if !path.is_file() {
+                    return Err(ModelError::checkpoint(&path, "listed in model.safetensors.index.json but missing"));
+                }
+                files.push(path);
+            }
+        }
+        files.sort();
+        return Ok(files);
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    if names.iter().any(|n| n.ends_with(".bin") || n.ends_with(".pt") || n.ends_with(".pth")) {
+        return Err(ModelError::checkpoint(
+            dir,
+            "only pickle weights (.bin/.pt) here; they are not loaded because unpickling runs arbitrary code. \
+             Convert once with transformers: AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT, \
+             safe_serialization=True)",
+        ));
+    }
+    Err(ModelError::checkpoint(dir, "no model.safetensors or model.safetensors.index.json"))
+}
+
+/// Reads every tensor of `files` (stored dtype) onto `device`.
+pub(crate) fn read_tensors(files: &[PathBuf], device: &Device) -> Result<BTreeMap<String, Tensor>, ModelError> {
+    let mut out = BTreeMap::new();
+    for file in files {
+        let tensors = candle_core::safetensors::load(file, device)
+            .map_err(|e| ModelError::checkpoint(file, format!("cannot read safetensors: {e}")))?;
+        out.extend(tensors);
+    }
+    Ok(out)
+}
+
+/// Writes one safetensors file (with transformers' `format: pt` metadata) under a temporary name, then renames.
+pub(crate) fn write_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
+    let tmp = crate::io::tmp_path(path);
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    // safetensors wants contiguous tensors; candle's `View` impl copies to CPU.
+    let tensors: Vec<(String, Tensor)> =
+        tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<Result<_, ModelError>>()?;
+    safetensors::serialize_to_file(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta), &tmp)
+        .map_err(|e| ModelError::checkpoint(path, format!("cannot write safetensors: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+}
+
+/// Writes `model.safetensors`, or shards of at most `max_bytes` with `model.safetensors.index.json`.
+fn write_sharded(weights: &BTreeMap<String, Tensor>, out: &Path, max_bytes: u64) -> Result<(), ModelError> {
+    let size = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+    let total: u64 = weights.values().map(size).sum();
+    let mut shards: Vec<BTreeMap<String, Tensor>> = vec![BTreeMap::new()];
+    let mut current = 0u64;
+    for (name, t) in weights {
+        let last = shards.last_mut().expect("at least one shard");
+        if current + size(t) > max_bytes && !last.is_empty() {
+            shards.push(BTreeMap::new());
+            current = 0;
+        }
+        current += size(t);
+        shards.last_mut().expect("at least one shard").insert(name.clone(), t.clone());
+    }
+    // A stale layout from an earlier save must not shadow the new one.
+    for stale in ["model.safetensors", "model.safetensors.index.json"] {
+        let _ = std::fs::remove_file(out.join(stale));
+    }
+    if shards.len() == 1 {
+        return write_safetensors(&shards[0], &out.join("model.safetensors"));
+    }
+    let n = shards.len();
+    let mut weight_map = BTreeMap::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-{n:05}.safetensors", i + 1);
+        write_safetensors(shard, &out.join(&name))?;
+        weight_map.extend(shard.keys().map(|k| (k.clone(), serde_json::Value::from(name.clone()))));
+    }
+    let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    let path = out.join("model.safetensors.index.json");
+    crate::io::write_atomic(&path, index.to_string().as_bytes()).map_err(|e| ModelError::io(&path, e))
+}

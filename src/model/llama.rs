@@ -1,0 +1,475 @@
+//! The LLaMA decoder: every op composed from differentiable candle primitives, logits at every position.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use super::config::LlamaConfig;
+use super::lora::{LoraConfig, LoraTarget};
+use super::ModelError;
+
+type Result<T> = std::result::Result<T, ModelError>;
+
+/// RMSNorm as transformers computes it: statistics in f32, the weight applied in the model dtype.
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { weight: vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?, eps })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let dtype = xs.dtype();
+        let xs = xs.to_dtype(DType::F32)?;
+        let var = xs.sqr()?.mean_keepdim(D::Minus1)?;
+        let xs = xs.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        xs.to_dtype(dtype)?.broadcast_mul(&self.weight)
+    }
+}
+
+/// A projection, optionally with a LoRA update `x Aᵀ Bᵀ · alpha/r` (PEFT's `lora_A`/`lora_B`).
+#[derive(Debug, Clone)]
+pub(crate) struct Proj {
+    pub(crate) base: Linear,
+    pub(crate) lora: Option<LoraPair>,
+}
+
+/// The two low-rank factors of one adapted projection.
+#[derive(Debug, Clone)]
+pub(crate) struct LoraPair {
+    pub(crate) a: Tensor,
+    pub(crate) b: Tensor,
+    pub(crate) scale: f64,
+    pub(crate) dropout: f32,
+}
+
+impl Proj {
+    fn new(
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        vb: VarBuilder,
+        lora: Option<(&LoraConfig, VarBuilder)>,
+    ) -> Result<Self> {
+        let base = if bias {
+            candle_nn::linear(in_dim, out_dim, vb)?
+        } else {
+            candle_nn::linear_no_bias(in_dim, out_dim, vb)?
+        };
+        let lora = match lora {
+            Some((cfg, vb)) => {
+                // PEFT's default init: A Kaiming-uniform, B zero, so the adapter starts as the identity update.
+                let bound = (1.0 / in_dim as f64).sqrt();
+                let a = vb.pp("lora_A").get_with_hints((cfg.r, in_dim), "weight", candle_nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                })?;
+                let b = vb.pp("lora_B").get_with_hints((out_dim, cfg.r), "weight", candle_nn::Init::Const(0.0))?;
+                Some(LoraPair { a, b, scale: cfg.scale(), dropout: cfg.dropout })
+            }
+            None => None,
+        };
+        Ok(Self { base, lora })
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let out = self.base.forward(xs)?;
+        let Some(l) = &self.lora else { return Ok(out) };
+        let xs = if train && l.dropout > 0.0 { candle_nn::ops::dropout(xs, l.dropout)? } else { xs.clone() };
+        let update = xs.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
+        Ok((out + (update * l.scale)?)?)
+    }
+}
+
+/// Cos/sin tables for every position up to the model's context, `[max_pos, head_dim/2]`.
+#[derive(Debug, Clone)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let inv_freq = cfg.inv_freq();
+        let half = inv_freq.len();
+        let n = cfg.max_position_embeddings.max(1);
+        let mut angles = Vec::with_capacity(n * half);
+        for p in 0..n {
+            // f32 products, as transformers computes `inv_freq @ position_ids` in float32.
+            angles.extend(inv_freq.iter().map(|&f| p as f32 * f));
+        }
+        let angles = Tensor::from_vec(angles, (n, half), device)?;
+        Ok(Self { cos: angles.cos()?.to_dtype(dtype)?, sin: angles.sin()?.to_dtype(dtype)? })
+    }
+
+    /// Rotates `xs` `[b, heads, t, head_dim]` at `positions` `[b, t]`.
+    fn apply(&self, xs: &Tensor, positions: &Tensor) -> Result<Tensor> {
+        let (b, _, t, d) = xs.dims4()?;
+        let flat = positions.flatten_all()?;
+        let cos = self.cos.index_select(&flat, 0)?.reshape((b, 1, t, d / 2))?;
+        let sin = self.sin.index_select(&flat, 0)?.reshape((b, 1, t, d / 2))?;
+        let x1 = xs.narrow(D::Minus1, 0, d / 2)?;
+        let x2 = xs.narrow(D::Minus1, d / 2, d / 2)?;
+        let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+        let r2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
+        Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate: Proj,
+    up: Proj,
+    down: Proj,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// Keys and values of earlier positions, for generation one token at a time.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// `[b, s]` 1 for real tokens, 0 for padding, over every cached position.
+    key_mask: Option<Tensor>,
+    /// Next RoPE position of each row.
+    next_pos: Vec<u32>,
+}
+
+impl KvCache {
+    /// An empty cache for `layers` layers.
+    pub fn new(layers: usize) -> Self {
+        Self { layers: vec![None; layers], key_mask: None, next_pos: Vec::new() }
+    }
+
+    /// Positions cached so far (padding included).
+    pub fn len(&self) -> usize {
+        self.key_mask.as_ref().map_or(0, |m| m.dim(1).unwrap_or(0))
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a forward pass reads besides the token ids.
+#[derive(Debug, Default)]
+pub struct ForwardOptions<'a> {
+    /// `[b, t]` u8/u32: 1 for real tokens, 0 for padding (any side). None: all real.
+    pub mask: Option<&'a Tensor>,
+    /// Cache to read earlier positions from and append these to.
+    pub cache: Option<&'a mut KvCache>,
+    /// Training mode (LoRA dropout on).
+    pub train: bool,
+}
+
+/// A LLaMA-family causal language model.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    cfg: LlamaConfig,
+    embed: Tensor,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<Proj>,
+    rope: Rope,
+    device: Device,
+    dtype: DType,
+}
+
+impl Llama {
+    /// Builds the model from `vb` (Hugging Face tensor names), with LoRA factors from `lora` when given.
+    pub fn new(cfg: &LlamaConfig, vb: VarBuilder, lora: Option<(&LoraConfig, VarBuilder)>) -> Result<Self> {
+        let device = vb.device().clone();
+        let dtype = vb.dtype();
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let m = vb.pp("model");
+        let lm = lora.as_ref().map(|(c, vb)| (*c, vb.pp("base_model").pp("model").pp("model")));
+        let proj = |target: LoraTarget, i: usize, o: usize, bias: bool, vb: VarBuilder, lvb: Option<VarBuilder>| {
+            let lora = match (lora.as_ref(), lvb) {
+                (Some((c, _)), Some(lvb)) if c.targets.contains(&target) => Some((*c, lvb)),
+                _ => None,
+            };
+            Proj::new(i, o, bias, vb, lora)
+        };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for l in 0..cfg.num_layers {
+            let vb = m.pp("layers").pp(l);
+            let lvb = lm.as_ref().map(|(_, v)| v.pp("layers").pp(l));
+            let a = vb.pp("self_attn");
+            let la = lvb.as_ref().map(|v| v.pp("self_attn"));
+            let sub = |name: &str| la.as_ref().map(|v| v.pp(name));
+            let (q_out, kv_out) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
+            let bias = cfg.attention_bias;
+            let attn = Attention {
+                q: proj(LoraTarget::QProj, h, q_out, bias, a.pp("q_proj"), sub("q_proj"))?,
+                k: proj(LoraTarget::KProj, h, kv_out, bias, a.pp("k_proj"), sub("k_proj"))?,
+                v: proj(LoraTarget::VProj, h, kv_out, bias, a.pp("v_proj"), sub("v_proj"))?,
+                o: proj(LoraTarget::OProj, q_out, h, bias, a.pp("o_proj"), sub("o_proj"))?,
+                heads: cfg.num_heads,
+                kv_heads: cfg.num_kv_heads,
+                head_dim: hd,
+            };
+            let mv = vb.pp("mlp");
+            let lmv = lvb.as_ref().map(|v| v.pp("mlp"));
+            let msub = |name: &str| lmv.as_ref().map(|v| v.pp(name));
+            let (i, bias) = (cfg.intermediate_size, cfg.mlp_bias);
+            let mlp = Mlp {
+                gate: proj(LoraTarget::GateProj, h, i, bias, mv.pp("gate_proj"), msub("gate_proj"))?,
+                up: proj(LoraTarget::UpProj, h, i, bias, mv.pp("up_proj"), msub("up_proj"))?,
+                down: proj(LoraTarget::DownProj, i, h, bias, mv.pp("down_proj"), msub("down_proj"))?,
+            };
+            layers.push(Block {
+                input_norm: RmsNorm::new(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+                attn,
+                post_norm: RmsNorm::new(h, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+                mlp,
+            });
+        }
+        let embed = m.pp("embed_tokens").get_with_hints((cfg.vocab_size, h), "weight", candle_nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        })?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(Proj::new(h, cfg.vocab_size, false, vb.pp("lm_head"), None)?)
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm: RmsNorm::new(h, cfg.rms_norm_eps, m.pp("norm"))?,
+            lm_head,
+            rope: Rope::new(cfg, dtype, &device)?,
+            device,
+            dtype,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Logits `[b, t, vocab]` (f32) for token ids `[b, t]`.
+    pub fn forward(&self, ids: &Tensor, opts: ForwardOptions<'_>) -> Result<Tensor> {
+        let hidden = self.hidden(ids, opts)?;
+        self.logits(&hidden)
+    }
+
+    /// The final hidden states `[b, t, hidden]` (after the last norm).
+    pub fn hidden(&self, ids: &Tensor, opts: ForwardOptions<'_>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t == 0 {
+            return Err(ModelError::Request("forward: empty input (no tokens)".into()));
+        }
+        let ForwardOptions { mask, mut cache, train } = opts;
+        let mask = match mask {
+            Some(m) => m.to_dtype(DType::U32)?,
+            None => Tensor::ones((b, t), DType::U32, &self.device)?,
+        };
+        // Positions count real tokens only, so left padding does not shift RoPE.
+        let start: Vec<u32> = match cache.as_deref() {
+            Some(c) if !c.next_pos.is_empty() => c.next_pos.clone(),
+            _ => vec![0; b],
+        };
+        let mask_rows = mask.to_vec2::<u32>()?;
+        let mut positions = Vec::with_capacity(b * t);
+        let mut next = Vec::with_capacity(b);
+        for (row, &s) in mask_rows.iter().zip(&start) {
+            let mut p = s;
+            for &m in row {
+                // A padding slot's position is never seen (masked); clamp it into the table.
+                positions.push(p.min(self.rope_len() - 1));
+                p += m;
+            }
+            next.push(p);
+        }
+        if let Some(&max) = next.iter().max() {
+            if max as usize > self.rope_len() as usize {
+                return Err(ModelError::Request(format!(
+                    "input of {max} positions is longer than the model's context ({}); truncate it",
+                    self.cfg.max_position_embeddings
+                )));
+            }
+        }
+        let positions = Tensor::from_vec(positions, (b, t), &self.device)?;
+        let key_mask = match cache.as_deref().and_then(|c| c.key_mask.as_ref()) {
+            Some(prev) => Tensor::cat(&[prev, &mask], 1)?,
+            None => mask.clone(),
+        };
+        let offset = key_mask.dim(1)? - t;
+        let bias = self.attention_bias(&key_mask, t, offset)?;
+        let mut xs = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        for (l, block) in self.layers.iter().enumerate() {
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            xs = block.forward(&xs, &positions, bias.as_ref(), &self.rope, kv, train)?;
+        }
+        if let Some(c) = cache.as_deref_mut() {
+            c.key_mask = Some(key_mask);
+            c.next_pos = next;
+        }
+        Ok(self.norm.forward(&xs)?)
+    }
+
+    /// LM-head logits (f32) of hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(hidden, false)?,
+            None => hidden.broadcast_matmul(&self.embed.t()?)?,
+        };
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    fn rope_len(&self) -> u32 {
+        self.rope.cos.dim(0).unwrap_or(0) as u32
+    }
+
+    /// Additive attention bias `[b, 1, t, s]`: 0 where a query may look, -inf elsewhere (causal, padding,
+    /// sliding window). None when every query may see every earlier key.
+    fn attention_bias(&self, key_mask: &Tensor, t: usize, offset: usize) -> Result<Option<Tensor>> {
+        let (b, s) = key_mask.dims2()?;
+        let all_real = key_mask.min_all()?.to_scalar::<u32>()? == 1;
+        if t == 1 && all_real && self.cfg.sliding_window.map_or(true, |w| s <= w) {
+            return Ok(None);
+        }
+        let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
+        let keys = key_mask.to_vec2::<u32>()?;
+        let mut bias = Vec::with_capacity(b * t * s);
+        for row in &keys {
+            for i in 0..t {
+                let q = offset + i;
+                bias.extend(row.iter().enumerate().map(|(j, &real)| {
+                    let visible = j <= q && q - j < window && (real == 1 || j == q);
+                    if visible {
+                        0f32
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                }));
+            }
+        }
+        Ok(Some(Tensor::from_vec(bias, (b, 1, t, s), &self.device)?))
+    }
+
+    /// The named LoRA-adapted projections with their factors (for saving and merging).
+    pub(crate) fn lora_pairs(&self) -> Vec<(String, &Proj)> {
+        let mut out = Vec::new();
+        for (l, block) in self.layers.iter().enumerate() {
+            let a = &block.attn;
+            let m = &block.mlp;
+            for (name, p) in [
+                ("self_attn.q_proj", &a.q),
+                ("self_attn.k_proj", &a.k),
+                ("self_attn.v_proj", &a.v),
+                ("self_attn.o_proj", &a.o),
+                ("mlp.gate_proj", &m.gate),
+                ("mlp.up_proj", &m.up),
+                ("mlp.down_proj", &m.down),
+            ] {
+                if p.lora.is_some() {
+                    out.push((format!("model.layers.{l}.{name}"), p));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Block {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        positions: &Tensor,
+        bias: Option<&Tensor>,
+        rope: &Rope,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let h = self.attn.forward(&self.input_norm.forward(xs)?, positions, bias, rope, kv, train)?;
+        let xs = (xs + h)?;
+        let n = self.post_norm.forward(&xs)?;
+        let m = &self.mlp;
+        let act = (candle_nn::ops::silu(&m.gate.forward(&n, train)?)? * m.up.forward(&n, train)?)?;
+        Ok((xs + m.down.forward(&act, train)?)?)
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        positions: &Tensor,
+        bias: Option<&Tensor>,
+        rope: &Rope,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        let hd = self.head_dim;
+        let split = |x: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = rope.apply(&split(self.q.forward(xs, train)?, self.heads)?, positions)?;
+        let mut k = rope.apply(&split(self.k.forward(xs, train)?, self.kv_heads)?, positions)?;
+        let mut v = split(self.v.forward(xs, train)?, self.kv_heads)?;
+        if let Some(slot) = kv {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let groups = self.heads / self.kv_heads;
+        let (k, v) = (repeat_kv(k, groups)?, repeat_kv(v, groups)?);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
+        if let Some(bias) = bias {
+            scores = scores.broadcast_add(bias)?;
+        }
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(v.dtype())?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
+        self.o.forward(&out, train)
+    }
+}
+
+/// Repeats each of the kv heads `n` times (GQA), `[b, kv, s, d]` → `[b, kv*n, s, d]`.
+fn repeat_kv(xs: Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(xs);
+    }
+    let (b, kv, s, d) = xs.dims4()?;
+    Ok(xs.unsqueeze(2)?.expand((b, kv, n, s, d))?.reshape((b, kv * n, s, d))?)
+}

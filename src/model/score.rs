@@ -1,0 +1,113 @@
+//! Log-probabilities of tokens given their prefix, batched: what perplexity and multiple-choice scoring read.
+
+use candle_core::{DType, Tensor, D};
+
+use super::llama::{ForwardOptions, Llama};
+use super::ModelError;
+
+/// The score of the last `n_cont` tokens of a sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContinuationScore {
+    /// Sum of the log-probabilities (natural log).
+    pub ll: f64,
+    /// Whether every scored token was the argmax at its position.
+    pub is_greedy: bool,
+    /// The log-probability of each scored token.
+    pub logprobs: Vec<f32>,
+}
+
+/// Scores token sequences with a model, `batch_size` sequences per forward pass (right-padded).
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    model: Llama,
+    batch_size: usize,
+}
+
+impl Scorer {
+    /// A scorer over `model`.
+    pub fn new(model: Llama, batch_size: usize) -> Self {
+        Self { model, batch_size: batch_size.max(1) }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    /// Log-probability of `ids[i]` given `ids[..i]`, for i = 1..n (the first token is never scored).
+    pub fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        if ids.len() < 2 {
+            return Err(ModelError::Request("token_logprobs: need at least 2 tokens".into()));
+        }
+        let n = ids.len() - 1;
+        Ok(self.score(&[(ids.to_vec(), n)])?.remove(0).logprobs)
+    }
+
+    /// For each `(tokens, n_cont)`: the model reads `tokens[..len-1]` and the last `n_cont` tokens are scored.
+    /// Results come back in request order; batches are formed from requests of similar length.
+    pub fn score(&self, requests: &[(Vec<u32>, usize)]) -> Result<Vec<ContinuationScore>, ModelError> {
+        let max_len = self.model.config().max_position_embeddings;
+        for (i, (tokens, n_cont)) in requests.iter().enumerate() {
+            if *n_cont == 0 || *n_cont >= tokens.len() {
+                return Err(ModelError::Request(format!(
+                    "request {i}: {n_cont} continuation tokens of {} (need 1..len-1: a context token first)",
+                    tokens.len()
+                )));
+            }
+            if tokens.len() - 1 > max_len {
+                return Err(ModelError::Request(format!(
+                    "request {i}: {} input tokens exceed the context of {max_len}; keep the last {} tokens",
+                    tokens.len() - 1,
+                    max_len + 1
+                )));
+            }
+        }
+        // Longest first, as lm-evaluation-harness does: padding stays small and memory peaks early.
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(requests[i].0.len()));
+        let mut out: Vec<Option<ContinuationScore>> = vec![None; requests.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let batch: Vec<&(Vec<u32>, usize)> = chunk.iter().map(|&i| &requests[i]).collect();
+            for (&i, score) in chunk.iter().zip(self.score_batch(&batch)?) {
+                out[i] = Some(score);
+            }
+        }
+        Ok(out.into_iter().map(|s| s.expect("every request scored")).collect())
+    }
+
+    fn score_batch(&self, batch: &[&(Vec<u32>, usize)]) -> Result<Vec<ContinuationScore>, ModelError> {
+        let device = self.model.device();
+        let t = batch.iter().map(|(tokens, _)| tokens.len() - 1).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(batch.len() * t);
+        let mut mask = Vec::with_capacity(batch.len() * t);
+        for (tokens, _) in batch {
+            let input = &tokens[..tokens.len() - 1];
+            ids.extend_from_slice(input);
+            ids.extend(std::iter::repeat(0).take(t - input.len()));
+            mask.extend(std::iter::repeat(1u32).take(input.len()));
+            mask.extend(std::iter::repeat(0u32).take(t - input.len()));
+        }
+        let ids = Tensor::from_vec(ids, (batch.len(), t), device)?;
+        let mask = Tensor::from_vec(mask, (batch.len(), t), device)?;
+        let hidden = self.model.hidden(&ids, ForwardOptions { mask: Some(&mask), ..Default::default() })?;
+        let mut scores = Vec::with_capacity(batch.len());
+        for (row, (tokens, n_cont)) in batch.iter().enumerate() {
+            let input_len = tokens.len() - 1;
+            let start = input_len - n_cont;
+            // Only the scored positions go through the LM head and the softmax.
+            let h = hidden.get(row)?.narrow(0, start, *n_cont)?;
+            let logprobs = candle_nn::ops::log_softmax(&self.model.logits(&h)?, D::Minus1)?;
+            let targets = &tokens[tokens.len() - n_cont..];
+            let target_t = Tensor::from_slice(targets, (*n_cont, 1), device)?;
+            let picked: Vec<f32> = logprobs.gather(&target_t, 1)?.squeeze(1)?.to_vec1()?;
+            let argmax: Vec<u32> = logprobs.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1()?;
+            // Ties count as greedy: the target's log-prob equals the max.
+            let maxes: Vec<f32> = logprobs.max(D::Minus1)?.to_vec1()?;
+            let is_greedy =
+                targets.iter().zip(&argmax).zip(picked.iter().zip(&maxes)).all(|((t, a), (p, m))| t == a || p >= m);
+            let ll = picked.iter().map(|&p| f64::from(p)).sum();
+            scores.push(ContinuationScore { ll, is_greedy, logprobs: picked });
+        }
+        Ok(scores)
+    }
+}
