@@ -13,6 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use rayon::prelude::*;
+
+#[path = "common/mod.rs"]
+mod common;
 use serde::{Deserialize, Serialize};
 
 /// Bump when the generator's output changes, so a cached dump is rebuilt.
@@ -795,21 +798,6 @@ fn report(tools: &[Tool], skipped: &[String], d: &DumpInfo, runs: usize, root: &
     r
 }
 
-/// Replaces this bench's section of RESULTS.md (between markers), keeping anything else in the file.
-fn update_results(path: &Path, section: &str) {
-    const BEGIN: &str = "<!-- wiki_ingest: begin (written by `cargo bench --bench wiki_ingest`) -->";
-    const END: &str = "<!-- wiki_ingest: end -->";
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let block = format!("{BEGIN}\n{section}{END}\n");
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => {
-            format!("{}{block}{}", &old[..b], &old[e + END.len()..].trim_start_matches('\n'))
-        }
-        _ => format!("# Benchmark results\n\nHow to run and what is compared: benches/README.md.\n\n{block}"),
-    };
-    std::fs::write(path, new).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
-
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{key}={v} is not a number")))
 }
@@ -837,5 +825,5 @@ fn main() {
     }
     let section = report(&tools, &skipped, &dump.info, runs, root);
     println!("\n{section}");
-    update_results(&root.join("benches/RESULTS.md"), &section);
+    common::update_results(&root.join("benches/RESULTS.md"), "wiki_ingest", &section);
 }

@@ -376,7 +376,7 @@ pub(crate) fn write_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path)
 }
 
 /// Writes `model.safetensors`, or shards of at most `max_bytes` with `model.safetensors.index.json`.
-fn write_sharded(weights: &BTreeMap<String, Tensor>, out: &Path, max_bytes: u64) -> Result<(), ModelError> {
+pub fn write_sharded(weights: &BTreeMap<String, Tensor>, out: &Path, max_bytes: u64) -> Result<(), ModelError> {
     let size = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
     let total: u64 = weights.values().map(size).sum();
     let mut shards: Vec<BTreeMap<String, Tensor>> = vec![BTreeMap::new()];

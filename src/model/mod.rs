@@ -10,7 +10,7 @@ mod llama;
 mod lora;
 mod score;
 
-pub use checkpoint::{parse_device, parse_dtype, Checkpoint, CheckpointInfo, SaveOptions, Trainable};
+pub use checkpoint::{write_sharded, parse_device, parse_dtype, Checkpoint, CheckpointInfo, SaveOptions, Trainable};
 pub use config::{HfConfig, LlamaConfig, RopeScaling};
 pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use llama::{ForwardOptions, KvCache, Llama};

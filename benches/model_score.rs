@@ -1,0 +1,173 @@
+//! Scoring throughput: tokens/s of full-sequence log-probabilities, langadapt (candle) against transformers.
+//!
+//! `cargo bench --bench model_score` writes a random ~60M-parameter LLaMA checkpoint (vocab 32000, hidden
+//! 512, 8 layers, 8 heads, MLP 1376, f32) under target/bench-data/, scores the same random token sequences
+//! with `model::Scorer` and with transformers (`LANGADAPT_BENCH_PYTHON`, default `python3`, must have torch
+//! and transformers), both on `LANGADAPT_BENCH_THREADS` threads (default: all cores), in interleaved rounds,
+//! checks that both give the same log-probabilities (max abs diff), and rewrites the model-score section of
+//! benches/RESULTS.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use langadapt::model::{Checkpoint, Scorer};
+
+#[path = "common/mod.rs"]
+mod common;
+
+const SEQS: usize = 16;
+const SEQ_LEN: usize = 512;
+const BATCH: usize = 4;
+const VOCAB: usize = 32_000;
+
+const PEER: &str = r#"
+import json, sys, time, torch
+from transformers import LlamaForCausalLM
+ckpt, ids_path, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+model = LlamaForCausalLM.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="sdpa").eval()
+seqs = json.load(open(ids_path))
+first = None
+t0 = time.perf_counter()
+with torch.inference_mode():
+    for i in range(0, len(seqs), batch):
+        ids = torch.tensor(seqs[i:i + batch])
+        lp = torch.log_softmax(model(ids).logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+        if first is None:
+            first = lp[0].tolist()
+secs = time.perf_counter() - t0
+print(json.dumps({"seconds": secs, "first": first, "torch": torch.__version__}))
+"#;
+
+fn main() {
+    let threads: usize = std::env::var("LANGADAPT_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rounds: usize = std::env::var("LANGADAPT_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let python = std::env::var("LANGADAPT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    // candle's CPU matmul (gemm) sizes its pool from RAYON_NUM_THREADS.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("target/bench-data/model-score");
+    let ckpt_dir = data.join("llama-60m");
+    write_model(&ckpt_dir);
+    let seqs = token_sequences();
+    let ids_path = data.join("ids.json");
+    std::fs::write(&ids_path, serde_json::to_string(&seqs).unwrap()).unwrap();
+    let peer_path = data.join("peer.py");
+    std::fs::write(&peer_path, PEER).unwrap();
+
+    let ckpt = Checkpoint::open(&ckpt_dir).unwrap();
+    let scorer = Scorer::new(ckpt.load(&Device::Cpu, DType::F32).unwrap(), BATCH);
+    let requests: Vec<(Vec<u32>, usize)> = seqs.iter().map(|s| (s.clone(), s.len() - 1)).collect();
+    let tokens = (SEQS * (SEQ_LEN - 1)) as f64;
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut max_diff = 0f64;
+    let mut torch_version = String::new();
+    for round in 0..rounds {
+        let t0 = Instant::now();
+        let scores = scorer.score(&requests).unwrap();
+        ours.push(t0.elapsed().as_secs_f64());
+        let out = Command::new(&python)
+            .args([peer_path.to_str().unwrap(), ckpt_dir.to_str().unwrap(), ids_path.to_str().unwrap()])
+            .args([threads.to_string(), BATCH.to_string()])
+            .output()
+            .expect("run the Python peer (set LANGADAPT_BENCH_PYTHON)");
+        assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+        let peer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        theirs.push(peer["seconds"].as_f64().unwrap());
+        torch_version = peer["torch"].as_str().unwrap_or_default().to_string();
+        for (a, b) in scores[0].logprobs.iter().zip(peer["first"].as_array().unwrap()) {
+            max_diff = max_diff.max((f64::from(*a) - b.as_f64().unwrap()).abs());
+        }
+        eprintln!("round {round}: langadapt {:.2}s, transformers {:.2}s", ours[round], theirs[round]);
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let (o, t) = (best(&ours), best(&theirs));
+    let mut section = String::new();
+    let _ = writeln!(section, "## model scoring (`cargo bench --bench model_score`): full-sequence log-probabilities, CPU\n");
+    let _ = writeln!(
+        section,
+        "Random LLaMA, {:.1}M parameters (vocab {VOCAB}, hidden 512, 8 layers, 8 heads, MLP 1376), f32; {SEQS} \
+         sequences of {SEQ_LEN} tokens, batch {BATCH}, {threads} threads, best of {rounds} interleaved rounds; \
+         transformers with SDPA attention, torch {torch_version}. Max |Δ log-prob| between the two: {max_diff:.2e}.\n",
+        ckpt.config.num_parameters() as f64 / 1e6
+    );
+    let _ = writeln!(section, "| tool | seconds | tokens/s | ratio (transformers time / ours) |\n|---|---|---|---|");
+    let _ = writeln!(section, "| langadapt (candle) | {o:.2} | {:.0} | {:.2} |", tokens / o, t / o);
+    let _ = writeln!(section, "| transformers | {t:.2} | {:.0} | 1.00 |", tokens / t);
+    println!("{section}");
+    common::update_results(&root.join("benches/RESULTS.md"), "model_score", &section);
+}
+
+/// A deterministic random checkpoint (N(0, 0.02) weights, unit norms) in the Hugging Face layout.
+fn write_model(dir: &Path) {
+    if dir.join("model.safetensors").is_file() {
+        return;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB, "hidden_size": 512,
+        "intermediate_size": 1376, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 8,
+        "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+        "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let dev = Device::Cpu;
+    let mut rng = XorShift(0x5EED_0060);
+    let mut w = BTreeMap::new();
+    let (h, i) = (512, 1376);
+    // Uniform with standard deviation 0.02, from a fixed seed.
+    let bound = 0.02 * 3f32.sqrt();
+    let mut randn = |r: usize, c: usize| {
+        let v: Vec<f32> = (0..r * c).map(|_| (rng.unit() * 2.0 - 1.0) * bound).collect();
+        Tensor::from_vec(v, (r, c), &dev).unwrap()
+    };
+    w.insert("model.embed_tokens.weight".to_string(), randn(VOCAB, h));
+    w.insert("lm_head.weight".to_string(), randn(VOCAB, h));
+    w.insert("model.norm.weight".to_string(), Tensor::ones(h, DType::F32, &dev).unwrap());
+    for l in 0..8 {
+        let p = format!("model.layers.{l}");
+        for name in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            w.insert(format!("{p}.self_attn.{name}.weight"), randn(h, h));
+        }
+        w.insert(format!("{p}.mlp.gate_proj.weight"), randn(i, h));
+        w.insert(format!("{p}.mlp.up_proj.weight"), randn(i, h));
+        w.insert(format!("{p}.mlp.down_proj.weight"), randn(h, i));
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            w.insert(format!("{p}.{norm}.weight"), Tensor::ones(h, DType::F32, &dev).unwrap());
+        }
+    }
+    langadapt::model::write_sharded(&w, dir, u64::MAX).unwrap();
+}
+
+/// xorshift64: deterministic numbers without a dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Random ids from a fixed seed, BOS first.
+fn token_sequences() -> Vec<Vec<u32>> {
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    (0..SEQS)
+        .map(|_| std::iter::once(1).chain((1..SEQ_LEN).map(|_| 3 + (rng.next() % (VOCAB as u64 - 3)) as u32)).collect())
+        .collect()
+}
