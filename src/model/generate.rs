@@ -102,7 +102,7 @@ pub fn generate(
         (0..b).map(|_| Generation { ids: Vec::new(), text: String::new(), stop_reason: StopReason::Length }).collect();
     let mut done = vec![false; b];
     for _ in 0..opts.max_new_tokens {
-        let hidden = model.hidden(&input, ForwardOptions { mask: Some(&step_mask), cache: Some(&mut cache), train: false })?;
+        let hidden = model.hidden(&input, ForwardOptions { mask: Some(&step_mask), cache: Some(&mut cache), ..Default::default() })?;
         let t = hidden.dim(1)?;
         let logits = model.logits(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?)?;
         let mut next = Vec::with_capacity(b);

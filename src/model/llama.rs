@@ -37,6 +37,8 @@ impl Module for RmsNorm {
 pub(crate) struct Proj {
     pub(crate) base: Linear,
     pub(crate) lora: Option<LoraPair>,
+    /// Distinct per projection, so each draws its own dropout mask from the step's seed.
+    id: u64,
 }
 
 /// The two low-rank factors of one adapted projection.
@@ -50,6 +52,7 @@ pub(crate) struct LoraPair {
 
 impl Proj {
     fn new(
+        id: u64,
         in_dim: usize,
         out_dim: usize,
         bias: bool,
@@ -74,13 +77,16 @@ impl Proj {
             }
             None => None,
         };
-        Ok(Self { base, lora })
+        Ok(Self { base, lora, id })
     }
 
-    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, train: Option<u64>) -> Result<Tensor> {
         let out = self.base.forward(xs)?;
         let Some(l) = &self.lora else { return Ok(out) };
-        let xs = if train && l.dropout > 0.0 { candle_nn::ops::dropout(xs, l.dropout)? } else { xs.clone() };
+        let xs = match train {
+            Some(seed) if l.dropout > 0.0 => dropout(xs, l.dropout, seed ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15))?,
+            _ => xs.clone(),
+        };
         let update = xs.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
         Ok((out + (update * l.scale)?)?)
     }
@@ -181,8 +187,11 @@ pub struct ForwardOptions<'a> {
     pub mask: Option<&'a Tensor>,
     /// Cache to read earlier positions from and append these to.
     pub cache: Option<&'a mut KvCache>,
-    /// Training mode (LoRA dropout on).
-    pub train: bool,
+    /// Training mode: LoRA dropout on, its masks drawn from this seed (so a resumed run draws the same).
+    pub train: Option<u64>,
+    /// `[b, t]` u32 example ids of packed rows: attention stays within an example and RoPE positions restart
+    /// at each example's first token. Not combinable with a cache.
+    pub segments: Option<&'a Tensor>,
 }
 
 /// A LLaMA-family causal language model.
@@ -206,12 +215,12 @@ impl Llama {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let m = vb.pp("model");
         let lm = lora.as_ref().map(|(c, vb)| (*c, vb.pp("base_model").pp("model").pp("model")));
-        let proj = |target: LoraTarget, i: usize, o: usize, bias: bool, vb: VarBuilder, lvb: Option<VarBuilder>| {
+        let proj = |l: usize, target: LoraTarget, i: usize, o: usize, bias: bool, vb: VarBuilder, lvb: Option<VarBuilder>| {
             let lora = match (lora.as_ref(), lvb) {
                 (Some((c, _)), Some(lvb)) if c.targets.contains(&target) => Some((*c, lvb)),
                 _ => None,
             };
-            Proj::new(i, o, bias, vb, lora)
+            Proj::new((l * LoraTarget::ALL.len() + target as usize) as u64, i, o, bias, vb, lora)
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
@@ -223,10 +232,10 @@ impl Llama {
             let (q_out, kv_out) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
             let bias = cfg.attention_bias;
             let attn = Attention {
-                q: proj(LoraTarget::QProj, h, q_out, bias, a.pp("q_proj"), sub("q_proj"))?,
-                k: proj(LoraTarget::KProj, h, kv_out, bias, a.pp("k_proj"), sub("k_proj"))?,
-                v: proj(LoraTarget::VProj, h, kv_out, bias, a.pp("v_proj"), sub("v_proj"))?,
-                o: proj(LoraTarget::OProj, q_out, h, bias, a.pp("o_proj"), sub("o_proj"))?,
+                q: proj(l, LoraTarget::QProj, h, q_out, bias, a.pp("q_proj"), sub("q_proj"))?,
+                k: proj(l, LoraTarget::KProj, h, kv_out, bias, a.pp("k_proj"), sub("k_proj"))?,
+                v: proj(l, LoraTarget::VProj, h, kv_out, bias, a.pp("v_proj"), sub("v_proj"))?,
+                o: proj(l, LoraTarget::OProj, q_out, h, bias, a.pp("o_proj"), sub("o_proj"))?,
                 heads: cfg.num_heads,
                 kv_heads: cfg.num_kv_heads,
                 head_dim: hd,
@@ -236,9 +245,9 @@ impl Llama {
             let msub = |name: &str| lmv.as_ref().map(|v| v.pp(name));
             let (i, bias) = (cfg.intermediate_size, cfg.mlp_bias);
             let mlp = Mlp {
-                gate: proj(LoraTarget::GateProj, h, i, bias, mv.pp("gate_proj"), msub("gate_proj"))?,
-                up: proj(LoraTarget::UpProj, h, i, bias, mv.pp("up_proj"), msub("up_proj"))?,
-                down: proj(LoraTarget::DownProj, i, h, bias, mv.pp("down_proj"), msub("down_proj"))?,
+                gate: proj(l, LoraTarget::GateProj, h, i, bias, mv.pp("gate_proj"), msub("gate_proj"))?,
+                up: proj(l, LoraTarget::UpProj, h, i, bias, mv.pp("up_proj"), msub("up_proj"))?,
+                down: proj(l, LoraTarget::DownProj, i, h, bias, mv.pp("down_proj"), msub("down_proj"))?,
             };
             layers.push(Block {
                 input_norm: RmsNorm::new(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
@@ -254,7 +263,7 @@ impl Llama {
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(Proj::new(h, cfg.vocab_size, false, vb.pp("lm_head"), None)?)
+            Some(Proj::new(u64::MAX, h, cfg.vocab_size, false, vb.pp("lm_head"), None)?)
         };
         Ok(Self {
             cfg: cfg.clone(),
@@ -295,7 +304,11 @@ impl Llama {
         if t == 0 {
             return Err(ModelError::Request("forward: empty input (no tokens)".into()));
         }
-        let ForwardOptions { mask, mut cache, train } = opts;
+        let ForwardOptions { mask, mut cache, train, segments } = opts;
+        if segments.is_some() && cache.is_some() {
+            return Err(ModelError::Request("forward: segments and a KV cache cannot be combined".into()));
+        }
+        let segments = segments.map(|s| s.to_dtype(DType::U32)?.to_vec2::<u32>()).transpose()?;
         let mask = match mask {
             Some(m) => m.to_dtype(DType::U32)?,
             None => Tensor::ones((b, t), DType::U32, &self.device)?,
@@ -308,9 +321,14 @@ impl Llama {
         let mask_rows = mask.to_vec2::<u32>()?;
         let mut positions = Vec::with_capacity(b * t);
         let mut next = Vec::with_capacity(b);
-        for (row, &s) in mask_rows.iter().zip(&start) {
+        for (r, (row, &s)) in mask_rows.iter().zip(&start).enumerate() {
             let mut p = s;
-            for &m in row {
+            for (i, &m) in row.iter().enumerate() {
+                if let Some(seg) = &segments {
+                    if i > 0 && seg[r][i] != seg[r][i - 1] {
+                        p = 0;
+                    }
+                }
                 // A padding slot's position is never seen (masked); clamp it into the table.
                 positions.push(p.min(self.rope_len() - 1));
                 p += m;
@@ -331,7 +349,7 @@ impl Llama {
             None => mask.clone(),
         };
         let offset = key_mask.dim(1)? - t;
-        let bias = self.attention_bias(&key_mask, t, offset)?;
+        let bias = self.attention_bias(&key_mask, t, offset, segments.as_deref())?;
         let mut xs = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         for (l, block) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
@@ -347,7 +365,7 @@ impl Llama {
     /// LM-head logits (f32) of hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let logits = match &self.lm_head {
-            Some(head) => head.forward(hidden, false)?,
+            Some(head) => head.forward(hidden, None)?,
             None => hidden.broadcast_matmul(&self.embed.t()?)?,
         };
         Ok(logits.to_dtype(DType::F32)?)
@@ -359,7 +377,13 @@ impl Llama {
 
     /// Additive attention bias `[b, 1, t, s]`: 0 where a query may look, -inf elsewhere (causal, padding,
     /// sliding window). None when every query may see every earlier key.
-    fn attention_bias(&self, key_mask: &Tensor, t: usize, offset: usize) -> Result<Option<Tensor>> {
+    fn attention_bias(
+        &self,
+        key_mask: &Tensor,
+        t: usize,
+        offset: usize,
+        segments: Option<&[Vec<u32>]>,
+    ) -> Result<Option<Tensor>> {
         let (b, s) = key_mask.dims2()?;
         let all_real = key_mask.min_all()?.to_scalar::<u32>()? == 1;
         if t == 1 && all_real && self.cfg.sliding_window.map_or(true, |w| s <= w) {
@@ -368,11 +392,13 @@ impl Llama {
         let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
         let keys = key_mask.to_vec2::<u32>()?;
         let mut bias = Vec::with_capacity(b * t * s);
-        for row in &keys {
+        for (r, row) in keys.iter().enumerate() {
+            let seg = segments.map(|s| &s[r]);
             for i in 0..t {
                 let q = offset + i;
                 bias.extend(row.iter().enumerate().map(|(j, &real)| {
-                    let visible = j <= q && q - j < window && (real == 1 || j == q);
+                    let same_example = seg.map_or(true, |seg| seg[j] == seg[q]);
+                    let visible = j <= q && q - j < window && same_example && (real == 1 || j == q);
                     if visible {
                         0f32
                     } else {
@@ -416,7 +442,7 @@ impl Block {
         bias: Option<&Tensor>,
         rope: &Rope,
         kv: Option<&mut Option<(Tensor, Tensor)>>,
-        train: bool,
+        train: Option<u64>,
     ) -> Result<Tensor> {
         let h = self.attn.forward(&self.input_norm.forward(xs)?, positions, bias, rope, kv, train)?;
         let xs = (xs + h)?;
@@ -435,7 +461,7 @@ impl Attention {
         bias: Option<&Tensor>,
         rope: &Rope,
         kv: Option<&mut Option<(Tensor, Tensor)>>,
-        train: bool,
+        train: Option<u64>,
     ) -> Result<Tensor> {
         let (b, t, _) = xs.dims3()?;
         let hd = self.head_dim;
@@ -472,4 +498,27 @@ fn repeat_kv(xs: Tensor, n: usize) -> Result<Tensor> {
     }
     let (b, kv, s, d) = xs.dims4()?;
     Ok(xs.unsqueeze(2)?.expand((b, kv, n, s, d))?.reshape((b, kv * n, s, d))?)
+}
+
+/// Inverted dropout with a mask drawn from `seed` (splitmix64), so training is reproducible and resumable.
+fn dropout(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    let mut state = seed;
+    let scale = 1.0 / (1.0 - p);
+    let keep: Vec<f32> = (0..xs.elem_count())
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let u = (z >> 40) as f32 / (1u64 << 24) as f32;
+            if u >= p {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(keep, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+    Ok((xs * mask)?)
 }

@@ -279,7 +279,7 @@ fn lora_merge_equals_adapter_forward() {
 fn loss(model: &langadapt::model::Llama, ids: &[u32]) -> Tensor {
     let input = Tensor::new(&ids[..ids.len() - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let target = Tensor::new(&ids[1..], &Device::Cpu).unwrap();
-    let logits = model.forward(&input, ForwardOptions { train: true, ..Default::default() }).unwrap().squeeze(0).unwrap();
+    let logits = model.forward(&input, ForwardOptions { train: Some(0), ..Default::default() }).unwrap().squeeze(0).unwrap();
     candle_nn::loss::cross_entropy(&logits, &target).unwrap()
 }
 
@@ -376,4 +376,22 @@ fn gqa_and_llama3_rope_configs_load() {
     let logits = logits_of(&model, &[1, 300, 400]);
     assert_eq!(logits.len(), 3);
     assert!(logits.iter().flatten().all(|x| x.is_finite()));
+}
+
+#[test]
+fn packed_segments_do_not_see_each_other() {
+    let model = scorer(1).model().clone();
+    let (a, b) = ([1u32, 300, 400, 500], [1u32, 610, 720]);
+    let packed: Vec<u32> = a.iter().chain(&b).copied().collect();
+    let input = Tensor::new(packed.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let seg = Tensor::new(&[0u32, 0, 0, 0, 1, 1, 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let opts = ForwardOptions { segments: Some(&seg), ..Default::default() };
+    let got: Vec<Vec<f32>> = model.forward(&input, opts).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    let (want_a, want_b) = (logits_of(&model, &a), logits_of(&model, &b));
+    // Other matmul shapes round differently: 1e-5 relative to the largest logit is float noise.
+    let tol = 1e-5 * want_a.iter().chain(&want_b).flatten().fold(1f32, |m, x| m.max(x.abs()));
+    assert!(max_diff(&got[..4], &want_a) <= tol, "{}", max_diff(&got[..4], &want_a));
+    assert!(max_diff(&got[4..], &want_b) <= tol, "the second example must not attend to the first");
+    // Without segments the second example does see the first.
+    assert!(max_diff(&logits_of(&model, &packed)[4..], &want_b) > 1e-3);
 }
