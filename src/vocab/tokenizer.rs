@@ -7,9 +7,7 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum VocabError {
     /// No tokenizer file where one was expected.
-    #[error(
-        "{0}: no tokenizer.json or tokenizer.model here; pass a tokenizer file or a checkpoint directory holding one"
-    )]
+    #[error("{0}: no tokenizer.json or tokenizer.model here; pass a tokenizer file or a checkpoint directory holding one")]
     NotFound(PathBuf),
     /// The tokenizer file could not be read or parsed.
     #[error("{path}: cannot load tokenizer: {message}")]
