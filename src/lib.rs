@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod parallel;
 pub mod pipeline;
 pub mod progress;
+pub mod shards;
 pub mod vocab;
 pub mod wiki;
 
