@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn stream_packing_spans_rows_and_pads_or_drops_the_tail() {
-        for (last, rows) in [(LastRow::Pad, 3), (LastRow::Drop, 2)] {
+        for (last, rows) in [(LastRow::Pad, 4), (LastRow::Drop, 3)] {
             let mut p = Packer::new(Packing::Stream, 4, 0);
             p.push(&unit(&[1, 10, 11, 2], 0));
             p.push(&unit(&[1, 12, 13, 14, 15, 2], 0));
@@ -216,11 +216,11 @@ mod tests {
             let dropped = p.finish(last);
             let got: Vec<_> = p.ready.drain(..).collect();
             assert_eq!(got.len(), rows);
-            assert_eq!(got[1].ids, [15, 2, 1, 16]);
-            assert_eq!(got[1].mask, [1, 1, 1, 1]);
+            assert_eq!(got[1].ids, [1, 12, 13, 14]);
+            assert_eq!((got[2].ids.as_slice(), got[2].mask.as_slice()), (&[15, 2, 1, 16][..], &[1, 1, 1, 1][..]));
             if last == LastRow::Pad {
                 assert_eq!(
-                    (got[2].ids.as_slice(), got[2].mask.as_slice(), dropped),
+                    (got[3].ids.as_slice(), got[3].mask.as_slice(), dropped),
                     (&[2, 0, 0, 0][..], &[1, 0, 0, 0][..], 0)
                 );
             } else {

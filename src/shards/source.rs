@@ -50,13 +50,15 @@ pub fn open(path: &Path, kind: Kind) -> Result<Docs, ShardsError> {
         }
         return Ok(Box::new(iters.into_iter().flatten()));
     }
+    if ext != "jsonl" && ext != "txt" {
+        return Err(input("unknown format: expected a text-shard directory, .parquet, .jsonl or .txt".into()));
+    }
     let file = File::open(path).map_err(|source| ShardsError::Io { path: path.into(), source })?;
     let lines = BufReader::with_capacity(1 << 20, file).lines();
     let path = path.to_path_buf();
     match ext.as_str() {
         "jsonl" => Ok(Box::new(JsonLines { path, lines, line: 0, kind })),
-        "txt" => Ok(Box::new(TextBlocks { path, lines, line: 0 })),
-        _ => Err(input("unknown format: expected a text-shard directory, .parquet, .jsonl or .txt".into())),
+        _ => Ok(Box::new(TextBlocks { path, lines, line: 0 })),
     }
 }
 
