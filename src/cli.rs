@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use langadapt::io::ShardSpec;
 use langadapt::pipeline::Recipe;
-use langadapt::{corpus, model, wiki, Env, Progress};
+use langadapt::{corpus, model, shards, wiki, Env, Progress};
 
 /// Take an English-centric LLaMA-family model to a new language and measure the result.
 #[derive(Debug, Parser)]
@@ -44,6 +44,9 @@ enum Command {
     /// LLaMA-family checkpoints: inspect, generate, merge LoRA adapters.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Token shards for training: mix, tokenize, pack.
+    #[command(subcommand)]
+    Shards(ShardsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +103,86 @@ enum CorpusCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ShardsCommand {
+    /// Mix, tokenize and pack sources into DIR/{train,val}/part-NNNNN.parquet + manifest.json + stats.json.
+    Build(ShardsBuildArgs),
+    /// Recompute a shards directory's statistics from its Parquet files alone.
+    Stats {
+        /// The --out of `shards build`.
+        dir: PathBuf,
+        /// Print JSON (the layout of stats.json) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Flags of `shards build`: each wins over the same key of --config; without --config they describe
+/// one source.
+#[derive(Debug, Args)]
+struct ShardsBuildArgs {
+    /// The mixture (TOML): tokenizer, kind, seq_len, seed, val_share, template, [[sources]], ...
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokenizer: tokenizer.json, tokenizer.model, or a checkpoint directory.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// The one source (without --config): text-shard dir, .parquet, .jsonl or .txt.
+    #[arg(long)]
+    source: Option<PathBuf>,
+    /// Its name (default: the file stem).
+    #[arg(long)]
+    name: Option<String>,
+    /// Its language code.
+    #[arg(long, default_value = "und")]
+    lang: String,
+    /// pretrain or sft.
+    #[arg(long, value_parser = ["pretrain", "sft"])]
+    kind: Option<String>,
+    /// Tokens per row.
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Seed of the validation split and of mixture subsets.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Share of documents held out for validation.
+    #[arg(long)]
+    val_share: Option<f64>,
+    /// SFT template: alpaca, alpaca_tr, alpaca_et, alpaca_fa, alpaca_zh, chat.
+    #[arg(long)]
+    template: Option<String>,
+    /// BOS at the start of every document (true/false).
+    #[arg(long)]
+    add_bos: Option<bool>,
+    /// EOS after every document (true/false).
+    #[arg(long)]
+    add_eos: Option<bool>,
+    /// The last partial row: pad or drop.
+    #[arg(long, value_parser = ["pad", "drop"])]
+    last_row: Option<String>,
+    /// SFT: pack several examples per row (segment_ids column).
+    #[arg(long)]
+    pack: bool,
+    /// SFT examples longer than seq_len: truncate or drop.
+    #[arg(long, value_parser = ["truncate", "drop"])]
+    max_len_policy: Option<String>,
+    /// Trained tokens of the training split (all sources by share).
+    #[arg(long)]
+    train_tokens: Option<u64>,
+    /// Rows per output part.
+    #[arg(long)]
+    rows_per_part: Option<u64>,
+    /// This process's documents: those with index % N == i in every source.
+    #[arg(long, default_value = "0/1")]
+    shard: ShardSpec,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 impl Cli {
     /// Runs the parsed command.
     pub fn run(self) -> anyhow::Result<()> {
@@ -109,6 +192,8 @@ impl Cli {
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
             Command::Model(cmd) => model_command(cmd),
+            Command::Shards(ShardsCommand::Build(a)) => shards_build(a, &env),
+            Command::Shards(ShardsCommand::Stats { dir, json }) => shards_stats(&dir, json),
         }
     }
 }
@@ -147,6 +232,88 @@ fn ingest(a: IngestArgs, env: &Env) -> anyhow::Result<()> {
             mb / report.seconds.max(1e-9),
             report.manifest.display()
         );
+    }
+    Ok(())
+}
+
+fn shards_build(a: ShardsBuildArgs, env: &Env) -> anyhow::Result<()> {
+    let (mut cfg, origin) = match &a.config {
+        Some(path) => {
+            anyhow::ensure!(a.source.is_none(), "--source describes a single source; with --config add it as [[sources]]");
+            (shards::BuildConfig::load(path)?, path.clone())
+        }
+        None => {
+            let (Some(tokenizer), Some(path), Some(seq_len)) = (a.tokenizer.clone(), a.source.clone(), a.seq_len) else {
+                anyhow::bail!("give --config mix.toml, or --tokenizer, --source and --seq-len for a single source");
+            };
+            let name = a.name.clone().unwrap_or_else(|| {
+                path.file_stem().map_or_else(|| "source".into(), |s| s.to_string_lossy().into_owned())
+            });
+            let source = shards::SourceConfig { name, path, lang: a.lang.clone(), share: None, epochs: Some(1.0) };
+            (shards::BuildConfig::single(tokenizer, source, seq_len, PathBuf::new()), PathBuf::from("flags"))
+        }
+    };
+    cfg.out = a.out;
+    cfg.shard = a.shard;
+    cfg.pack |= a.pack;
+    cfg.tokenizer = a.tokenizer.unwrap_or(cfg.tokenizer);
+    cfg.kind = flag_word(a.kind)?.unwrap_or(cfg.kind);
+    cfg.seq_len = a.seq_len.unwrap_or(cfg.seq_len);
+    cfg.seed = a.seed.unwrap_or(cfg.seed);
+    cfg.val_share = a.val_share.unwrap_or(cfg.val_share);
+    cfg.template = a.template.or(cfg.template);
+    cfg.add_bos = a.add_bos.unwrap_or(cfg.add_bos);
+    cfg.add_eos = a.add_eos.unwrap_or(cfg.add_eos);
+    cfg.last_row = flag_word(a.last_row)?.unwrap_or(cfg.last_row);
+    cfg.max_len_policy = flag_word(a.max_len_policy)?.unwrap_or(cfg.max_len_policy);
+    cfg.train_tokens = a.train_tokens.or(cfg.train_tokens);
+    cfg.rows_per_part = a.rows_per_part.unwrap_or(cfg.rows_per_part);
+    let report = shards::run(&cfg, &origin, env)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let train = &report.stats.splits["train"];
+    let val = &report.stats.splits["val"];
+    eprintln!(
+        "shards build: {} tokens tokenized in {:.1}s ({:.0} tokens/s); train {} rows ({} trained tokens), val {} rows ({} trained tokens); manifest: {}",
+        report.tokens_tokenized,
+        report.tokenize_seconds,
+        report.tokens_tokenized as f64 / report.tokenize_seconds.max(1e-9),
+        train.rows,
+        train.trained_tokens,
+        val.rows,
+        val.trained_tokens,
+        report.manifest.display()
+    );
+    for s in &report.sources {
+        let requested = s.requested_share.map_or_else(|| format!("{} epochs", s.epochs.unwrap_or(1.0)), |p| format!("{p:.4}"));
+        eprintln!(
+            "  {}: {} documents ({} val, {} empty, {} truncated, {} too long), used x{:.3}, share {:.4} (requested {requested})",
+            s.name, s.documents, s.val_documents, s.empty, s.truncated, s.too_long, s.factor, s.achieved_share
+        );
+    }
+    Ok(())
+}
+
+/// An enum flag through serde, so its spellings are the config file's.
+fn flag_word<T: serde::de::DeserializeOwned>(w: Option<String>) -> serde_json::Result<Option<T>> {
+    w.map(|w| serde_json::from_value(serde_json::Value::String(w))).transpose()
+}
+
+fn shards_stats(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let stats = shards::stats(dir)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        return Ok(());
+    }
+    println!("split\tsource\trows\ttokens\ttrained_tokens\tshare\tmask_coverage");
+    for (split, s) in &stats.splits {
+        for (name, src) in &s.sources {
+            let coverage = src.trained_tokens as f64 / src.tokens.max(1) as f64;
+            println!("{split}\t{name}\t{}\t{}\t{}\t{:.6}\t{coverage:.6}", src.rows, src.tokens, src.trained_tokens, src.share);
+        }
+        println!("{split}\t(all)\t{}\t{}\t{}\t1\t{:.6}", s.rows, s.tokens, s.trained_tokens, s.mask_coverage);
     }
     Ok(())
 }

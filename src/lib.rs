@@ -10,6 +10,7 @@ pub mod model;
 pub mod parallel;
 pub mod pipeline;
 pub mod progress;
+pub mod shards;
 pub mod vocab;
 pub mod wiki;
 

@@ -2,4 +2,6 @@
 
 pub mod shard;
 
-pub use shard::{list_shards, read_footer, DocId, IdKind, ShardError, TextRecord, TextShardReader, TextShardWriter};
+pub use shard::{
+    list_shards, read_footer, DocId, IdKind, ParquetPart, ShardError, TextRecord, TextShardReader, TextShardWriter,
+};

@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
 use crate::manifest::{ShardMeta, PARQUET_META_KEY};
@@ -88,13 +88,64 @@ fn schema(id: IdKind) -> SchemaRef {
     ]))
 }
 
-/// Streams [`TextRecord`]s into one Parquet file, renamed into place by [`TextShardWriter::finish`].
-pub struct TextShardWriter {
+/// One Parquet file written under a temporary name with the `langadapt.manifest` footer key, renamed
+/// into place by [`ParquetPart::finish`]: the pattern every shard writer (text, tokens) shares.
+pub struct ParquetPart {
     path: PathBuf,
     tmp: PathBuf,
+    writer: ArrowWriter<File>,
+}
+
+impl ParquetPart {
+    /// Creates `path` (as `path.tmp` until finished) with `schema`, the writer settings in `props` and
+    /// `meta` in the footer.
+    pub fn create(
+        path: &Path,
+        schema: SchemaRef,
+        props: WriterPropertiesBuilder,
+        meta: &ShardMeta,
+    ) -> Result<Self, ShardError> {
+        let tmp = crate::io::tmp_path(path);
+        let file = File::create(&tmp).map_err(|source| ShardError::Io { path: tmp.clone(), source })?;
+        let meta_json = serde_json::to_string(meta).expect("ShardMeta serializes");
+        let props =
+            props.set_key_value_metadata(Some(vec![KeyValue::new(PARQUET_META_KEY.to_string(), meta_json)])).build();
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| pq(&tmp, e))?;
+        Ok(ParquetPart { path: path.to_path_buf(), tmp, writer })
+    }
+
+    /// Appends a batch (its schema must be the file's).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ShardError> {
+        self.writer.write(batch).map_err(|e| pq(&self.tmp, e))
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The temporary path the file is written under.
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Adds footer key-value pairs, writes the footer, syncs and renames the file into place.
+    pub fn finish(mut self, extra: &[(String, String)]) -> Result<PathBuf, ShardError> {
+        for (k, v) in extra {
+            self.writer.append_key_value_metadata(KeyValue::new(k.clone(), v.clone()));
+        }
+        let file = self.writer.into_inner().map_err(|e| pq(&self.tmp, e))?;
+        crate::io::commit(file, &self.tmp, &self.path)
+            .map_err(|source| ShardError::Io { path: self.path.clone(), source })?;
+        Ok(self.path)
+    }
+}
+
+/// Streams [`TextRecord`]s into one Parquet file, renamed into place by [`TextShardWriter::finish`].
+pub struct TextShardWriter {
     id_kind: IdKind,
     schema: SchemaRef,
-    writer: ArrowWriter<File>,
+    part: ParquetPart,
     pending: Vec<TextRecord>,
     pending_bytes: usize,
     rows: u64,
@@ -103,30 +154,16 @@ pub struct TextShardWriter {
 impl TextShardWriter {
     /// Creates `path` (as `path.tmp` until finished) with `meta` in the footer.
     pub fn create(path: &Path, meta: &ShardMeta, id_kind: IdKind) -> Result<Self, ShardError> {
-        let tmp = crate::io::tmp_path(path);
-        let file = File::create(&tmp).map_err(|source| ShardError::Io { path: tmp.clone(), source })?;
-        let meta_json = serde_json::to_string(meta).expect("ShardMeta serializes");
         let props = WriterProperties::builder()
             .set_compression(Compression::LZ4_RAW)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             // Long unique strings: a dictionary never pays off and min/max statistics are useless.
             .set_column_dictionary_enabled(ColumnPath::from("text"), false)
             .set_column_statistics_enabled(ColumnPath::from("text"), EnabledStatistics::None)
-            .set_column_dictionary_enabled(ColumnPath::from("title"), false)
-            .set_key_value_metadata(Some(vec![KeyValue::new(PARQUET_META_KEY.to_string(), meta_json)]))
-            .build();
+            .set_column_dictionary_enabled(ColumnPath::from("title"), false);
         let schema = schema(id_kind);
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| pq(&tmp, e))?;
-        Ok(TextShardWriter {
-            path: path.to_path_buf(),
-            tmp,
-            id_kind,
-            schema,
-            writer,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            rows: 0,
-        })
+        let part = ParquetPart::create(path, schema.clone(), props, meta)?;
+        Ok(TextShardWriter { id_kind, schema, part, pending: Vec::new(), pending_bytes: 0, rows: 0 })
     }
 
     /// Appends one record.
@@ -134,7 +171,7 @@ impl TextShardWriter {
         let ok = matches!((&record.id, self.id_kind), (DocId::Int(_), IdKind::Int) | (DocId::Str(_), IdKind::Str));
         if !ok {
             return Err(ShardError::Layout {
-                path: self.path.clone(),
+                path: self.part.path().to_path_buf(),
                 msg: format!("record id {:?} does not match the shard's id type {:?}", record.id, self.id_kind),
             });
         }
@@ -177,8 +214,8 @@ impl TextShardWriter {
         let n_chars: ArrayRef =
             Arc::new(self.pending.iter().map(|r| Some(r.text.chars().count() as i64)).collect::<Int64Array>());
         let columns = vec![id, col(|r| &r.title), col(|r| &r.text), col(|r| &r.lang), col(|r| &r.source), n_chars];
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| pq(&self.tmp, e))?;
-        self.writer.write(&batch).map_err(|e| pq(&self.tmp, e))?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| pq(self.part.tmp_path(), e))?;
+        self.part.write(&batch)?;
         self.rows += n as u64;
         self.pending.clear();
         self.pending_bytes = 0;
@@ -194,17 +231,11 @@ impl TextShardWriter {
     /// file into place. Returns the path and the row count.
     pub fn finish(mut self, extra: &[(String, String)]) -> Result<(PathBuf, u64), ShardError> {
         self.flush_pending()?;
-        for (k, v) in extra {
-            self.writer.append_key_value_metadata(KeyValue::new(k.clone(), v.clone()));
-        }
-        let file = self.writer.into_inner().map_err(|e| pq(&self.tmp, e))?;
-        crate::io::commit(file, &self.tmp, &self.path)
-            .map_err(|source| ShardError::Io { path: self.path.clone(), source })?;
-        Ok((self.path, self.rows))
+        Ok((self.part.finish(extra)?, self.rows))
     }
 }
 
-fn pq(path: &Path, e: impl std::fmt::Display) -> ShardError {
+pub(crate) fn pq(path: &Path, e: impl std::fmt::Display) -> ShardError {
     ShardError::Parquet { path: path.to_path_buf(), msg: e.to_string() }
 }
 
