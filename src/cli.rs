@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use langadapt::io::ShardSpec;
 use langadapt::pipeline::Recipe;
-use langadapt::{corpus, model, shards, wiki, Env, Progress};
+use langadapt::{corpus, model, shards, train, wiki, Env, Progress};
 
 /// Take an English-centric LLaMA-family model to a new language and measure the result.
 #[derive(Debug, Parser)]
@@ -44,6 +44,8 @@ enum Command {
     /// LLaMA-family checkpoints: inspect, generate, merge LoRA adapters.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Train a checkpoint on token shards: full, embed-align, lora or sft.
+    Train(TrainArgs),
     /// Token shards for training: mix, tokenize, pack.
     #[command(subcommand)]
     Shards(ShardsCommand),
@@ -192,6 +194,7 @@ impl Cli {
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
             Command::Model(cmd) => model_command(cmd),
+            Command::Train(a) => train_command(a, &env),
             Command::Shards(ShardsCommand::Build(a)) => shards_build(a, &env),
             Command::Shards(ShardsCommand::Stats { dir, json }) => shards_stats(&dir, json),
         }
@@ -470,4 +473,124 @@ fn model_command(cmd: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `train`: every key of train.toml can also be given as a flag, which wins over the file.
+#[derive(Debug, Args)]
+struct TrainArgs {
+    /// train.toml (keys in DESIGN.md / README).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue from OUT/checkpoints/step-N of a run with the same settings.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    train: Option<PathBuf>,
+    #[arg(long)]
+    val: Option<PathBuf>,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// full, embed-align, lora or sft.
+    #[arg(long)]
+    mode: Option<String>,
+    #[arg(long)]
+    micro_batch: Option<i64>,
+    #[arg(long)]
+    grad_accum: Option<i64>,
+    #[arg(long)]
+    max_steps: Option<i64>,
+    #[arg(long)]
+    epochs: Option<f64>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    min_lr: Option<f64>,
+    #[arg(long)]
+    warmup_steps: Option<i64>,
+    /// cosine, linear or constant.
+    #[arg(long)]
+    schedule: Option<String>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    clip: Option<f64>,
+    #[arg(long)]
+    eval_every: Option<i64>,
+    #[arg(long)]
+    save_every: Option<i64>,
+    #[arg(long)]
+    seed: Option<i64>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long)]
+    dtype: Option<String>,
+}
+
+fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
+    let (mut table, base) = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let table: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (table, path.parent().map(|p| p.to_path_buf()).unwrap_or_default())
+        }
+        None => (toml::Table::new(), PathBuf::new()),
+    };
+    // Paths from the file are relative to it; paths from flags are relative to the working directory.
+    for key in ["model", "train", "val", "out"] {
+        if let Some(toml::Value::String(p)) = table.get(key) {
+            let joined = base.join(p).to_string_lossy().into_owned();
+            table.insert(key.into(), toml::Value::String(joined));
+        }
+    }
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| toml::Value::String(p.to_string_lossy().into_owned()));
+    let flags: [(&str, Option<toml::Value>); 20] = [
+        ("model", path(&a.model)),
+        ("train", path(&a.train)),
+        ("val", path(&a.val)),
+        ("out", path(&a.out)),
+        ("mode", a.mode.map(toml::Value::String)),
+        ("micro_batch", a.micro_batch.map(toml::Value::Integer)),
+        ("grad_accum", a.grad_accum.map(toml::Value::Integer)),
+        ("max_steps", a.max_steps.map(toml::Value::Integer)),
+        ("epochs", a.epochs.map(toml::Value::Float)),
+        ("lr", a.lr.map(toml::Value::Float)),
+        ("min_lr", a.min_lr.map(toml::Value::Float)),
+        ("warmup_steps", a.warmup_steps.map(toml::Value::Integer)),
+        ("schedule", a.schedule.map(toml::Value::String)),
+        ("weight_decay", a.weight_decay.map(toml::Value::Float)),
+        ("clip", a.clip.map(toml::Value::Float)),
+        ("eval_every", a.eval_every.map(toml::Value::Integer)),
+        ("save_every", a.save_every.map(toml::Value::Integer)),
+        ("seed", a.seed.map(toml::Value::Integer)),
+        ("device", a.device.map(toml::Value::String)),
+        ("dtype", a.dtype.map(toml::Value::String)),
+    ];
+    for (key, value) in flags {
+        if let Some(v) = value {
+            table.insert(key.into(), v);
+        }
+    }
+    let origin = a.config.as_ref().map_or("flags".to_string(), |p| p.display().to_string());
+    let cfg: train::TrainConfig =
+        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
+    let report = train::run(&cfg, a.resume.as_deref(), env)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "train: {} steps, loss {} -> {}, {} parameters trained; checkpoint in {}",
+            report.steps,
+            report.first_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            report.last_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            report.trained_parameters,
+            report.final_dir.display()
+        );
+    }
+    Ok(())
 }

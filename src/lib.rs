@@ -11,6 +11,7 @@ pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod shards;
+pub mod train;
 pub mod vocab;
 pub mod wiki;
 

@@ -17,6 +17,8 @@ pub use llama::{ForwardOptions, KvCache, Llama};
 pub use lora::{merge_lora, save_adapter, LoraConfig, LoraTarget, MergeReport};
 pub use score::{ContinuationScore, Scorer};
 
+pub(crate) use checkpoint::write_safetensors;
+
 use std::path::{Path, PathBuf};
 
 /// Errors of the model core.

@@ -3,4 +3,5 @@
 mod common;
 mod model;
 mod quickstart;
+mod train;
 mod wiki;

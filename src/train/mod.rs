@@ -1,0 +1,425 @@
+//! `langadapt train`: continual pre-training, embedding alignment, LoRA and instruction tuning on token shards.
+//!
+//! One loop for every mode; modes differ only in which variables the optimizer holds (see `Mode`). Data
+//! order, dropout masks and the learning rate are functions of the seed and the step, so a run resumed from
+//! `checkpoints/step-N` continues bit for bit (on CPU) where the uninterrupted run would be.
+
+mod config;
+mod data;
+mod optim;
+
+pub use config::{LoraSection, Mode, Schedule, TrainConfig};
+pub use optim::learning_rate;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{ManifestBuilder, ManifestError};
+use crate::model::{self, Checkpoint, ForwardOptions, LoraConfig, ModelError, Trainable};
+use crate::Env;
+use data::{Batch, Rows};
+use optim::{clip_grad_norm, AdamW};
+
+/// Errors of the training stage.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A setting is missing or inconsistent.
+    #[error("train config: {0}")]
+    Config(String),
+    /// The token shards cannot be used.
+    #[error("train data: {0}")]
+    Data(String),
+    /// A checkpoint to resume from is incomplete or from another run.
+    #[error("resume: {0}")]
+    Resume(String),
+    /// File-system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The manifest failed.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        TrainError::Model(ModelError::Candle(e))
+    }
+}
+
+impl TrainError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        TrainError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Metrics {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Mean loss per trained token of this step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Learning rate used by this step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Global gradient norm before clipping.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
+    /// Tokens (all positions) per second of this step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
+    /// Mean validation loss per trained token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// exp(val_loss).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_ppl: Option<f64>,
+}
+
+/// `trainer_state.json` of a resumable checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    step: usize,
+    total_steps: usize,
+    /// The run's identity: sha256 of the settings that must not change across a resume.
+    run_id: String,
+    micro_batches_done: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    /// Steps done in total (resumed ones included).
+    pub steps: usize,
+    /// Loss of the first step of this invocation and of the last step.
+    pub first_loss: Option<f64>,
+    /// Loss of the last step.
+    pub last_loss: Option<f64>,
+    /// Last validation loss.
+    pub val_loss: Option<f64>,
+    /// `out/final`.
+    pub final_dir: PathBuf,
+    /// Parameters the optimizer trained.
+    pub trained_parameters: usize,
+}
+
+/// Runs training as configured; `resume` is a `checkpoints/step-N` folder of an earlier run with the same
+/// settings.
+pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainReport, TrainError> {
+    cfg.validate()?;
+    let device = model::parse_device(&cfg.device)?;
+    let lora = cfg.lora_config()?;
+    let ckpt = Checkpoint::open(&cfg.model)?;
+    let rows = Rows::load(&cfg.train)?;
+    let val = cfg.val.as_deref().map(Rows::load).transpose()?;
+    let per_step = cfg.micro_batch * cfg.grad_accum;
+    let total_steps = match (cfg.max_steps, cfg.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => ((e * rows.len() as f64) / per_step as f64).ceil().max(1.0) as usize,
+        (None, None) => unreachable!("validate() requires max_steps or epochs"),
+    };
+    std::fs::create_dir_all(&cfg.out).map_err(|e| TrainError::io(&cfg.out, e))?;
+
+    let mut manifest = ManifestBuilder::new("train", serde_json::to_value(cfg).unwrap_or_default(), Some(cfg.seed));
+    for f in ckpt.files() {
+        manifest.add_input(f, &env.progress)?;
+    }
+    for f in crate::corpus::list_shards(&cfg.train).map_err(|e| TrainError::Data(e.to_string()))? {
+        manifest.add_input(&f, &env.progress)?;
+    }
+    let run_id = manifest.run_id();
+
+    let (trainable, start) = match resume {
+        None => (ckpt.load_trainable(&device, DType::F32, lora.as_ref())?, None),
+        Some(dir) => {
+            let state = read_state(dir, &run_id)?;
+            (restore(&ckpt, dir, &device, lora.as_ref())?, Some(state))
+        }
+    };
+    let vars = match (cfg.mode, &lora) {
+        (_, Some(l)) => trainable.trainable_vars(&l.modules_to_save.iter().map(String::as_str).collect::<Vec<_>>()),
+        (Mode::EmbedAlign, None) => {
+            trainable.trainable_vars(&cfg.train_modules.iter().map(String::as_str).collect::<Vec<_>>())
+        }
+        _ => trainable.trainable_vars(&[]),
+    };
+    if vars.is_empty() {
+        return Err(TrainError::Config(format!("no weights match train_modules {:?}", cfg.train_modules)));
+    }
+    let trained_parameters = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut opt = AdamW::new(vars, &cfg.no_decay, (cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay))?;
+    let first_step = match (&start, resume) {
+        (Some(state), Some(dir)) => {
+            opt.load(&dir.join("optimizer.safetensors"))?;
+            state.step
+        }
+        _ => 0,
+    };
+    let metrics_path = cfg.out.join("metrics.jsonl");
+    let mut metrics = open_metrics(&metrics_path, first_step)?;
+
+    let bar = env.progress.items((total_steps - first_step.min(total_steps)) as u64, "train");
+    let mut report = TrainReport {
+        steps: first_step,
+        first_loss: None,
+        last_loss: None,
+        val_loss: None,
+        final_dir: cfg.out.join("final"),
+        trained_parameters,
+    };
+    for step in first_step..total_steps {
+        let t0 = Instant::now();
+        let lr = learning_rate(cfg.schedule, cfg.lr, cfg.min_lr, cfg.warmup_steps, total_steps, step);
+        let batches: Vec<Batch> = (0..cfg.grad_accum)
+            .map(|a| {
+                let micro = (step * cfg.grad_accum + a) as u64;
+                rows.batch(&rows.indices(cfg.seed, micro, cfg.micro_batch), &device)
+            })
+            .collect::<Result<_, _>>()?;
+        let trained: f64 = batches.iter().map(|b| b.trained_tokens).sum();
+        let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
+        let mut loss_sum = 0f64;
+        for (a, batch) in batches.iter().enumerate() {
+            // Each micro-batch contributes its share of the step's token-mean loss, so k×b equals k·b.
+            let seed = cfg.seed ^ ((step * cfg.grad_accum + a) as u64).wrapping_mul(0xA076_1D64_78BD_642F);
+            let sum = token_loss_sum(&trainable.model, batch, Some(seed))?;
+            loss_sum += f64::from(sum.to_scalar::<f32>()?);
+            if trained > 0.0 {
+                let g = (sum / trained)?.backward()?;
+                for (name, var) in opt.vars() {
+                    if let Some(gv) = g.get(var) {
+                        let acc = match grads.remove(name) {
+                            Some(prev) => (prev + gv)?,
+                            None => gv.clone(),
+                        };
+                        grads.insert(name.to_string(), acc);
+                    }
+                }
+            }
+        }
+        let grad_norm = clip_grad_norm(&mut grads, cfg.clip)?;
+        opt.step(&grads, lr)?;
+        let loss = if trained > 0.0 { loss_sum / trained } else { 0.0 };
+        let tokens = (batches.len() * cfg.micro_batch * (rows.seq_len() - 1)) as f64;
+        let done = step + 1;
+        write_metrics(&mut metrics, &metrics_path, &Metrics {
+            step: done,
+            loss: Some(loss),
+            lr: Some(lr),
+            grad_norm: Some(grad_norm),
+            tokens_per_s: Some(tokens / t0.elapsed().as_secs_f64().max(1e-9)),
+            val_loss: None,
+            val_ppl: None,
+        })?;
+        report.first_loss.get_or_insert(loss);
+        report.last_loss = Some(loss);
+        report.steps = done;
+        bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+        bar.inc(1);
+        let eval_now = cfg.eval_every > 0 && done % cfg.eval_every == 0;
+        if let (Some(val), true) = (&val, eval_now || done == total_steps) {
+            let vl = validation_loss(&trainable.model, val, cfg, &device)?;
+            report.val_loss = Some(vl);
+            write_metrics(&mut metrics, &metrics_path, &Metrics {
+                step: done,
+                loss: None,
+                lr: None,
+                grad_norm: None,
+                tokens_per_s: None,
+                val_loss: Some(vl),
+                val_ppl: Some(vl.exp()),
+            })?;
+        }
+        if cfg.save_every > 0 && done % cfg.save_every == 0 && done < total_steps {
+            let dir = cfg.out.join("checkpoints").join(format!("step-{done}"));
+            save_checkpoint(&ckpt, &trainable, lora.as_ref(), &opt, &dir, &TrainerState {
+                step: done,
+                total_steps,
+                run_id: run_id.clone(),
+                micro_batches_done: (done * cfg.grad_accum) as u64,
+            })?;
+        }
+    }
+    bar.finish_and_clear();
+    let outputs = save_final(&ckpt, &trainable, lora.as_ref(), cfg, &report.final_dir)?;
+    manifest.count("steps", report.steps as u64);
+    manifest.count("trained_parameters", trained_parameters as u64);
+    manifest.count("train_rows", rows.len() as u64);
+    let outputs: Vec<(PathBuf, Option<u64>)> = outputs.into_iter().map(|p| (p, None)).collect();
+    manifest.finish(&cfg.out, &outputs)?.write(&cfg.out.join("manifest.json"))?;
+    Ok(report)
+}
+
+/// Sum over trained positions of −log p(target): the numerator of the token-mean loss.
+fn token_loss_sum(model: &model::Llama, batch: &Batch, train: Option<u64>) -> Result<Tensor, TrainError> {
+    let opts = ForwardOptions { train, segments: batch.segments.as_ref(), ..Default::default() };
+    let logits = model.forward(&batch.input, opts)?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let picked = logp.gather(&batch.target.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+    Ok((picked * &batch.weight)?.sum_all()?.neg()?)
+}
+
+/// Token-mean loss over the validation rows (all, or the first `eval_rows`), in order.
+fn validation_loss(model: &model::Llama, val: &Rows, cfg: &TrainConfig, device: &Device) -> Result<f64, TrainError> {
+    let n = if cfg.eval_rows > 0 { cfg.eval_rows.min(val.len()) } else { val.len() };
+    let (mut sum, mut tokens) = (0f64, 0f64);
+    for start in (0..n).step_by(cfg.micro_batch) {
+        let idx: Vec<usize> = (start..(start + cfg.micro_batch).min(n)).collect();
+        let batch = val.batch(&idx, device)?;
+        sum += f64::from(token_loss_sum(model, &batch, None)?.to_scalar::<f32>()?);
+        tokens += batch.trained_tokens;
+    }
+    Ok(if tokens > 0.0 { sum / tokens } else { f64::NAN })
+}
+
+/// `checkpoints/step-N/`: the weights (full HF checkpoint, or the PEFT adapter), optimizer moments and state.
+fn save_checkpoint(
+    ckpt: &Checkpoint,
+    t: &Trainable,
+    lora: Option<&LoraConfig>,
+    opt: &AdamW,
+    dir: &Path,
+    state: &TrainerState,
+) -> Result<(), TrainError> {
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    save_weights(ckpt, t, lora, &tmp)?;
+    opt.save(&tmp.join("optimizer.safetensors"))?;
+    let json = serde_json::to_string_pretty(state).unwrap_or_default();
+    std::fs::write(tmp.join("trainer_state.json"), json).map_err(|e| TrainError::io(&tmp, e))?;
+    // The folder appears complete or not at all.
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::rename(&tmp, dir).map_err(|e| TrainError::io(dir, e))
+}
+
+/// Full weights as `dir/model/`, or the adapter as `dir/adapter/`.
+fn save_weights(ckpt: &Checkpoint, t: &Trainable, lora: Option<&LoraConfig>, dir: &Path) -> Result<(), TrainError> {
+    match lora {
+        Some(l) => {
+            let base = ckpt.dir().display().to_string();
+            model::save_adapter(&t.model, l, &t.weights(), &base, &dir.join("adapter"))?;
+        }
+        None => ckpt.save(&t.weights(), &dir.join("model"), &Default::default())?,
+    }
+    Ok(())
+}
+
+/// `final/`: a Hugging Face checkpoint (for LoRA the merged one when `merge_lora`), and `final/adapter/`.
+fn save_final(
+    ckpt: &Checkpoint,
+    t: &Trainable,
+    lora: Option<&LoraConfig>,
+    cfg: &TrainConfig,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    match lora {
+        None => ckpt.save(&t.weights(), dir, &Default::default())?,
+        Some(l) => {
+            let adapter = dir.join("adapter");
+            model::save_adapter(&t.model, l, &t.weights(), &ckpt.dir().display().to_string(), &adapter)?;
+            if cfg.merge_lora {
+                model::merge_lora(ckpt.dir(), &adapter, dir)?;
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for entry in walk(dir)? {
+        files.push(entry);
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
+        let p = e.map_err(|e| TrainError::io(dir, e))?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+fn read_state(dir: &Path, run_id: &str) -> Result<TrainerState, TrainError> {
+    let path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| TrainError::Resume(format!("{}: {e} (not a checkpoints/step-N folder?)", path.display())))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
+    if state.run_id != run_id {
+        return Err(TrainError::Resume(format!(
+            "{} was written by a run with other settings or inputs (run id {}, this run {run_id}); resume with \
+             the same config",
+            dir.display(),
+            state.run_id
+        )));
+    }
+    Ok(state)
+}
+
+/// The trainable model as it was at a checkpoint.
+fn restore(ckpt: &Checkpoint, dir: &Path, device: &Device, lora: Option<&LoraConfig>) -> Result<Trainable, TrainError> {
+    match lora {
+        None => Ok(Checkpoint::open(&dir.join("model"))?.load_trainable(device, DType::F32, None)?),
+        Some(l) => {
+            let t = ckpt.load_trainable(device, DType::F32, Some(l))?;
+            let file = dir.join("adapter").join("adapter_model.safetensors");
+            let saved = candle_core::safetensors::load(&file, device)
+                .map_err(|e| TrainError::Resume(format!("{}: {e}", file.display())))?;
+            let missing = |k: &str| TrainError::Resume(format!("{}: no tensor {k}", file.display()));
+            if let Some(adapter) = &t.adapter {
+                for (name, var) in adapter.data().lock().expect("var map lock").iter() {
+                    var.set(saved.get(name).ok_or_else(|| missing(name))?)?;
+                }
+            }
+            for (name, var) in t.base.data().lock().expect("var map lock").iter() {
+                if let Some(v) = saved.get(&format!("base_model.model.{name}")) {
+                    var.set(v)?;
+                }
+            }
+            Ok(t)
+        }
+    }
+}
+
+/// Opens `metrics.jsonl` for appending, dropping lines past `keep_step` (a resumed run rewrites them).
+fn open_metrics(path: &Path, keep_step: usize) -> Result<std::fs::File, TrainError> {
+    let kept: Vec<String> = match std::fs::read_to_string(path) {
+        Ok(text) if keep_step > 0 => text
+            .lines()
+            .filter(|l| serde_json::from_str::<Metrics>(l).is_ok_and(|m| m.step <= keep_step))
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    std::fs::write(path, body).map_err(|e| TrainError::io(path, e))?;
+    std::fs::OpenOptions::new().append(true).open(path).map_err(|e| TrainError::io(path, e))
+}
+
+fn write_metrics(file: &mut std::fs::File, path: &Path, m: &Metrics) -> Result<(), TrainError> {
+    let line = serde_json::to_string(m).unwrap_or_default();
+    writeln!(file, "{line}").map_err(|e| TrainError::io(path, e))
+}

@@ -1,0 +1,172 @@
+//! AdamW (PyTorch's update rule), the learning-rate schedule and global-norm clipping.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{DType, Tensor, Var};
+
+use super::config::Schedule;
+use super::TrainError;
+
+/// Learning rate at optimizer step `step` (0-based): linear warm-up from 0, then decay to `min_lr` at `total`
+/// (transformers' `get_cosine_schedule_with_warmup` / `get_linear_schedule_with_warmup`, with a floor).
+pub fn learning_rate(schedule: Schedule, lr: f64, min_lr: f64, warmup: usize, total: usize, step: usize) -> f64 {
+    if step < warmup {
+        return lr * step as f64 / warmup.max(1) as f64;
+    }
+    let progress = ((step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64).min(1.0);
+    match schedule {
+        Schedule::Constant => lr,
+        Schedule::Linear => min_lr + (lr - min_lr) * (1.0 - progress),
+        Schedule::Cosine => min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+    }
+}
+
+/// One trained tensor with its moments.
+struct Slot {
+    name: String,
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+    decay: bool,
+}
+
+/// AdamW with decoupled weight decay, f32 moments, state saved as safetensors.
+pub struct AdamW {
+    slots: Vec<Slot>,
+    step: u64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+impl AdamW {
+    /// An optimizer over `vars`; names containing one of `no_decay` get no weight decay.
+    pub fn new(
+        vars: Vec<(String, Var)>,
+        no_decay: &[String],
+        (beta1, beta2, eps, weight_decay): (f64, f64, f64, f64),
+    ) -> Result<Self, TrainError> {
+        let slots = vars
+            .into_iter()
+            .map(|(name, var)| {
+                let zeros = Tensor::zeros(var.shape(), DType::F32, var.device())?;
+                let decay = !no_decay.iter().any(|p| name.contains(p.as_str()));
+                Ok(Slot { name, var, m: zeros.clone(), v: zeros, decay })
+            })
+            .collect::<Result<_, candle_core::Error>>()?;
+        Ok(Self { slots, step: 0, beta1, beta2, eps, weight_decay })
+    }
+
+    /// The trained variables and their names.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.slots.iter().map(|s| (s.name.as_str(), &s.var))
+    }
+
+    /// Applies one update with gradients `grads` (by name) at learning rate `lr`.
+    pub fn step(&mut self, grads: &BTreeMap<String, Tensor>, lr: f64) -> Result<(), TrainError> {
+        self.step += 1;
+        let t = self.step as i32;
+        let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
+        for s in &mut self.slots {
+            let Some(g) = grads.get(&s.name) else { continue };
+            let g = g.to_dtype(DType::F32)?;
+            s.m = ((&s.m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
+            s.v = ((&s.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let mut p = s.var.as_tensor().to_dtype(DType::F32)?;
+            if s.decay && self.weight_decay > 0.0 {
+                p = (p * (1.0 - lr * self.weight_decay))?;
+            }
+            let denom = ((&s.v / c2)?.sqrt()? + self.eps)?;
+            let update = ((&s.m / c1)? / denom)?;
+            let p = (p - (update * lr)?)?;
+            s.var.set(&p.to_dtype(s.var.dtype())?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the moments and step count to `path` (safetensors).
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let mut tensors = BTreeMap::new();
+        for s in &self.slots {
+            tensors.insert(format!("m.{}", s.name), s.m.clone());
+            tensors.insert(format!("v.{}", s.name), s.v.clone());
+        }
+        let step = Tensor::new(&[self.step as i64], &candle_core::Device::Cpu)?;
+        tensors.insert("step".into(), step);
+        crate::model::write_safetensors(&tensors, path)?;
+        Ok(())
+    }
+
+    /// Restores what `save` wrote; every trained variable must have its moments there.
+    pub fn load(&mut self, path: &Path) -> Result<(), TrainError> {
+        let device = self.slots.first().map(|s| s.var.device().clone()).unwrap_or(candle_core::Device::Cpu);
+        let t = candle_core::safetensors::load(path, &device)
+            .map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
+        let get = |k: &str| t.get(k).cloned().ok_or_else(|| TrainError::Resume(format!("{}: no {k}", path.display())));
+        self.step = get("step")?.to_vec1::<i64>()?[0] as u64;
+        for s in &mut self.slots {
+            s.m = get(&format!("m.{}", s.name))?;
+            s.v = get(&format!("v.{}", s.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// Global L2 norm of `grads`; scales them to `max_norm` when above (PyTorch `clip_grad_norm_`).
+pub fn clip_grad_norm(grads: &mut BTreeMap<String, Tensor>, max_norm: f64) -> Result<f64, TrainError> {
+    let mut total = 0f64;
+    for g in grads.values() {
+        total += f64::from(g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()?);
+    }
+    let norm = total.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let coef = max_norm / (norm + 1e-6);
+        for g in grads.values_mut() {
+            *g = (&*g * coef)?;
+        }
+    }
+    Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_the_floor() {
+        let lr = |s, step| learning_rate(s, 1.0, 0.1, 10, 110, step);
+        assert_eq!(lr(Schedule::Cosine, 0), 0.0);
+        assert_eq!(lr(Schedule::Cosine, 5), 0.5);
+        assert_eq!(lr(Schedule::Cosine, 10), 1.0);
+        assert!((lr(Schedule::Cosine, 60) - 0.55).abs() < 1e-12);
+        assert!((lr(Schedule::Cosine, 110) - 0.1).abs() < 1e-12);
+        assert!((lr(Schedule::Linear, 60) - 0.55).abs() < 1e-12);
+        assert_eq!(lr(Schedule::Constant, 100), 1.0);
+    }
+
+    #[test]
+    fn adamw_matches_pytorch_first_steps() {
+        // torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01), p = [1, -2],
+        // grads [0.5, 0.25] then [-0.5, 1.0]: p after step 1 = [0.899, -2.098 + 0.002 ...] (computed below by hand).
+        let dev = candle_core::Device::Cpu;
+        let var = Var::from_tensor(&Tensor::new(&[1f32, -2.0], &dev).unwrap()).unwrap();
+        let mut opt = AdamW::new(vec![("w".into(), var.clone())], &[], (0.9, 0.999, 1e-8, 0.01)).unwrap();
+        let g = |a: f32, b: f32| BTreeMap::from([("w".to_string(), Tensor::new(&[a, b], &dev).unwrap())]);
+        opt.step(&g(0.5, 0.25), 0.1).unwrap();
+        let p: Vec<f32> = var.as_tensor().to_vec1().unwrap();
+        // Step 1: m̂ = g, v̂ = g², update = sign(g) (up to eps); p = p(1 - lr·wd) - lr·sign(g).
+        assert!((p[0] - (1.0 * 0.999 - 0.1)).abs() < 1e-6, "{p:?}");
+        assert!((p[1] - (-2.0 * 0.999 - 0.1)).abs() < 1e-6, "{p:?}");
+        opt.step(&g(-0.5, 1.0), 0.1).unwrap();
+        let p2: Vec<f32> = var.as_tensor().to_vec1().unwrap();
+        // Step 2 for w0: m = 0.9·0.05 + 0.1·(-0.5)... computed in f64 here.
+        let (b1, b2) = (0.9f64, 0.999f64);
+        let m: f64 = b1 * (0.1 * 0.5) + (1.0 - b1) * -0.5;
+        let v: f64 = b2 * (0.001 * 0.25) + (1.0 - b2) * 0.25;
+        let upd = (m / (1.0 - b1 * b1)) / ((v / (1.0 - b2 * b2)).sqrt() + 1e-8);
+        let want = f64::from(p[0]) * (1.0 - 0.1 * 0.01) - 0.1 * upd;
+        assert!((f64::from(p2[0]) - want).abs() < 1e-6, "{} vs {want}", p2[0]);
+    }
+}

@@ -1,0 +1,221 @@
+//! The trainer on the tiny checkpoint: every mode learns, freezes what it must, resumes bit for bit.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use langadapt::model::Checkpoint;
+use langadapt::shards::{self, BuildConfig, Kind, SourceConfig};
+use langadapt::train::{self, Mode, TrainConfig};
+use langadapt::{Env, Progress};
+
+use crate::common::{fixture, langadapt, stderr};
+
+const ENV: Env = Env { threads: 2, progress: Progress { quiet: true } };
+
+/// Repetitive Turkish documents, blank-line separated, the kind of text a model memorizes in a few steps.
+fn corpus(dir: &Path) -> PathBuf {
+    let docs: Vec<String> = (0..24)
+        .map(|i| format!("Kedi {} evde uyuyor. Köpek bahçede koşuyor. Kedi ve köpek arkadaş.", i % 3))
+        .collect();
+    let path = dir.join("corpus.txt");
+    std::fs::write(&path, docs.join("\n\n")).unwrap();
+    path
+}
+
+fn build_shards(dir: &Path, kind: Kind, source: PathBuf) -> PathBuf {
+    let out = dir.join(format!("shards-{kind:?}"));
+    let src = SourceConfig { name: "tr".into(), path: source, lang: "tr".into(), share: Some(1.0), epochs: None };
+    // The Alpaca prompt alone is ~100 tokens with the tiny byte-fallback vocabulary.
+    let seq_len = if kind == Kind::Sft { 256 } else { 32 };
+    let mut cfg = BuildConfig::single(fixture("tiny-llama"), src, seq_len, out.clone());
+    cfg.kind = kind;
+    cfg.val_share = 0.2;
+    cfg.seed = 1;
+    if kind == Kind::Sft {
+        cfg.pack = true;
+        cfg.template = Some("alpaca".into());
+    }
+    shards::run(&cfg, dir, &ENV).unwrap();
+    out
+}
+
+fn config(dir: &Path, shards: &Path, mode: Mode, out: &str) -> TrainConfig {
+    let text = format!(
+        "model = {:?}\ntrain = {:?}\nval = {:?}\nout = {:?}\nmax_steps = 30\nmicro_batch = 4\nlr = 1e-2\n\
+         warmup_steps = 2\nseed = 7\n",
+        fixture("tiny-llama"),
+        shards.join("train"),
+        shards.join("val"),
+        dir.join(out)
+    );
+    let mut cfg: TrainConfig = toml::from_str(&text).unwrap();
+    cfg.mode = mode;
+    cfg
+}
+
+fn tensors(dir: &Path) -> BTreeMap<String, Tensor> {
+    Checkpoint::open(dir).unwrap().read_all(&Device::Cpu).unwrap()
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.flatten_all().unwrap().to_vec1::<f32>().unwrap() == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn full_training_learns_and_the_checkpoint_reloads_with_the_same_val_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let cfg = config(dir.path(), &shards, Mode::Full, "full");
+    let report = train::run(&cfg, None, &ENV).unwrap();
+    let (first, last) = (report.first_loss.unwrap(), report.last_loss.unwrap());
+    assert!(last < 0.3 * first, "loss {first} -> {last}");
+    assert_eq!(report.trained_parameters, 228_672, "every weight of the tiny model");
+    // Reload final/ and train 0 more steps with validation: the same val loss comes out.
+    let mut again = cfg.clone();
+    again.model = report.final_dir.clone();
+    again.out = dir.path().join("reload");
+    again.lr = 1e-30;
+    again.max_steps = Some(1);
+    again.warmup_steps = 0;
+    let before = train::run(&again, None, &ENV).unwrap();
+    let metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 31, "30 steps + 1 validation line");
+    assert!(metrics.lines().next().unwrap().contains("\"tokens_per_s\""));
+    let v = report.val_loss.unwrap();
+    assert!((before.val_loss.unwrap() - v).abs() < 1e-4 * v, "{} vs {v}", before.val_loss.unwrap());
+}
+
+#[test]
+fn embed_align_changes_only_embeddings_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let cfg = config(dir.path(), &shards, Mode::EmbedAlign, "align");
+    let report = train::run(&cfg, None, &ENV).unwrap();
+    assert!(report.last_loss.unwrap() < 0.8 * report.first_loss.unwrap());
+    let (base, after) = (tensors(&fixture("tiny-llama")), tensors(&report.final_dir));
+    for (name, t) in &base {
+        let trained = name == "model.embed_tokens.weight" || name == "lm_head.weight";
+        assert_eq!(!same(t, &after[name]), trained, "{name}");
+    }
+}
+
+#[test]
+fn lora_trains_adapters_and_listed_modules_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let mut cfg = config(dir.path(), &shards, Mode::Lora, "lora");
+    cfg.lora = Some(toml::from_str("r = 4\nalpha = 16\ndropout = 0.05\nmodules_to_save = [\"lm_head\"]").unwrap());
+    cfg.merge_lora = true;
+    let report = train::run(&cfg, None, &ENV).unwrap();
+    assert!(report.last_loss.unwrap() < 0.6 * report.first_loss.unwrap());
+    let adapter = report.final_dir.join("adapter");
+    assert!(adapter.join("adapter_config.json").is_file() && adapter.join("adapter_model.safetensors").is_file());
+    let (base, merged) = (tensors(&fixture("tiny-llama")), tensors(&report.final_dir));
+    for (name, t) in &base {
+        let adapted = name.contains("_proj.") || name == "lm_head.weight";
+        assert_eq!(!same(t, &merged[name]), adapted, "{name}");
+    }
+}
+
+fn instructions(dir: &Path) -> PathBuf {
+    let lines: Vec<String> = (0..16)
+        .map(|i| {
+            serde_json::json!({"id": i.to_string(), "instruction": "Selamla.", "input": if i % 2 == 0 { "" } else { "Ali" },
+                "output": "Merhaba!", "lang": "tr"})
+            .to_string()
+        })
+        .collect();
+    let path = dir.join("sft.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+#[test]
+fn sft_on_packed_rows_learns_the_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Sft, instructions(dir.path()));
+    let mut cfg = config(dir.path(), &shards, Mode::Sft, "sft");
+    cfg.max_steps = Some(20);
+    let report = train::run(&cfg, None, &ENV).unwrap();
+    assert!(report.last_loss.unwrap() < 0.3 * report.first_loss.unwrap(), "{report:?}");
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let mut cfg = config(dir.path(), &shards, Mode::Lora, "resume");
+    cfg.lora = Some(toml::from_str("r = 4\nalpha = 8\ndropout = 0.1\nmodules_to_save = [\"embed_tokens\"]").unwrap());
+    cfg.max_steps = Some(8);
+    cfg.save_every = 4;
+    cfg.merge_lora = true;
+    let whole = train::run(&cfg, None, &ENV).unwrap();
+    let want = tensors(&whole.final_dir);
+    let metrics = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
+    let resumed = train::run(&cfg, Some(&cfg.out.join("checkpoints/step-4")), &ENV).unwrap();
+    assert_eq!(resumed.steps, 8);
+    for (name, t) in tensors(&resumed.final_dir) {
+        assert!(same(&t, &want[&name]), "{name} differs after resume");
+    }
+    let again = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
+    let losses = |m: &str| m.lines().map(|l| l.split("\"tokens_per_s\"").next().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(losses(&again), losses(&metrics), "the resumed metrics repeat the same losses");
+    // Another run's checkpoint is refused.
+    let mut other = cfg.clone();
+    other.seed = 8;
+    let err = train::run(&other, Some(&cfg.out.join("checkpoints/step-4")), &ENV).unwrap_err().to_string();
+    assert!(err.contains("written by a run with other settings"), "{err}");
+}
+
+#[test]
+fn gradient_accumulation_equals_the_larger_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let mut big = config(dir.path(), &shards, Mode::Full, "big");
+    big.max_steps = Some(5);
+    let mut acc = big.clone();
+    acc.out = dir.path().join("acc");
+    acc.micro_batch = 2;
+    acc.grad_accum = 2;
+    let (a, b) = (train::run(&big, None, &ENV).unwrap(), train::run(&acc, None, &ENV).unwrap());
+    let (ta, tb) = (tensors(&a.final_dir), tensors(&b.final_dir));
+    for (name, t) in &ta {
+        let diff = (t - &tb[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "{name}: {diff}");
+    }
+    assert!((a.last_loss.unwrap() - b.last_loss.unwrap()).abs() < 1e-4);
+}
+
+#[test]
+fn cli_flags_override_the_file_and_bad_configs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let toml_path = dir.path().join("train.toml");
+    std::fs::write(
+        &toml_path,
+        format!(
+            "model = {:?}\ntrain = {:?}\nout = \"run\"\nmax_steps = 50\nmicro_batch = 2\nlr = 1e-3\n",
+            fixture("tiny-llama"),
+            shards.join("train")
+        ),
+    )
+    .unwrap();
+    let out = langadapt(&["train", "--config", toml_path.to_str().unwrap(), "--max-steps", "2", "--json", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["steps"], 2);
+    assert!(dir.path().join("run/final/model.safetensors").is_file());
+    assert!(dir.path().join("run/manifest.json").is_file());
+
+    std::fs::write(&toml_path, "model = \"m\"\ntrain = \"t\"\nout = \"o\"\nmax_step = 3\n").unwrap();
+    let out = langadapt(&["train", "--config", toml_path.to_str().unwrap()]);
+    assert!(stderr(&out).contains("unknown field `max_step`"), "{}", stderr(&out));
+    let out = langadapt(&["train", "--config", toml_path.to_str().unwrap(), "--mode", "lora"]);
+    assert!(!out.status.success());
+
+    let mut cfg = config(dir.path(), &shards, Mode::Lora, "x");
+    cfg.lora = None;
+    let err = train::run(&cfg, None, &ENV).unwrap_err().to_string();
+    assert_eq!(err, "train config: mode = \"lora\" needs a [lora] table");
+}
