@@ -216,19 +216,20 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         let loss = if trained > 0.0 { loss_sum / trained } else { 0.0 };
         let tokens = (batches.len() * cfg.micro_batch * (rows.seq_len() - 1)) as f64;
         let done = step + 1;
+        let tokens_per_s = tokens / t0.elapsed().as_secs_f64().max(1e-9);
         write_metrics(&mut metrics, &metrics_path, &Metrics {
             step: done,
             loss: Some(loss),
             lr: Some(lr),
             grad_norm: Some(grad_norm),
-            tokens_per_s: Some(tokens / t0.elapsed().as_secs_f64().max(1e-9)),
+            tokens_per_s: Some(tokens_per_s),
             val_loss: None,
             val_ppl: None,
         })?;
         report.first_loss.get_or_insert(loss);
         report.last_loss = Some(loss);
         report.steps = done;
-        bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
+        bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"));
         bar.inc(1);
         let eval_now = cfg.eval_every > 0 && done % cfg.eval_every == 0;
         if let (Some(val), true) = (&val, eval_now || done == total_steps) {

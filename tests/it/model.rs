@@ -395,3 +395,25 @@ fn packed_segments_do_not_see_each_other() {
     // Without segments the second example does see the first.
     assert!(max_diff(&logits_of(&model, &packed)[4..], &want_b) > 1e-3);
 }
+
+#[test]
+fn cli_info_and_generate() {
+    let ckpt = fixture("tiny-llama");
+    let out = langadapt(&["model", "info", ckpt.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["parameters"], 228_672);
+    assert_eq!(info["dtypes"][0], "f32");
+    assert_eq!(info["architecture"]["num_hidden_layers"], 2);
+    assert_eq!(info["tokenizer"][1], 1000);
+
+    let r = reference();
+    let g = &r["greedy"][0];
+    let prompt = g["prompt"].as_str().unwrap();
+    let out = langadapt(&["model", "generate", ckpt.to_str().unwrap(), "--prompt", prompt, "--greedy", "--ignore-eos", "--max-new-tokens", "24"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}\n", g["text_tokenizers"].as_str().unwrap()));
+
+    let out = langadapt(&["model", "generate", "/nonexistent", "--prompt", "x"]);
+    assert_eq!(stderr(&out).trim(), "error: /nonexistent: not a directory (expected a Hugging Face checkpoint folder)");
+}
