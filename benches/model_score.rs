@@ -7,13 +7,12 @@
 //! checks that both give the same log-probabilities (max abs diff), and rewrites the model-score section of
 //! benches/RESULTS.md.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use langadapt::model::{Checkpoint, Scorer};
 
 #[path = "common/mod.rs"]
@@ -55,7 +54,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("target/bench-data/model-score");
     let ckpt_dir = data.join("llama-60m");
-    write_model(&ckpt_dir);
+    common::write_random_llama(&ckpt_dir, VOCAB);
     let seqs = token_sequences();
     let ids_path = data.join("ids.json");
     std::fs::write(&ids_path, serde_json::to_string(&seqs).unwrap()).unwrap();
@@ -106,67 +105,9 @@ fn main() {
     common::update_results(&root.join("benches/RESULTS.md"), "model_score", &section);
 }
 
-/// A deterministic random checkpoint (N(0, 0.02) weights, unit norms) in the Hugging Face layout.
-fn write_model(dir: &Path) {
-    if dir.join("model.safetensors").is_file() {
-        return;
-    }
-    std::fs::create_dir_all(dir).unwrap();
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB, "hidden_size": 512,
-        "intermediate_size": 1376, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 8,
-        "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
-        "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let dev = Device::Cpu;
-    let mut rng = XorShift(0x5EED_0060);
-    let mut w = BTreeMap::new();
-    let (h, i) = (512, 1376);
-    // Uniform with standard deviation 0.02, from a fixed seed.
-    let bound = 0.02 * 3f32.sqrt();
-    let mut randn = |r: usize, c: usize| {
-        let v: Vec<f32> = (0..r * c).map(|_| (rng.unit() * 2.0 - 1.0) * bound).collect();
-        Tensor::from_vec(v, (r, c), &dev).unwrap()
-    };
-    w.insert("model.embed_tokens.weight".to_string(), randn(VOCAB, h));
-    w.insert("lm_head.weight".to_string(), randn(VOCAB, h));
-    w.insert("model.norm.weight".to_string(), Tensor::ones(h, DType::F32, &dev).unwrap());
-    for l in 0..8 {
-        let p = format!("model.layers.{l}");
-        for name in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-            w.insert(format!("{p}.self_attn.{name}.weight"), randn(h, h));
-        }
-        w.insert(format!("{p}.mlp.gate_proj.weight"), randn(i, h));
-        w.insert(format!("{p}.mlp.up_proj.weight"), randn(i, h));
-        w.insert(format!("{p}.mlp.down_proj.weight"), randn(h, i));
-        for norm in ["input_layernorm", "post_attention_layernorm"] {
-            w.insert(format!("{p}.{norm}.weight"), Tensor::ones(h, DType::F32, &dev).unwrap());
-        }
-    }
-    langadapt::model::write_sharded(&w, dir, u64::MAX).unwrap();
-}
-
-/// xorshift64: deterministic numbers without a dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// Random ids from a fixed seed, BOS first.
 fn token_sequences() -> Vec<Vec<u32>> {
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = common::XorShift(0x9E37_79B9_7F4A_7C15);
     (0..SEQS)
         .map(|_| std::iter::once(1).chain((1..SEQ_LEN).map(|_| 3 + (rng.next() % (VOCAB as u64 - 3)) as u32)).collect())
         .collect()
