@@ -46,6 +46,14 @@ enum Command {
     Model(ModelCommand),
     /// Train a checkpoint on token shards: full, embed-align, lora or sft.
     Train(TrainArgs),
+    /// Re-hash every file the manifests under DIR list and check that they explain each other (exit 1 if not).
+    Audit {
+        /// A run's output directory.
+        dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Token shards for training: mix, tokenize, pack.
     #[command(subcommand)]
     Shards(ShardsCommand),
@@ -195,6 +203,7 @@ impl Cli {
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
             Command::Model(cmd) => model_command(cmd),
             Command::Train(a) => train_command(a, &env),
+            Command::Audit { dir, json } => audit_command(&dir, json, &env),
             Command::Shards(ShardsCommand::Build(a)) => shards_build(a, &env),
             Command::Shards(ShardsCommand::Stats { dir, json }) => shards_stats(&dir, json),
         }
@@ -593,4 +602,36 @@ fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A check that ran and failed (exit code 1, unlike errors: 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
+
+fn audit_command(dir: &std::path::Path, json: bool, env: &Env) -> anyhow::Result<()> {
+    let report = langadapt::pipeline::audit(dir, &env.progress)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.findings {
+            println!("{f}");
+        }
+        for input in &report.external_inputs {
+            println!("external input (matches its sha256): {input}");
+        }
+        println!(
+            "audit: {} manifests, {} outputs and {} inputs re-hashed, {} inputs produced by earlier stages, {} findings",
+            report.manifests,
+            report.outputs_checked,
+            report.inputs_checked,
+            report.inputs_chained,
+            report.findings.len()
+        );
+    }
+    if report.ok() {
+        Ok(())
+    } else {
+        Err(CheckFailed(format!("audit: {} findings under {}", report.findings.len(), dir.display())).into())
+    }
 }

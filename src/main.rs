@@ -1,4 +1,4 @@
-//! The `langadapt` binary: parse flags, run the stage, print the error chain, exit 0 or 2.
+//! The `langadapt` binary: parse flags, run the stage, print the error chain; exit 0 ok, 1 check failed, 2 error.
 
 mod cli;
 
@@ -14,6 +14,10 @@ fn main() -> ExitCode {
             // A closed pipe (e.g. `| head`) is not an error worth reporting.
             if err.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
                 return ExitCode::SUCCESS;
+            }
+            if let Some(failed) = err.downcast_ref::<cli::CheckFailed>() {
+                eprintln!("{failed}");
+                return ExitCode::from(1);
             }
             eprintln!("error: {err:#}");
             ExitCode::from(2)

@@ -4,6 +4,10 @@
 //!
 //! Paths inside a recipe are relative to the recipe file; `out` is relative to the working directory.
 
+mod audit;
+
+pub use audit::{audit, AuditReport, Finding};
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

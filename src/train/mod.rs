@@ -256,12 +256,19 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         }
     }
     bar.finish_and_clear();
-    let outputs = save_final(&ckpt, &trainable, lora.as_ref(), cfg, &report.final_dir)?;
+    save_final(&ckpt, &trainable, lora.as_ref(), cfg, &report.final_dir)?;
     manifest.count("steps", report.steps as u64);
     manifest.count("trained_parameters", trained_parameters as u64);
     manifest.count("train_rows", rows.len() as u64);
-    let outputs: Vec<(PathBuf, Option<u64>)> = outputs.into_iter().map(|p| (p, None)).collect();
-    manifest.finish(&cfg.out, &outputs)?.write(&cfg.out.join("manifest.json"))?;
+    // Everything the run wrote: final/, checkpoints/, metrics.jsonl.
+    let manifest_path = cfg.out.join("manifest.json");
+    let outputs: Vec<(PathBuf, Option<u64>)> = crate::io::files_under(&cfg.out)
+        .map_err(|e| TrainError::io(&cfg.out, e))?
+        .into_iter()
+        .filter(|p| *p != manifest_path)
+        .map(|p| (p, None))
+        .collect();
+    manifest.finish(&cfg.out, &outputs)?.write(&manifest_path)?;
     Ok(report)
 }
 
@@ -327,7 +334,7 @@ fn save_final(
     lora: Option<&LoraConfig>,
     cfg: &TrainConfig,
     dir: &Path,
-) -> Result<Vec<PathBuf>, TrainError> {
+) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     match lora {
         None => ckpt.save(&t.weights(), dir, &Default::default())?,
@@ -339,25 +346,7 @@ fn save_final(
             }
         }
     }
-    let mut files = Vec::new();
-    for entry in walk(dir)? {
-        files.push(entry);
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn walk(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
-        let p = e.map_err(|e| TrainError::io(dir, e))?.path();
-        if p.is_dir() {
-            out.extend(walk(&p)?);
-        } else {
-            out.push(p);
-        }
-    }
-    Ok(out)
+    Ok(())
 }
 
 fn read_state(dir: &Path, run_id: &str) -> Result<TrainerState, TrainError> {

@@ -1,5 +1,6 @@
 //! Integration tests, one binary so the big dependencies link once. Fixtures: tests/fixtures/README.md.
 
+mod audit;
 mod common;
 mod model;
 mod quickstart;
