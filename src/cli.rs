@@ -8,6 +8,9 @@ use langadapt::io::ShardSpec;
 use langadapt::pipeline::Recipe;
 use langadapt::{corpus, wiki, Env, Progress};
 
+mod eval;
+use eval::EvalCommand;
+
 /// Take an English-centric LLaMA-family model to a new language and measure the result.
 #[derive(Debug, Parser)]
 #[command(name = "langadapt", version, about)]
@@ -41,6 +44,9 @@ enum Command {
     /// Text shards.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// Evaluation: XCOPA, Belebele, C-Eval, perplexity, code-switching (lm-evaluation-harness compatible).
+    #[command(subcommand)]
+    Eval(EvalCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +111,7 @@ impl Cli {
             Command::Run { recipe, out, dry_run } => run_recipe(&recipe, out, dry_run, &env),
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
+            Command::Eval(c) => eval::run(c, &env),
         }
     }
 }

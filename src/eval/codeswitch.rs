@@ -7,8 +7,10 @@
 //! 3. A word whose script is not one of the target language's scripts is foreign; its language is
 //!    named by whatlang over the sentence's words of that script when reliable, else by the script.
 //! 4. For a target with a language code (Latin- or Arabic-script languages), the sentence's words in
-//!    the target script are checked with whatlang as a whole (at least `min_words` words): when it
-//!    reliably names another language, they are foreign too (e.g. an English sentence in a Turkish answer).
+//!    the target script (at least `min_words` of them) are classified by whatlang restricted to the
+//!    target and its `rivals` (languages likely to intrude in the same script, default English); when
+//!    a rival wins with confidence ≥ 0.5 they are foreign too (an English sentence in a Turkish answer).
+//!    Restricting the choice keeps short sentences decidable, which open-set detection is not.
 //! A response code-switches when it has any foreign word.
 
 use std::collections::BTreeMap;
@@ -33,28 +35,29 @@ pub struct TargetLang {
     /// Fewest words of a sentence for language ID to be trusted.
     #[serde(default = "default_min_words")]
     pub min_words: usize,
+    /// whatlang codes of languages that may intrude in the target's own script.
+    #[serde(default = "default_rivals")]
+    pub rivals: Vec<String>,
 }
 
 fn default_min_words() -> usize {
     3
 }
 
-/// Built-in targets for `eval codeswitch --lang` (the same as evals/codeswitch.toml).
+fn default_rivals() -> Vec<String> {
+    vec!["eng".into()]
+}
+
+/// Least confidence of the restricted detector for a rival to count.
+const MIN_CONFIDENCE: f64 = 0.5;
+
+/// The targets of the shipped evals/codeswitch.toml, for `eval codeswitch --lang` (tr, et, fa, zh).
 pub fn builtin_target(lang: &str) -> Option<TargetLang> {
-    let (scripts, code): (&[&str], Option<&str>) = match lang {
-        "tr" => (&["Latin"], Some("tur")),
-        "et" => (&["Latin"], Some("est")),
-        "en" => (&["Latin"], Some("eng")),
-        "fa" => (&["Arabic"], Some("pes")),
-        "zh" => (&["Mandarin"], None),
-        _ => return None,
-    };
-    Some(TargetLang {
-        prompts: String::new(),
-        scripts: scripts.iter().map(|s| s.to_string()).collect(),
-        lang: code.map(str::to_string),
-        min_words: default_min_words(),
-    })
+    let spec: super::task::TaskSpec = toml::from_str(include_str!("../../evals/codeswitch.toml")).ok()?;
+    match spec {
+        super::task::TaskSpec::Codeswitch(c) => c.instances.get(lang).cloned(),
+        _ => None,
+    }
 }
 
 /// What the measurement found.
@@ -80,8 +83,13 @@ pub struct CodeswitchReport {
 
 struct Target {
     scripts: Vec<Script>,
-    lang: Option<Lang>,
+    /// The language and a detector restricted to it and its rivals.
+    lang: Option<(Lang, whatlang::Detector)>,
     min_words: usize,
+}
+
+fn parse_lang(code: &str) -> Result<Lang, EvalError> {
+    Lang::from_code(code).ok_or_else(|| EvalError::Config(format!("unknown whatlang language code `{code}` (ISO 639-3, e.g. tur)")))
 }
 
 impl Target {
@@ -99,10 +107,14 @@ impl Target {
             })
             .collect::<Result<_, _>>()?;
         let lang = match &t.lang {
-            Some(code) => Some(
-                Lang::from_code(code.as_str())
-                    .ok_or_else(|| EvalError::Config(format!("unknown whatlang language code `{code}` (ISO 639-3, e.g. tur)")))?,
-            ),
+            Some(code) => {
+                let lang = parse_lang(code)?;
+                let mut allow = vec![lang];
+                for r in &t.rivals {
+                    allow.push(parse_lang(r)?);
+                }
+                Some((lang, whatlang::Detector::with_allowlist(allow)))
+            }
             None => None,
         };
         Ok(Target { scripts, lang, min_words: t.min_words })
@@ -209,10 +221,10 @@ fn foreign_words(response: &str, target: &Target) -> (usize, Vec<(String, usize)
             let joined = ws.join(" ");
             if !target.scripts.contains(script) {
                 foreign.push((name_language(&joined, *script), ws.len()));
-            } else if let Some(lang) = target.lang {
+            } else if let Some((lang, detector)) = &target.lang {
                 if ws.len() >= target.min_words {
-                    if let Some(info) = whatlang::detect(&joined) {
-                        if info.is_reliable() && info.lang() != lang {
+                    if let Some(info) = detector.detect(&joined) {
+                        if info.lang() != *lang && info.confidence() >= MIN_CONFIDENCE {
                             foreign.push((info.lang().code().to_string(), ws.len()));
                         }
                     }
@@ -283,6 +295,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shipped_prompt_sets_stay_in_their_language() {
+        let sets = [
+            ("tr", include_str!("../../evals/prompts/codeswitch_tr.jsonl")),
+            ("et", include_str!("../../evals/prompts/codeswitch_et.jsonl")),
+            ("fa", include_str!("../../evals/prompts/codeswitch_fa.jsonl")),
+            ("zh", include_str!("../../evals/prompts/codeswitch_zh.jsonl")),
+        ];
+        for (lang, text) in sets {
+            let prompts: Vec<String> = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["prompt"].as_str().unwrap().to_string())
+                .collect();
+            let rep = measure(&prompts, &builtin_target(lang).unwrap()).unwrap();
+            assert_eq!((rep.responses, rep.foreign_words), (12, 0), "{lang}: {rep:?}");
+        }
+        assert!(builtin_target("xx").is_none());
+    }
+
+    #[test]
     fn code_urls_and_numbers_are_ignored() {
         let zh = builtin_target("zh").unwrap();
         let r = "这是一个函数。\n```python\ndef add(a, b):\n    return a + b\n```\n请运行 `pip install x`，访问 https://example.org/docs 查看 2024 年的说明。";
@@ -311,6 +342,10 @@ mod tests {
         assert_eq!(rep.switched_responses, 1);
         assert_eq!(rep.foreign_words, 8);
         assert_eq!(rep.intruders, vec![("eng".to_string(), 8)]);
-        assert!(Target::new(&TargetLang { prompts: String::new(), scripts: vec!["Klingon".into()], lang: None, min_words: 3 }).is_err());
+        let et = builtin_target("et").unwrap();
+        let rep = measure(&["Tallinn on Eesti pealinn ja suurim linn. See on väga ilus.".into()], &et).unwrap();
+        assert_eq!(rep.foreign_words, 0, "{rep:?}");
+        let bad = TargetLang { scripts: vec!["Klingon".into()], ..builtin_target("zh").unwrap() };
+        assert!(matches!(Target::new(&bad), Err(e) if e.to_string().starts_with("unknown script `Klingon`")));
     }
 }

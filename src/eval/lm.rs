@@ -283,12 +283,26 @@ pub struct LocalLm<S: TokenScorer> {
     scorer: S,
     batch_size: usize,
     progress: Progress,
+    /// A shorter context than the model's (`--max-length`).
+    max_length: Option<usize>,
 }
 
 impl<S: TokenScorer> LocalLm<S> {
     /// Wraps `scorer`; requests go to it `batch_size` at a time.
     pub fn new(scorer: S, batch_size: usize, progress: Progress) -> Self {
-        LocalLm { scorer, batch_size: batch_size.max(1), progress }
+        LocalLm { scorer, batch_size: batch_size.max(1), progress, max_length: None }
+    }
+
+    /// Uses at most `max_length` tokens of context (never more than the model's).
+    pub fn with_max_length(mut self, max_length: Option<usize>) -> Self {
+        self.max_length = max_length;
+        self
+    }
+
+    /// The context length requests are truncated to.
+    pub fn max_length(&self) -> usize {
+        let model = self.scorer.max_length();
+        self.max_length.map_or(model, |m| m.clamp(1, model))
     }
 
     /// The wrapped scorer.
@@ -348,8 +362,7 @@ pub fn sum_windows(scores: &[TokenScore], spans: &[(usize, usize)]) -> Vec<Rolli
 
 impl<S: TokenScorer> LanguageModel for LocalLm<S> {
     fn loglikelihood(&mut self, requests: &[Loglikelihood]) -> Result<Vec<LoglikelihoodResult>, EvalError> {
-        let token_requests =
-            loglikelihood_token_requests(self.scorer.tokenizer(), self.scorer.max_length(), requests)?;
+        let token_requests = loglikelihood_token_requests(self.scorer.tokenizer(), self.max_length(), requests)?;
         let scorer = &mut self.scorer;
         let scores = score_sorted(&token_requests, self.batch_size, &self.progress, "loglikelihood", |b| scorer.score(b))?;
         Ok(scores
@@ -360,14 +373,14 @@ impl<S: TokenScorer> LanguageModel for LocalLm<S> {
     }
 
     fn loglikelihood_rolling(&mut self, requests: &[LoglikelihoodRolling]) -> Result<Vec<RollingResult>, EvalError> {
-        let (flat, spans) = rolling_token_requests(self.scorer.tokenizer(), self.scorer.max_length(), requests)?;
+        let (flat, spans) = rolling_token_requests(self.scorer.tokenizer(), self.max_length(), requests)?;
         let scorer = &mut self.scorer;
         let scores = score_sorted(&flat, self.batch_size, &self.progress, "loglikelihood_rolling", |b| scorer.score(b))?;
         Ok(sum_windows(&scores, &spans))
     }
 
     fn generate_until(&mut self, requests: &[GenerateUntil]) -> Result<Vec<String>, EvalError> {
-        let max_length = self.scorer.max_length();
+        let max_length = self.max_length();
         let mut token_requests = Vec::with_capacity(requests.len());
         for r in requests {
             if r.max_tokens >= max_length {
@@ -422,8 +435,9 @@ mod tests {
 
     #[test]
     fn rolling_windows_match_lm_eval() {
-        // get_rolling_token_windows(list(range(10)), prefix_token=-1→99, max_seq_len=4, context_len=1)
-        // then make_disjoint_window, worked by hand from lm_eval/utils.py.
+        // get_rolling_token_windows(list(range(10)), prefix_token=99, max_seq_len=4, context_len=1)
+        // then make_disjoint_window, worked by hand from lm_eval/utils.py: the last window's context
+        // is token_list[5:9] = [5, 6, 7, 8] cut to len 4 - (2 - 1) = 3.
         let toks: Vec<u32> = (0..10).collect();
         let w = rolling_windows(&toks, 99, 4, 1);
         assert_eq!(
@@ -431,7 +445,7 @@ mod tests {
             vec![
                 (vec![99], vec![0, 1, 2, 3]),
                 (vec![3], vec![4, 5, 6, 7]),
-                (vec![7], vec![8, 9]),
+                (vec![5, 6, 7], vec![8, 9]),
             ]
         );
         // context_len 2: windows predict 3 tokens with 1 token of overlap context.

@@ -60,7 +60,7 @@ pub enum EvalError {
         name: String,
         /// " (did you mean `x`?)" or empty.
         hint: String,
-        /// Task patterns that exist.
+        /// Task families that exist.
         known: String,
     },
     /// The tokenizer failed.

@@ -98,6 +98,14 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
     for name in &cfg.tasks {
         let refs = registry.resolve(name, &cfg.data_dir)?;
         if let Some(g) = registry.group_of(name) {
+            let all = registry.group_size(name);
+            if refs.len() < all {
+                p.warnings.push(format!(
+                    "{name}: only {} of its {all} subtasks have data under {}; the group average covers those",
+                    refs.len(),
+                    cfg.data_dir.display()
+                ));
+            }
             p.groups.push((name.clone(), refs.iter().map(|r| r.name.clone()).collect(), g.weight_by_size));
         }
         for r in refs {

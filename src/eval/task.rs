@@ -261,7 +261,31 @@ impl TaskRegistry {
             .min_by_key(|(d, _)| *d)
             .map(|(_, k)| format!(" (did you mean `{k}`?)"))
             .unwrap_or_default();
-        Err(EvalError::UnknownTask { name: name.to_string(), hint, known: known.join(", ") })
+        Err(EvalError::UnknownTask { name: name.to_string(), hint, known: self.summary() })
+    }
+
+    /// One line naming every family: `xcopa_{et,ht,...}`, `ceval-valid_{52 subjects}`, groups, single tasks.
+    pub fn summary(&self) -> String {
+        let mut out = Vec::new();
+        for (_, spec) in &self.families {
+            let (pattern, instances, open) = match spec {
+                TaskSpec::MultipleChoice(mc) => (&mc.name, mc.instances.keys().cloned().collect::<Vec<_>>(), mc.open_instances),
+                TaskSpec::Perplexity(p) => (&p.name, Vec::new(), false),
+                TaskSpec::Codeswitch(c) => (&c.name, c.instances.keys().cloned().collect(), false),
+            };
+            let filled = if open {
+                pattern.replace("{instance}", "{code}")
+            } else if instances.len() > 12 {
+                pattern.replace("{instance}", &format!("{{{} subjects}}", instances.len()))
+            } else {
+                pattern.replace("{instance}", &format!("{{{}}}", instances.join(",")))
+            };
+            out.push(filled);
+            if let TaskSpec::MultipleChoice(McSpec { group: Some(g), .. }) = spec {
+                out.push(g.name.clone());
+            }
+        }
+        format!("{} (`langadapt eval tasks` lists them all)", out.join(", "))
     }
 
     /// The group that `name` is (if it is one): its spec.
@@ -270,6 +294,17 @@ impl TaskRegistry {
             TaskSpec::MultipleChoice(mc) => mc.group.as_ref().filter(|g| g.name == name),
             _ => None,
         })
+    }
+
+    /// How many subtasks the group `name` has in its definition (0 if it is not a group).
+    pub fn group_size(&self, name: &str) -> usize {
+        self.families
+            .iter()
+            .find_map(|(_, s)| match s {
+                TaskSpec::MultipleChoice(mc) if mc.group.as_ref().is_some_and(|g| g.name == name) => Some(mc.instances.len()),
+                _ => None,
+            })
+            .unwrap_or(0)
     }
 
     /// Every concrete task name and group the registry knows (open families as a pattern).
