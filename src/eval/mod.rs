@@ -7,6 +7,7 @@ pub mod lm;
 pub mod metrics;
 pub mod openai;
 pub mod perplexity;
+pub mod pyrandom;
 pub mod results;
 pub mod run;
 pub mod task;

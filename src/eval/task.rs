@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::lm::Loglikelihood;
+use super::pyrandom::PyRandom;
 use super::EvalError;
+
+/// lm-eval's default `fewshot_random_seed`.
+pub const FEWSHOT_SEED: u32 = 1234;
 
 /// The task files shipped in `evals/`, compiled in so the binary works from any directory.
 const BUILTIN: &[(&str, &str)] = &[
@@ -52,7 +56,8 @@ pub struct McSpec {
     /// Few-shot documents; the same file as `data` means the scored row is skipped.
     #[serde(default)]
     pub fewshot_data: Option<String>,
-    /// `first_n` (lm-eval FirstNSampler) or `random` (lm-eval's seeded random.Random draws).
+    /// `first_n` (lm-eval FirstNSampler) or `random` (lm-eval's default sampler: Python
+    /// `random.Random(1234).sample`, one generator shared by a task's documents in order).
     #[serde(default = "default_sampler")]
     pub fewshot_sampler: String,
     /// Prepended to every prompt (lm-eval `description`).
@@ -551,7 +556,8 @@ impl<'a> McTask<'a> {
     }
 
     /// The prompt of `doc` with `num_fewshot` examples (lm-eval `fewshot_context` + `ContextSampler.get_context`).
-    pub fn context(&self, doc: &Doc, num_fewshot: usize) -> Result<String, EvalError> {
+    /// The `random` sampler draws from `rng`, which lm-eval shares across a task's documents in order.
+    pub fn context(&self, doc: &Doc, num_fewshot: usize, rng: &mut PyRandom) -> Result<String, EvalError> {
         let mut out = self.render(&self.spec.description, doc, &self.data_path)?;
         if num_fewshot > 0 {
             let (path, pool) = self.fewshot.as_ref().ok_or_else(|| {
@@ -561,13 +567,6 @@ impl<'a> McTask<'a> {
                     self.spec.fewshot_data.as_deref().unwrap_or("(none defined)")
                 ))
             })?;
-            if self.spec.fewshot_sampler != "first_n" {
-                return Err(EvalError::Config(format!(
-                    "{}: few-shot sampler `{}` (lm-eval draws examples with Python's random.Random(1234)) is not \
-                     implemented, so few-shot prompts would not match lm-eval; use --num-fewshot 0",
-                    self.name, self.spec.fewshot_sampler
-                )));
-            }
             let same_split = *path == self.data_path;
             let n = if same_split { num_fewshot + 1 } else { num_fewshot };
             if n > pool.len() {
@@ -578,7 +577,17 @@ impl<'a> McTask<'a> {
                     pool.len()
                 )));
             }
-            for ex in pool[..n].iter().filter(|x| x.fields != doc.fields).take(num_fewshot) {
+            let drawn: Vec<&Doc> = match self.spec.fewshot_sampler.as_str() {
+                "first_n" => pool[..n].iter().collect(),
+                "random" => rng.sample(pool.len(), n).into_iter().map(|i| &pool[i]).collect(),
+                other => {
+                    return Err(EvalError::TaskDef {
+                        file: self.spec.name.clone(),
+                        message: format!("unknown fewshot_sampler `{other}` (first_n or random)"),
+                    })
+                }
+            };
+            for ex in drawn.into_iter().filter(|x| x.fields != doc.fields).take(num_fewshot) {
                 out.push_str(&self.render(&self.spec.text, ex, path)?);
                 out.push_str(&self.spec.target_delimiter);
                 let choices = self.choices(ex, path)?;
@@ -593,8 +602,9 @@ impl<'a> McTask<'a> {
     /// Every request of the first `limit` documents (all with `None`).
     pub fn requests(&self, num_fewshot: usize, limit: Option<usize>) -> Result<Vec<McRequest>, EvalError> {
         let mut out = Vec::new();
+        let mut rng = PyRandom::new(FEWSHOT_SEED);
         for (doc_id, doc) in self.docs.iter().take(limit.unwrap_or(usize::MAX)).enumerate() {
-            let context = self.context(doc, num_fewshot)?;
+            let context = self.context(doc, num_fewshot, &mut rng)?;
             let target = self.target(doc, &self.data_path)?;
             for (choice_idx, choice) in self.choices(doc, &self.data_path)?.into_iter().enumerate() {
                 out.push(McRequest {

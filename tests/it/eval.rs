@@ -419,11 +419,23 @@ fn malformed_rows_name_file_and_line() {
 
 #[test]
 fn fewshot_rules_are_enforced() {
+    // XCOPA has no fewshot_split: lm-eval draws from `validation` with its default sampler,
+    // random.Random(1234).sample(val_docs, k), one generator for the task's documents in order.
+    // Expected strings from CPython 3.11 doing exactly that over val.tr.jsonl.
+    let m = requests(&["xcopa_tr"], 2);
+    assert_eq!(
+        req(&m, "xcopa_tr", 0, 0).0,
+        "Kadın kötü bir ruh halindeydi bu yüzden arkadaşına onu yalnız bırakmasını söyledi.\n\nKadın arkadaşıyla övgüyle bahsetti bu yüzden arkadaşından bir iyilik istemek istiyordu.\n\nÜrün balonlu naylonla paketlenmişti bu yüzden"
+    );
+    assert_eq!(
+        req(&m, "xcopa_tr", 1, 1).0,
+        "Oyuncu topu yakaladı bu yüzden takım arkadaşı ona attı.\n\nAdam musluğu açtı bu yüzden musluktan su aktı.\n\nCeplerimi boşalttım bu yüzden"
+    );
+    assert_eq!(
+        req(&m, "xcopa_tr", 2, 0).0,
+        "Topluluk adamın ölümünü öğrendi bu yüzden ölüm ilanı gazetede yayınlandı.\n\nPolitikacı sahtekarlıktan hüküm giymişti bu yüzden makamından uzaklaştırıldı.\n\nTermitler evi işgal etti bu yüzden"
+    );
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&["xcopa_tr"], &fixture("data"), dir.path().join("r.jsonl"));
-    cfg.num_fewshot = 1;
-    let e = eval::write_requests(&cfg, &dir.path().join("r.jsonl")).unwrap_err().to_string();
-    assert!(e.contains("few-shot sampler `random`") && e.contains("--num-fewshot 0"), "{e}");
     let mut cfg = run_config(&["belebele_tur_Latn"], &fixture("data"), dir.path().join("r.jsonl"));
     cfg.num_fewshot = 8;
     let e = eval::write_requests(&cfg, &dir.path().join("r.jsonl")).unwrap_err().to_string();
