@@ -169,8 +169,9 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
             print!("{}", eval::results::compare(&runs));
         }
         EvalCommand::Codeswitch { input, lang, json } => {
-            let target = codeswitch::builtin_target(&lang)
-                .with_context(|| format!("no code-switching target `{lang}`; known: tr, et, fa, zh (evals/codeswitch.toml)"))?;
+            let target = codeswitch::builtin_target(&lang).with_context(|| {
+                format!("no code-switching target `{lang}`; known: tr, et, fa, zh (evals/codeswitch.toml)")
+            })?;
             let responses = codeswitch::read_responses(&input)?;
             let rep = codeswitch::measure(&responses, &target)?;
             if json {
@@ -250,7 +251,10 @@ fn open_lm(b: &BackendArgs, env: &Env) -> anyhow::Result<Box<dyn LanguageModel>>
             Ok(Box::new(LocalLm::new(scorer, b.batch_size, env.progress).with_max_length(b.max_length)))
         }
         "openai" => {
-            let endpoint = b.endpoint.as_deref().context("--backend openai needs --endpoint URL (e.g. http://127.0.0.1:8000/v1)")?;
+            let endpoint = b
+                .endpoint
+                .as_deref()
+                .context("--backend openai needs --endpoint URL (e.g. http://127.0.0.1:8000/v1)")?;
             let model_dir = Path::new(&b.model);
             let tok_path = b.tokenizer.clone().or_else(|| model_dir.is_dir().then(|| model_dir.to_path_buf())).context(
                 "--backend openai needs the model's tokenizer to build token prompts: --tokenizer PATH (or --model as a checkpoint directory)",

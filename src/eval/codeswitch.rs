@@ -89,7 +89,8 @@ struct Target {
 }
 
 fn parse_lang(code: &str) -> Result<Lang, EvalError> {
-    Lang::from_code(code).ok_or_else(|| EvalError::Config(format!("unknown whatlang language code `{code}` (ISO 639-3, e.g. tur)")))
+    Lang::from_code(code)
+        .ok_or_else(|| EvalError::Config(format!("unknown whatlang language code `{code}` (ISO 639-3, e.g. tur)")))
 }
 
 impl Target {
@@ -283,7 +284,11 @@ pub fn read_responses(path: &std::path::Path) -> Result<Vec<String>, EvalError> 
         match r {
             Some(r) => out.push(r.to_string()),
             None => {
-                return Err(EvalError::data(path, i as u64 + 1, "expected a string field `response` (or `text`, `output`)"))
+                return Err(EvalError::data(
+                    path,
+                    i as u64 + 1,
+                    "expected a string field `response` (or `text`, `output`)",
+                ))
             }
         }
     }
@@ -325,7 +330,11 @@ mod tests {
     fn foreign_scripts_and_sentences_are_counted() {
         let zh = builtin_target("zh").unwrap();
         let rep = measure(
-            &["我喜欢用Python写代码。".into(), "今天天气很好。".into(), "The weather is really nice today in the city.".into()],
+            &[
+                "我喜欢用Python写代码。".into(),
+                "今天天气很好。".into(),
+                "The weather is really nice today in the city.".into(),
+            ],
             &zh,
         )
         .unwrap();
@@ -335,7 +344,8 @@ mod tests {
         assert_eq!(rep.intruders[0], ("eng".to_string(), 9));
         let tr = builtin_target("tr").unwrap();
         let rep = measure(
-            &["Bugün hava çok güzel ve parkta yürüyüş yapmak istiyorum. However, I think it will rain later today.".into()],
+            &["Bugün hava çok güzel ve parkta yürüyüş yapmak istiyorum. However, I think it will rain later today."
+                .into()],
             &tr,
         )
         .unwrap();

@@ -155,7 +155,10 @@ pub fn move_trailing_space(context: &str, continuation: &str) -> (String, String
 /// The id that starts every sequence: BOS, or EOS for tokenizers without one (lm-eval `prefix_token_id`).
 pub fn prefix_token(tok: &Tokenizer) -> Result<u32, EvalError> {
     tok.bos_id().or(tok.eos_id()).ok_or_else(|| {
-        EvalError::Config(format!("{}: the tokenizer has neither a BOS nor an EOS token to start sequences with", tok.path().display()))
+        EvalError::Config(format!(
+            "{}: the tokenizer has neither a BOS nor an EOS token to start sequences with",
+            tok.path().display()
+        ))
     })
 }
 
@@ -196,7 +199,11 @@ pub fn encode_pair(tok: &Tokenizer, context: &str, continuation: &str) -> Result
 
 /// `(context_enc + continuation_enc)[-(max_length+1):]` with the continuation scored: lm-eval's
 /// left truncation. Fails when the continuation alone does not fit the model.
-pub fn score_request(context_enc: &[u32], continuation_enc: &[u32], max_length: usize) -> Result<TokenScoreRequest, EvalError> {
+pub fn score_request(
+    context_enc: &[u32],
+    continuation_enc: &[u32],
+    max_length: usize,
+) -> Result<TokenScoreRequest, EvalError> {
     if continuation_enc.len() > max_length {
         return Err(EvalError::Request(format!(
             "a continuation of {} tokens does not fit the model's context of {max_length} tokens",
@@ -210,7 +217,12 @@ pub fn score_request(context_enc: &[u32], continuation_enc: &[u32], max_length: 
 
 /// lm-eval `get_rolling_token_windows` followed by `make_disjoint_window`: (context, continuation)
 /// id pairs that together predict every id of `tokens` exactly once.
-pub fn rolling_windows(tokens: &[u32], prefix: u32, max_seq_len: usize, context_len: usize) -> Vec<(Vec<u32>, Vec<u32>)> {
+pub fn rolling_windows(
+    tokens: &[u32],
+    prefix: u32,
+    max_seq_len: usize,
+    context_len: usize,
+) -> Vec<(Vec<u32>, Vec<u32>)> {
     assert!(1 <= context_len && context_len <= max_seq_len, "1 <= context_len <= max_seq_len");
     let disjoint = |(ctx, cont): (Vec<u32>, Vec<u32>)| {
         let keep = ctx.len() - (cont.len() - 1);
@@ -364,7 +376,8 @@ impl<S: TokenScorer> LanguageModel for LocalLm<S> {
     fn loglikelihood(&mut self, requests: &[Loglikelihood]) -> Result<Vec<LoglikelihoodResult>, EvalError> {
         let token_requests = loglikelihood_token_requests(self.scorer.tokenizer(), self.max_length(), requests)?;
         let scorer = &mut self.scorer;
-        let scores = score_sorted(&token_requests, self.batch_size, &self.progress, "loglikelihood", |b| scorer.score(b))?;
+        let scores =
+            score_sorted(&token_requests, self.batch_size, &self.progress, "loglikelihood", |b| scorer.score(b))?;
         Ok(scores
             .iter()
             .zip(&token_requests)
@@ -375,7 +388,8 @@ impl<S: TokenScorer> LanguageModel for LocalLm<S> {
     fn loglikelihood_rolling(&mut self, requests: &[LoglikelihoodRolling]) -> Result<Vec<RollingResult>, EvalError> {
         let (flat, spans) = rolling_token_requests(self.scorer.tokenizer(), self.max_length(), requests)?;
         let scorer = &mut self.scorer;
-        let scores = score_sorted(&flat, self.batch_size, &self.progress, "loglikelihood_rolling", |b| scorer.score(b))?;
+        let scores =
+            score_sorted(&flat, self.batch_size, &self.progress, "loglikelihood_rolling", |b| scorer.score(b))?;
         Ok(sum_windows(&scores, &spans))
     }
 
@@ -409,7 +423,11 @@ impl<S: TokenScorer> LanguageModel for LocalLm<S> {
             let batch: Vec<TokenGenerateRequest> = chunk.iter().map(|&i| token_requests[i].clone()).collect();
             let generated = self.scorer.generate(&batch)?;
             if generated.len() != batch.len() {
-                return Err(EvalError::Model(format!("{} generations for a batch of {}", generated.len(), batch.len())));
+                return Err(EvalError::Model(format!(
+                    "{} generations for a batch of {}",
+                    generated.len(),
+                    batch.len()
+                )));
             }
             for (&i, ids) in chunk.iter().zip(generated) {
                 let text = self.scorer.tokenizer().decode(&ids)?;
@@ -440,14 +458,7 @@ mod tests {
         // is token_list[5:9] = [5, 6, 7, 8] cut to len 4 - (2 - 1) = 3.
         let toks: Vec<u32> = (0..10).collect();
         let w = rolling_windows(&toks, 99, 4, 1);
-        assert_eq!(
-            w,
-            vec![
-                (vec![99], vec![0, 1, 2, 3]),
-                (vec![3], vec![4, 5, 6, 7]),
-                (vec![5, 6, 7], vec![8, 9]),
-            ]
-        );
+        assert_eq!(w, vec![(vec![99], vec![0, 1, 2, 3]), (vec![3], vec![4, 5, 6, 7]), (vec![5, 6, 7], vec![8, 9]),]);
         // context_len 2: windows predict 3 tokens with 1 token of overlap context.
         let w = rolling_windows(&toks, 99, 4, 2);
         assert_eq!(w[1], (vec![2, 3], vec![4, 5, 6]));

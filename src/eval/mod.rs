@@ -15,8 +15,8 @@ pub mod task;
 use std::path::PathBuf;
 
 pub use lm::{
-    open_local_scorer, GenerateUntil, LanguageModel, LocalLm, Loglikelihood, LoglikelihoodResult,
-    LoglikelihoodRolling, RollingResult, TokenGenerateRequest, TokenScore, TokenScoreRequest, TokenScorer,
+    open_local_scorer, GenerateUntil, LanguageModel, LocalLm, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling,
+    RollingResult, TokenGenerateRequest, TokenScore, TokenScoreRequest, TokenScorer,
 };
 pub use results::Results;
 pub use run::{run, score_requests, write_requests, RunConfig};

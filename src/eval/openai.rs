@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::lm::{
     cut_at_stops, loglikelihood_token_requests, rolling_token_requests, score_sorted, sum_windows, GenerateUntil,
-    LanguageModel, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling, RollingResult, TokenScore, TokenScoreRequest,
+    LanguageModel, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling, RollingResult, TokenScore,
+    TokenScoreRequest,
 };
 use super::EvalError;
 use crate::progress::Progress;
@@ -109,15 +110,22 @@ impl OpenAiLm {
             .zip(&choices)
             .map(|(r, c)| {
                 let lp = &c["logprobs"];
-                let token_lps = lp["token_logprobs"].as_array().ok_or_else(|| self.remote("choice without logprobs.token_logprobs (is `echo` supported?)"))?;
-                let top = lp["top_logprobs"].as_array().ok_or_else(|| self.remote("choice without logprobs.top_logprobs"))?;
+                let token_lps = lp["token_logprobs"]
+                    .as_array()
+                    .ok_or_else(|| self.remote("choice without logprobs.token_logprobs (is `echo` supported?)"))?;
+                let top =
+                    lp["top_logprobs"].as_array().ok_or_else(|| self.remote("choice without logprobs.top_logprobs"))?;
                 let end = r.tokens.len();
                 if token_lps.len() < end || top.len() < end {
-                    return Err(self.remote(format!("{} echoed logprobs for a prompt of {end} tokens", token_lps.len())));
+                    return Err(
+                        self.remote(format!("{} echoed logprobs for a prompt of {end} tokens", token_lps.len()))
+                    );
                 }
                 let mut score = TokenScore { ll: 0.0, is_greedy: true };
                 for i in end - r.n_cont..end {
-                    let x = token_lps[i].as_f64().ok_or_else(|| self.remote(format!("token_logprobs[{i}] is not a number")))?;
+                    let x = token_lps[i]
+                        .as_f64()
+                        .ok_or_else(|| self.remote(format!("token_logprobs[{i}] is not a number")))?;
                     score.ll += x;
                     let best = top[i]
                         .as_object()
@@ -137,7 +145,8 @@ impl OpenAiLm {
 impl LanguageModel for OpenAiLm {
     fn loglikelihood(&mut self, requests: &[Loglikelihood]) -> Result<Vec<LoglikelihoodResult>, EvalError> {
         let token_requests = loglikelihood_token_requests(&self.tokenizer, self.max_length, requests)?;
-        let scores = score_sorted(&token_requests, self.batch_size, &self.progress, "loglikelihood", |b| self.score_batch(b))?;
+        let scores =
+            score_sorted(&token_requests, self.batch_size, &self.progress, "loglikelihood", |b| self.score_batch(b))?;
         Ok(scores
             .iter()
             .zip(&token_requests)
@@ -147,7 +156,8 @@ impl LanguageModel for OpenAiLm {
 
     fn loglikelihood_rolling(&mut self, requests: &[LoglikelihoodRolling]) -> Result<Vec<RollingResult>, EvalError> {
         let (flat, spans) = rolling_token_requests(&self.tokenizer, self.max_length, requests)?;
-        let scores = score_sorted(&flat, self.batch_size, &self.progress, "loglikelihood_rolling", |b| self.score_batch(b))?;
+        let scores =
+            score_sorted(&flat, self.batch_size, &self.progress, "loglikelihood_rolling", |b| self.score_batch(b))?;
         Ok(sum_windows(&scores, &spans))
     }
 
@@ -161,7 +171,8 @@ impl LanguageModel for OpenAiLm {
                 "stop": r.until, "seed": SEED,
             });
             let choices = self.post(&body)?;
-            let text = choices.first().and_then(|c| c["text"].as_str()).ok_or_else(|| self.remote("choice without `text`"))?;
+            let text =
+                choices.first().and_then(|c| c["text"].as_str()).ok_or_else(|| self.remote("choice without `text`"))?;
             out.push(cut_at_stops(text, &r.until));
             bar.inc(1);
         }

@@ -77,14 +77,21 @@ fn doc_files(path: &Path) -> Result<Vec<PathBuf>, EvalError> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(EvalError::Config(format!("{}: no .txt, .jsonl or .parquet files to compute perplexity on", path.display())));
+        return Err(EvalError::Config(format!(
+            "{}: no .txt, .jsonl or .parquet files to compute perplexity on",
+            path.display()
+        )));
     }
     Ok(files)
 }
 
 /// Calls `f` with every document under `path` (a .txt file is one document; .jsonl: the `text` of each
 /// line; .parquet: the text of each text-shard record), stopping after `limit` documents.
-fn for_each_doc(path: &Path, limit: Option<usize>, mut f: impl FnMut(String) -> Result<(), EvalError>) -> Result<(), EvalError> {
+fn for_each_doc(
+    path: &Path,
+    limit: Option<usize>,
+    mut f: impl FnMut(String) -> Result<(), EvalError>,
+) -> Result<(), EvalError> {
     let mut n = 0usize;
     let limit = limit.unwrap_or(usize::MAX);
     for file in doc_files(path)? {
@@ -136,25 +143,26 @@ pub fn perplexity(
     let mut report = PerplexityReport::default();
     let mut docs = Vec::new();
     let mut pending: Vec<String> = Vec::new();
-    let mut flush = |pending: &mut Vec<String>, report: &mut PerplexityReport, docs: &mut Vec<DocScore>| -> Result<(), EvalError> {
-        let reqs: Vec<LoglikelihoodRolling> = pending.drain(..).map(|text| LoglikelihoodRolling { text }).collect();
-        for (r, res) in reqs.iter().zip(lm.loglikelihood_rolling(&reqs)?) {
-            let d = DocScore {
-                doc_id: report.n_docs,
-                ll: res.ll,
-                n_tokens: res.n_tokens,
-                n_bytes: r.text.len(),
-                n_words: count_words(&r.text),
-            };
-            report.n_docs += 1;
-            report.ll += d.ll;
-            report.n_tokens += d.n_tokens;
-            report.n_bytes += d.n_bytes;
-            report.n_words += d.n_words;
-            docs.push(d);
-        }
-        Ok(())
-    };
+    let mut flush =
+        |pending: &mut Vec<String>, report: &mut PerplexityReport, docs: &mut Vec<DocScore>| -> Result<(), EvalError> {
+            let reqs: Vec<LoglikelihoodRolling> = pending.drain(..).map(|text| LoglikelihoodRolling { text }).collect();
+            for (r, res) in reqs.iter().zip(lm.loglikelihood_rolling(&reqs)?) {
+                let d = DocScore {
+                    doc_id: report.n_docs,
+                    ll: res.ll,
+                    n_tokens: res.n_tokens,
+                    n_bytes: r.text.len(),
+                    n_words: count_words(&r.text),
+                };
+                report.n_docs += 1;
+                report.ll += d.ll;
+                report.n_tokens += d.n_tokens;
+                report.n_bytes += d.n_bytes;
+                report.n_words += d.n_words;
+                docs.push(d);
+            }
+            Ok(())
+        };
     for_each_doc(data, limit, |text| {
         pending.push(text);
         if pending.len() >= CHUNK_DOCS {

@@ -94,7 +94,8 @@ struct Plan<'a> {
 }
 
 fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, EvalError> {
-    let mut p = Plan { mc: Vec::new(), perplexity: None, codeswitch: Vec::new(), groups: Vec::new(), warnings: Vec::new() };
+    let mut p =
+        Plan { mc: Vec::new(), perplexity: None, codeswitch: Vec::new(), groups: Vec::new(), warnings: Vec::new() };
     for name in &cfg.tasks {
         let refs = registry.resolve(name, &cfg.data_dir)?;
         if let Some(g) = registry.group_of(name) {
@@ -123,7 +124,11 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
                             fix.field,
                             fix.why,
                             task.name,
-                            if cfg.fixed_variants { format!(" and `{}_fixed` with those rows corrected", task.name) } else { String::new() }
+                            if cfg.fixed_variants {
+                                format!(" and `{}_fixed` with those rows corrected", task.name)
+                            } else {
+                                String::new()
+                            }
                         );
                         p.warnings.push(msg);
                         if cfg.fixed_variants {
@@ -200,7 +205,9 @@ fn read_prompts(rel: &str, evals_dir: Option<&Path>) -> Result<Vec<String>, Eval
         }
         None => {
             let t = BUILTIN_PROMPTS.iter().find(|(n, _)| *n == rel).map(|(_, t)| t.to_string()).ok_or_else(|| {
-                EvalError::Config(format!("prompt set {rel} not found (built-in sets: prompts/codeswitch_{{tr,et,fa,zh}}.jsonl)"))
+                EvalError::Config(format!(
+                    "prompt set {rel} not found (built-in sets: prompts/codeswitch_{{tr,et,fa,zh}}.jsonl)"
+                ))
             })?;
             (PathBuf::from("evals").join(rel), t)
         }
@@ -209,7 +216,10 @@ fn read_prompts(rel: &str, evals_dir: Option<&Path>) -> Result<Vec<String>, Eval
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| EvalError::data(&path, i as u64 + 1, format!("not valid JSON: {e}")))?;
-        let p = v.get("prompt").and_then(|p| p.as_str()).ok_or_else(|| EvalError::data(&path, i as u64 + 1, "missing string field `prompt`"))?;
+        let p = v
+            .get("prompt")
+            .and_then(|p| p.as_str())
+            .ok_or_else(|| EvalError::data(&path, i as u64 + 1, "missing string field `prompt`"))?;
         out.push(p.to_string());
     }
     Ok(out)
@@ -266,7 +276,9 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
             let lls: Vec<f64> = slots[i..j].iter().map(|&s| answers[s].ll).collect();
             let choices: Vec<String> = doc_reqs
                 .iter()
-                .map(|r| r.continuation.strip_prefix(t.spec.target_delimiter.as_str()).unwrap_or(&r.continuation).to_string())
+                .map(|r| {
+                    r.continuation.strip_prefix(t.spec.target_delimiter.as_str()).unwrap_or(&r.continuation).to_string()
+                })
                 .collect();
             let o = mc_outcome(&lls, &choices);
             let gold = doc_reqs[0].target;
@@ -293,7 +305,9 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         for metric in ["acc", "acc_norm", "acc_bytenorm"] {
             let parts: Vec<(f64, Option<f64>, usize)> = members
                 .iter()
-                .filter_map(|m| Some((results.get(m, metric)?, results.stderr(m, metric), results.n_samples.get(m)?.effective)))
+                .filter_map(|m| {
+                    Some((results.get(m, metric)?, results.stderr(m, metric), results.n_samples.get(m)?.effective))
+                })
                 .collect();
             if parts.len() == members.len() && !parts.is_empty() {
                 let (v, se) = group_mean(&parts, *weight_by_size);
@@ -318,7 +332,9 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         }
         entry.insert(
             "note".into(),
-            json!("token_perplexity depends on the tokenizer and is not comparable across tokenizers; bits_per_byte is"),
+            json!(
+                "token_perplexity depends on the tokenizer and is not comparable across tokenizers; bits_per_byte is"
+            ),
         );
         record_task(&mut results, name, "1.0", 0, rep.n_docs, rep.n_docs);
         let lines: Vec<serde_json::Value> = docs.iter().map(|d| json!(d)).collect();
@@ -330,7 +346,11 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         let prompts: Vec<String> = prompts.into_iter().take(cfg.limit.unwrap_or(usize::MAX)).collect();
         let reqs: Vec<GenerateUntil> = prompts
             .iter()
-            .map(|pr| GenerateUntil { context: spec.template.replace("{prompt}", pr), until: spec.until.clone(), max_tokens: spec.max_tokens })
+            .map(|pr| GenerateUntil {
+                context: spec.template.replace("{prompt}", pr),
+                until: spec.until.clone(),
+                max_tokens: spec.max_tokens,
+            })
             .collect();
         let responses = lm.generate_until(&reqs)?;
         let rep = codeswitch::measure(&responses, target)?;

@@ -201,10 +201,8 @@ pub struct TaskRef<'a> {
 impl TaskRegistry {
     /// The built-in families, plus `*.toml` files of `evals_dir` (which replace built-ins of the same file name).
     pub fn load(evals_dir: Option<&Path>) -> Result<Self, EvalError> {
-        let mut files: BTreeMap<String, (String, String)> = BUILTIN
-            .iter()
-            .map(|(name, text)| (file_name(name), (name.to_string(), text.to_string())))
-            .collect();
+        let mut files: BTreeMap<String, (String, String)> =
+            BUILTIN.iter().map(|(name, text)| (file_name(name), (name.to_string(), text.to_string()))).collect();
         if let Some(dir) = evals_dir {
             let entries = std::fs::read_dir(dir).map_err(|e| EvalError::io(dir, e))?;
             for entry in entries {
@@ -252,7 +250,8 @@ impl TaskRegistry {
             };
             if let Some(instance) = match_pattern(pattern, name) {
                 let known = instances.iter().any(|i| *i == instance);
-                let valid_open = open && !instance.is_empty() && instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let valid_open =
+                    open && !instance.is_empty() && instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if instance.is_empty() && !pattern.contains("{instance}") || known || valid_open {
                     return Ok(vec![TaskRef { name: name.to_string(), instance, spec }]);
                 }
@@ -274,7 +273,9 @@ impl TaskRegistry {
         let mut out = Vec::new();
         for (_, spec) in &self.families {
             let (pattern, instances, open) = match spec {
-                TaskSpec::MultipleChoice(mc) => (&mc.name, mc.instances.keys().cloned().collect::<Vec<_>>(), mc.open_instances),
+                TaskSpec::MultipleChoice(mc) => {
+                    (&mc.name, mc.instances.keys().cloned().collect::<Vec<_>>(), mc.open_instances)
+                }
                 TaskSpec::Perplexity(p) => (&p.name, Vec::new(), false),
                 TaskSpec::Codeswitch(c) => (&c.name, c.instances.keys().cloned().collect(), false),
             };
@@ -306,7 +307,9 @@ impl TaskRegistry {
         self.families
             .iter()
             .find_map(|(_, s)| match s {
-                TaskSpec::MultipleChoice(mc) if mc.group.as_ref().is_some_and(|g| g.name == name) => Some(mc.instances.len()),
+                TaskSpec::MultipleChoice(mc) if mc.group.as_ref().is_some_and(|g| g.name == name) => {
+                    Some(mc.instances.len())
+                }
                 _ => None,
             })
             .unwrap_or(0)
@@ -341,11 +344,9 @@ fn file_name(path: &str) -> String {
 fn match_pattern(pattern: &str, name: &str) -> Option<String> {
     match pattern.split_once("{instance}") {
         None => (pattern == name).then(String::new),
-        Some((pre, post)) => name
-            .strip_prefix(pre)
-            .and_then(|r| r.strip_suffix(post))
-            .filter(|i| !i.is_empty())
-            .map(str::to_string),
+        Some((pre, post)) => {
+            name.strip_prefix(pre).and_then(|r| r.strip_suffix(post)).filter(|i| !i.is_empty()).map(str::to_string)
+        }
     }
 }
 
@@ -404,10 +405,8 @@ pub fn read_docs(path: &Path, format: DocFormat) -> Result<Vec<Doc>, EvalError> 
         }
         DocFormat::Csv => {
             let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
-            let headers = reader
-                .headers()
-                .map_err(|e| EvalError::data(path, 1, format!("bad CSV header: {e}")))?
-                .clone();
+            let headers =
+                reader.headers().map_err(|e| EvalError::data(path, 1, format!("bad CSV header: {e}")))?.clone();
             let mut docs = Vec::new();
             for record in reader.records() {
                 let record = record.map_err(|e| {
@@ -695,7 +694,10 @@ mod tests {
         let table: toml::Table = toml::from_str("cause = \"çünkü\"").unwrap();
         vars.insert("conn".to_string(), toml::Value::Table(table));
         let d = doc(&[("p", "  Adam düştü.\n"), ("q", "cause"), ("c", "İyi")]);
-        assert_eq!(render("{p|strip|chop} {q@conn}|{c|lcfirst}|{$zh}{{x}}", &d, &vars).unwrap(), "Adam düştü çünkü|i\u{307}yi|物理{x}");
+        assert_eq!(
+            render("{p|strip|chop} {q@conn}|{c|lcfirst}|{$zh}{{x}}", &d, &vars).unwrap(),
+            "Adam düştü çünkü|i\u{307}yi|物理{x}"
+        );
         assert_eq!(render("{nope}", &d, &vars).unwrap_err(), "missing field `nope`");
         let e = render("{q@conn}", &doc(&[("q", "effect")]), &vars).unwrap_err();
         assert_eq!(e, "field `q` is \"effect\", which `conn` has no entry for");

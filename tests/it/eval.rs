@@ -13,8 +13,8 @@ use langadapt::eval::openai::OpenAiLm;
 use langadapt::eval::perplexity::perplexity;
 use langadapt::eval::run::ModelInfo;
 use langadapt::eval::{
-    self, EvalError, GenerateUntil, LanguageModel, LocalLm, Loglikelihood, RunConfig,
-    TokenGenerateRequest, TokenScore, TokenScoreRequest, TokenScorer,
+    self, EvalError, GenerateUntil, LanguageModel, LocalLm, Loglikelihood, RunConfig, TokenGenerateRequest, TokenScore,
+    TokenScoreRequest, TokenScorer,
 };
 use langadapt::vocab::Tokenizer;
 use langadapt::{Env, Progress};
@@ -69,7 +69,8 @@ impl ReplayScorer {
                 scores.insert((tokens, cont.len()), TokenScore { ll: w["ll"].as_f64().unwrap(), is_greedy: false });
             }
         }
-        let greedy = r["greedy"].as_array().unwrap().iter().map(|g| (ids(&g["prompt_ids"]), ids(&g["new_ids"]))).collect();
+        let greedy =
+            r["greedy"].as_array().unwrap().iter().map(|g| (ids(&g["prompt_ids"]), ids(&g["new_ids"]))).collect();
         ReplayScorer { tok: tokenizer(), max_length, scores, greedy }
     }
 }
@@ -97,7 +98,10 @@ impl TokenScorer for ReplayScorer {
             .iter()
             .map(|r| {
                 assert_eq!(r.max_new_tokens, 24);
-                self.greedy.get(&r.prompt).cloned().ok_or_else(|| EvalError::Model(format!("no reference for {:?}", r.prompt)))
+                self.greedy
+                    .get(&r.prompt)
+                    .cloned()
+                    .ok_or_else(|| EvalError::Model(format!("no reference for {:?}", r.prompt)))
             })
             .collect()
     }
@@ -140,7 +144,10 @@ impl TokenScorer for FormulaScorer {
         Ok(requests.iter().map(formula_score).collect())
     }
     fn generate(&mut self, requests: &[TokenGenerateRequest]) -> Result<Vec<Vec<u32>>, EvalError> {
-        requests.iter().map(|_| Ok(self.tok.encode("今天天气很好。The weather is really nice today in the city.", false)?)).collect()
+        requests
+            .iter()
+            .map(|_| Ok(self.tok.encode("今天天气很好。The weather is really nice today in the city.", false)?))
+            .collect()
     }
 }
 
@@ -182,8 +189,12 @@ fn rolling_windows_reproduce_reference() {
         let toks = tok.encode(text, false).unwrap();
         assert_eq!(toks, ids(&t["token_ids_no_bos"]));
         let windows = rolling_windows(&toks, 1, 32, 1);
-        let expected: Vec<(Vec<u32>, Vec<u32>)> =
-            t["windows"].as_array().unwrap().iter().map(|w| (ids(&w["context_ids"]), ids(&w["continuation_ids"]))).collect();
+        let expected: Vec<(Vec<u32>, Vec<u32>)> = t["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| (ids(&w["context_ids"]), ids(&w["continuation_ids"])))
+            .collect();
         assert_eq!(windows, expected, "{text}");
         assert_eq!(toks.len() as u64, t["n_tokens"].as_u64().unwrap());
         assert_eq!(text.len() as u64, t["n_bytes"].as_u64().unwrap());
@@ -200,7 +211,10 @@ fn local_lm_assembles_reference_scores_perplexities_and_greedy_text() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| Loglikelihood { context: c["context"].as_str().unwrap().into(), continuation: c["continuation"].as_str().unwrap().into() })
+        .map(|c| Loglikelihood {
+            context: c["context"].as_str().unwrap().into(),
+            continuation: c["continuation"].as_str().unwrap().into(),
+        })
         .collect();
     let got = lm.loglikelihood(&reqs).unwrap();
     for (c, g) in r["continuations"].as_array().unwrap().iter().zip(&got) {
@@ -226,11 +240,10 @@ fn local_lm_assembles_reference_scores_perplexities_and_greedy_text() {
         close(rep.word_perplexity(), &t["word_perplexity"]);
         close(rep.byte_perplexity(), &t["byte_perplexity"]);
         close(rep.bits_per_byte(), &t["bits_per_byte"]);
-        assert_eq!((rep.n_tokens as u64, rep.n_bytes as u64, rep.n_words as u64), (
-            t["n_tokens"].as_u64().unwrap(),
-            t["n_bytes"].as_u64().unwrap(),
-            t["n_words"].as_u64().unwrap()
-        ));
+        assert_eq!(
+            (rep.n_tokens as u64, rep.n_bytes as u64, rep.n_words as u64),
+            (t["n_tokens"].as_u64().unwrap(), t["n_bytes"].as_u64().unwrap(), t["n_words"].as_u64().unwrap())
+        );
     }
 
     // Greedy generation: prompt ids with BOS, 24 new ids, decoded with the tokenizer.json decoder.
@@ -309,14 +322,27 @@ fn requests(tasks: &[&str], fewshot: usize) -> HashMap<(String, u64, u64), (Stri
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
             (
-                (v["task"].as_str().unwrap().to_string(), v["doc_id"].as_u64().unwrap(), v["choice_idx"].as_u64().unwrap()),
-                (v["context"].as_str().unwrap().to_string(), v["continuation"].as_str().unwrap().to_string(), v["target"].as_u64().unwrap()),
+                (
+                    v["task"].as_str().unwrap().to_string(),
+                    v["doc_id"].as_u64().unwrap(),
+                    v["choice_idx"].as_u64().unwrap(),
+                ),
+                (
+                    v["context"].as_str().unwrap().to_string(),
+                    v["continuation"].as_str().unwrap().to_string(),
+                    v["target"].as_u64().unwrap(),
+                ),
             )
         })
         .collect()
 }
 
-fn req<'a>(m: &'a HashMap<(String, u64, u64), (String, String, u64)>, task: &str, doc: u64, choice: u64) -> (&'a str, &'a str, u64) {
+fn req<'a>(
+    m: &'a HashMap<(String, u64, u64), (String, String, u64)>,
+    task: &str,
+    doc: u64,
+    choice: u64,
+) -> (&'a str, &'a str, u64) {
     let (c, k, t) = &m[&(task.to_string(), doc, choice)];
     (c, k, *t)
 }
@@ -366,7 +392,12 @@ fn ceval_prompts_follow_lm_eval() {
     // id 3: two leading spaces and a trailing newline stripped.
     assert_eq!(
         req(&m, "ceval-valid_computer_network", 3, 2),
-        (format!("{head}以下设备中，工作在网络层的是____\nA. 集线器\nB. 交换机\nC. 路由器\nD. 中继器\n答案：").as_str(), " C", 2)
+        (
+            format!("{head}以下设备中，工作在网络层的是____\nA. 集线器\nB. 交换机\nC. 路由器\nD. 中继器\n答案：")
+                .as_str(),
+            " C",
+            2
+        )
     );
     // id 5: a two-line question kept as is.
     assert_eq!(
@@ -391,23 +422,48 @@ fn err_of(tasks: &[&str], dir: &Path) -> String {
 fn malformed_rows_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let good = r#"{"premise": "Adam düştü.", "choice1": "A.", "choice2": "B.", "question": "cause", "label": 0, "idx": 900}"#;
+    let good =
+        r#"{"premise": "Adam düştü.", "choice1": "A.", "choice2": "B.", "question": "cause", "label": 0, "idx": 900}"#;
     let f = d.join("xcopa/tr/test.tr.jsonl");
-    write(&f, &format!("{good}\n{}\n", r#"{"premise": "X.", "choice1": "A.", "question": "cause", "label": 1, "idx": 901}"#));
+    write(
+        &f,
+        &format!("{good}\n{}\n", r#"{"premise": "X.", "choice1": "A.", "question": "cause", "label": 1, "idx": 901}"#),
+    );
     assert_eq!(err_of(&["xcopa_tr"], d), format!("{}:2: missing field `choice2`", f.display()));
-    write(&f, &format!("{good}\n\n{}\n", r#"{"premise": "X.", "choice1": "A.", "choice2": "B.", "question": "cause", "label": 2, "idx": 901}"#));
-    assert_eq!(err_of(&["xcopa_tr"], d), format!("{}:3: field `label` is \"2\", expected one of [\"0\", \"1\"]", f.display()));
+    write(
+        &f,
+        &format!(
+            "{good}\n\n{}\n",
+            r#"{"premise": "X.", "choice1": "A.", "choice2": "B.", "question": "cause", "label": 2, "idx": 901}"#
+        ),
+    );
+    assert_eq!(
+        err_of(&["xcopa_tr"], d),
+        format!("{}:3: field `label` is \"2\", expected one of [\"0\", \"1\"]", f.display())
+    );
     write(&f, &format!("{good}\n{{\"premise\": \n"));
     assert!(err_of(&["xcopa_tr"], d).starts_with(&format!("{}:2: not valid JSON", f.display())));
-    write(&f, &format!("{}\n", r#"{"premise": "X.", "choice1": "A.", "choice2": "B.", "question": "reason", "label": 0, "idx": 1}"#));
-    assert_eq!(err_of(&["xcopa_tr"], d), format!("{}:1: field `question` is \"reason\", which `connector` has no entry for", f.display()));
+    write(
+        &f,
+        &format!(
+            "{}\n",
+            r#"{"premise": "X.", "choice1": "A.", "choice2": "B.", "question": "reason", "label": 0, "idx": 1}"#
+        ),
+    );
+    assert_eq!(
+        err_of(&["xcopa_tr"], d),
+        format!("{}:1: field `question` is \"reason\", which `connector` has no entry for", f.display())
+    );
 
     let c = d.join("ceval/val/logic_val.csv");
     write(&c, "id,question,A,B,C,D,answer\n0,\"多行\n问题\",1,2,3,4,A\n1,q,1,2,3,4\n");
     let e = err_of(&["ceval-valid_logic"], d);
     assert!(e.starts_with(&format!("{}:4: bad CSV row", c.display())), "{e}");
     write(&c, "id,question,A,B,C,D,answer\n0,q,1,2,3,4,E\n");
-    assert_eq!(err_of(&["ceval-valid_logic"], d), format!("{}:2: field `answer` is \"E\", expected one of [\"A\", \"B\", \"C\", \"D\"]", c.display()));
+    assert_eq!(
+        err_of(&["ceval-valid_logic"], d),
+        format!("{}:2: field `answer` is \"E\", expected one of [\"A\", \"B\", \"C\", \"D\"]", c.display())
+    );
     write(&c, "id,question,A,B,C,answer\n0,q,1,2,3,A\n");
     assert_eq!(err_of(&["ceval-valid_logic"], d), format!("{}:2: missing field `D`", c.display()));
 
@@ -482,7 +538,10 @@ fn results_do_not_depend_on_batch_size_and_are_lm_eval_shaped() {
     // The group: mean weighted by size (6 + 6 documents here) and lm-eval's pooled stderr.
     let a = r1.get("ceval-valid_computer_network", "acc").unwrap();
     let b = r1.get("ceval-valid_high_school_physics", "acc").unwrap();
-    let (na, nb) = (r1.n_samples["ceval-valid_computer_network"].effective, r1.n_samples["ceval-valid_high_school_physics"].effective);
+    let (na, nb) = (
+        r1.n_samples["ceval-valid_computer_network"].effective,
+        r1.n_samples["ceval-valid_high_school_physics"].effective,
+    );
     let g = r1.get("ceval-valid", "acc").unwrap();
     assert!((g - (a * na as f64 + b * nb as f64) / (na + nb) as f64).abs() < 1e-15);
     assert_eq!(r1.group_subtasks["ceval-valid"].len(), 2);
@@ -495,7 +554,8 @@ fn results_do_not_depend_on_batch_size_and_are_lm_eval_shaped() {
     let correct = lines.iter().filter(|l| l["choice_idx"] == 0).filter(|l| l["pred"] == l["target"]).count();
     assert_eq!(correct as f64 / 500.0, acc);
     assert!(dir.path().join("results-1.manifest.json").is_file());
-    let written: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("results-1.json")).unwrap()).unwrap();
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results-1.json")).unwrap()).unwrap();
     assert_eq!(written["results"]["xcopa_tr"]["acc,none"].as_f64(), Some(acc));
 }
 
@@ -510,8 +570,14 @@ fn perplexity_over_text_jsonl_and_shards_and_codeswitch_task() {
     let meta = ShardMeta { stage: "test".into(), version: "0".into(), run_id: "x".into() };
     let mut w = TextShardWriter::create(&shard, &meta, IdKind::Int).unwrap();
     for (i, t) in texts.iter().enumerate() {
-        w.write(TextRecord { id: DocId::Int(i as i64), title: String::new(), text: t.to_string(), lang: "x".into(), source: "s".into() })
-            .unwrap();
+        w.write(TextRecord {
+            id: DocId::Int(i as i64),
+            title: String::new(),
+            text: t.to_string(),
+            lang: "x".into(),
+            source: "s".into(),
+        })
+        .unwrap();
     }
     w.finish(&[]).unwrap();
     let jsonl = dir.path().join("docs.jsonl");
@@ -538,10 +604,15 @@ fn perplexity_over_text_jsonl_and_shards_and_codeswitch_task() {
         cfg.perplexity_data = Some(data.clone());
         let r = eval::run(&cfg, &mut lm, &env()).unwrap();
         let p = &r.results["perplexity"];
-        assert!((p["bits_per_byte,none"].as_f64().unwrap() - (-ll / n_bytes as f64 / std::f64::consts::LN_2)).abs() < 1e-12);
+        assert!(
+            (p["bits_per_byte,none"].as_f64().unwrap() - (-ll / n_bytes as f64 / std::f64::consts::LN_2)).abs() < 1e-12
+        );
         assert!((p["word_perplexity,none"].as_f64().unwrap() / (-ll / n_words as f64).exp() - 1.0).abs() < 1e-12);
         assert!((p["token_perplexity,none"].as_f64().unwrap() / (-ll / n_tokens as f64).exp() - 1.0).abs() < 1e-12);
-        assert_eq!((p["n_tokens"].as_u64(), p["n_bytes"].as_u64(), p["n_words"].as_u64()), (Some(n_tokens as u64), Some(n_bytes as u64), Some(n_words as u64)));
+        assert_eq!(
+            (p["n_tokens"].as_u64(), p["n_bytes"].as_u64(), p["n_words"].as_u64()),
+            (Some(n_tokens as u64), Some(n_bytes as u64), Some(n_words as u64))
+        );
         assert_eq!(p["bits_per_byte_stderr,none"], "N/A");
         assert!(p["note"].as_str().unwrap().contains("not comparable across tokenizers"));
         // Every response is "今天天气很好。" + an English sentence of 9 words.
@@ -586,9 +657,15 @@ fn fake_server(n: usize) -> (String, std::thread::JoinHandle<Vec<Value>>) {
                 ("500 Internal Server Error", serde_json::json!({"error": "model crashed"}))
             } else if let Some(text) = req["prompt"].as_str() {
                 let _ = text;
-                ("200 OK", serde_json::json!({"choices": [{"index": 0, "text": "Merhaba dünya.### Instruction: başka"}]}))
+                (
+                    "200 OK",
+                    serde_json::json!({"choices": [{"index": 0, "text": "Merhaba dünya.### Instruction: başka"}]}),
+                )
             } else {
-                assert_eq!((req["echo"].as_bool(), req["max_tokens"].as_u64(), req["logprobs"].as_u64()), (Some(true), Some(0), Some(1)));
+                assert_eq!(
+                    (req["echo"].as_bool(), req["max_tokens"].as_u64(), req["logprobs"].as_u64()),
+                    (Some(true), Some(0), Some(1))
+                );
                 let choices: Vec<Value> = req["prompt"]
                     .as_array()
                     .unwrap()
@@ -620,7 +697,9 @@ fn fake_server(n: usize) -> (String, std::thread::JoinHandle<Vec<Value>>) {
 #[test]
 fn openai_backend_matches_local_scores() {
     let reqs = vec![
-        Loglikelihood { context: "Adam merdivenden düştü çünkü".into(), continuation: " basamaklar ıslaktı.".into() },
+        Loglikelihood {
+            context: "Adam merdivenden düştü çünkü".into(), continuation: " basamaklar ıslaktı.".into()
+        },
         Loglikelihood { context: "The capital of France is ".into(), continuation: "Paris.".into() },
         Loglikelihood { context: "Kısa".into(), continuation: " cevap".into() },
     ];
@@ -631,10 +710,17 @@ fn openai_backend_matches_local_scores() {
     let remote = lm.loglikelihood(&reqs).unwrap();
     assert_eq!(remote, local);
     let text = lm
-        .generate_until(&[GenerateUntil { context: "Selam".into(), until: vec!["### Instruction:".into()], max_tokens: 16 }])
+        .generate_until(&[GenerateUntil {
+            context: "Selam".into(),
+            until: vec!["### Instruction:".into()],
+            max_tokens: 16,
+        }])
         .unwrap();
     assert_eq!(text, vec!["Merhaba dünya.".to_string()]);
-    let e = lm.generate_until(&[GenerateUntil { context: "boom".into(), until: vec![], max_tokens: 4 }]).unwrap_err().to_string();
+    let e = lm
+        .generate_until(&[GenerateUntil { context: "boom".into(), until: vec![], max_tokens: 4 }])
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with(&format!("{url}/completions: HTTP 500")) && e.contains("model crashed"), "{e}");
     let bodies = server.join().unwrap();
     assert_eq!(bodies[0]["prompt"][0][0], 1, "token prompts start with BOS");
@@ -646,11 +732,33 @@ fn cli_requests_compare_codeswitch_and_local_backend_message() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("req.jsonl");
     let data = fixture("data");
-    let o = langadapt(&["eval", "requests", "--tasks", "belebele_zho_Hans,xcopa_zh", "--data-dir", data.to_str().unwrap(), "--limit", "3", "--out", out.to_str().unwrap()]);
+    let o = langadapt(&[
+        "eval",
+        "requests",
+        "--tasks",
+        "belebele_zho_Hans,xcopa_zh",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--limit",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3 * 4 + 3 * 2);
 
-    let o = langadapt(&["eval", "run", "--model", fixture("tiny-llama").to_str().unwrap(), "--tasks", "xcopa_zh", "--data-dir", data.to_str().unwrap(), "--out", dir.path().join("r.json").to_str().unwrap()]);
+    let o = langadapt(&[
+        "eval",
+        "run",
+        "--model",
+        fixture("tiny-llama").to_str().unwrap(),
+        "--tasks",
+        "xcopa_zh",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("r.json").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("the local (candle) backend is not built into this langadapt yet"), "{}", stderr(&o));
 
@@ -660,7 +768,14 @@ fn cli_requests_compare_codeswitch_and_local_backend_message() {
     b.set("xcopa_tr", "acc", 0.6, Some(0.0219), true);
     a.write(&dir.path().join("a.json")).unwrap();
     b.write(&dir.path().join("b.json")).unwrap();
-    let o = langadapt(&["eval", "compare", dir.path().join("a.json").to_str().unwrap(), dir.path().join("b.json").to_str().unwrap(), "--labels", "base,adapted"]);
+    let o = langadapt(&[
+        "eval",
+        "compare",
+        dir.path().join("a.json").to_str().unwrap(),
+        dir.path().join("b.json").to_str().unwrap(),
+        "--labels",
+        "base,adapted",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -671,7 +786,10 @@ fn cli_requests_compare_codeswitch_and_local_backend_message() {
     write(&responses, "{\"response\": \"今天天气很好。\"}\n{\"response\": \"我喜欢用Python写代码。\"}\n{\"response\": \"见 https://example.org/zh 和 `ls -la`。\"}\n{\"response\": \"这是2024年。\"}\n");
     let o = langadapt(&["eval", "codeswitch", "--input", responses.to_str().unwrap(), "--lang", "zh"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "zh: 1/4 responses code-switch (25.00%), 1/8 words foreign (12.50%); intruders: Latin 1");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "zh: 1/4 responses code-switch (25.00%), 1/8 words foreign (12.50%); intruders: Latin 1"
+    );
     write(&responses, "{\"answer\": \"x\"}\n");
     let o = langadapt(&["eval", "codeswitch", "--input", responses.to_str().unwrap(), "--lang", "zh"]);
     assert_eq!(o.status.code(), Some(2));
