@@ -324,7 +324,7 @@ impl<S: TokenScorer> LocalLm<S> {
 }
 
 /// Token requests for loglikelihood requests (lm-eval `_encode_pair` + truncation).
-pub fn loglikelihood_token_requests(
+fn loglikelihood_token_requests(
     tok: &Tokenizer,
     max_length: usize,
     requests: &[Loglikelihood],
@@ -339,7 +339,7 @@ pub fn loglikelihood_token_requests(
 }
 
 /// Token requests for rolling requests: per text, its window requests (lm-eval `loglikelihood_rolling`).
-pub fn rolling_token_requests(
+fn rolling_token_requests(
     tok: &Tokenizer,
     max_length: usize,
     requests: &[LoglikelihoodRolling],
@@ -360,7 +360,7 @@ pub fn rolling_token_requests(
 }
 
 /// Sums window scores back into one result per text.
-pub fn sum_windows(scores: &[TokenScore], spans: &[(usize, usize)]) -> Vec<RollingResult> {
+fn sum_windows(scores: &[TokenScore], spans: &[(usize, usize)]) -> Vec<RollingResult> {
     let mut at = 0;
     spans
         .iter()
@@ -372,12 +372,28 @@ pub fn sum_windows(scores: &[TokenScore], spans: &[(usize, usize)]) -> Vec<Rolli
         .collect()
 }
 
-impl<S: TokenScorer> LanguageModel for LocalLm<S> {
-    fn loglikelihood(&mut self, requests: &[Loglikelihood]) -> Result<Vec<LoglikelihoodResult>, EvalError> {
-        let token_requests = loglikelihood_token_requests(self.scorer.tokenizer(), self.max_length(), requests)?;
-        let scorer = &mut self.scorer;
-        let scores =
-            score_sorted(&token_requests, self.batch_size, &self.progress, "loglikelihood", |b| scorer.score(b))?;
+/// How a backend turns text into token requests and scores them: shared by every backend so the
+/// lm-eval rules live in one place.
+pub struct TokenPipeline<'a> {
+    /// The model's tokenizer.
+    pub tokenizer: &'a Tokenizer,
+    /// Context length requests are truncated to.
+    pub max_length: usize,
+    /// Requests per scoring call.
+    pub batch_size: usize,
+    /// Progress bars.
+    pub progress: &'a Progress,
+}
+
+impl TokenPipeline<'_> {
+    /// Answers loglikelihood requests with `score`.
+    pub fn loglikelihood(
+        &self,
+        requests: &[Loglikelihood],
+        score: impl FnMut(&[TokenScoreRequest]) -> Result<Vec<TokenScore>, EvalError>,
+    ) -> Result<Vec<LoglikelihoodResult>, EvalError> {
+        let token_requests = loglikelihood_token_requests(self.tokenizer, self.max_length, requests)?;
+        let scores = score_sorted(&token_requests, self.batch_size, self.progress, "loglikelihood", score)?;
         Ok(scores
             .iter()
             .zip(&token_requests)
@@ -385,12 +401,39 @@ impl<S: TokenScorer> LanguageModel for LocalLm<S> {
             .collect())
     }
 
-    fn loglikelihood_rolling(&mut self, requests: &[LoglikelihoodRolling]) -> Result<Vec<RollingResult>, EvalError> {
-        let (flat, spans) = rolling_token_requests(self.scorer.tokenizer(), self.max_length(), requests)?;
-        let scorer = &mut self.scorer;
-        let scores =
-            score_sorted(&flat, self.batch_size, &self.progress, "loglikelihood_rolling", |b| scorer.score(b))?;
+    /// Answers rolling requests with `score`.
+    pub fn loglikelihood_rolling(
+        &self,
+        requests: &[LoglikelihoodRolling],
+        score: impl FnMut(&[TokenScoreRequest]) -> Result<Vec<TokenScore>, EvalError>,
+    ) -> Result<Vec<RollingResult>, EvalError> {
+        let (flat, spans) = rolling_token_requests(self.tokenizer, self.max_length, requests)?;
+        let scores = score_sorted(&flat, self.batch_size, self.progress, "loglikelihood_rolling", score)?;
         Ok(sum_windows(&scores, &spans))
+    }
+}
+
+impl<S: TokenScorer> LocalLm<S> {
+    /// Splits `self` into the token pipeline (with its own tokenizer handle) and the scorer.
+    fn parts(&mut self) -> (Tokenizer, usize, &mut S) {
+        let max_length = self.max_length();
+        (self.scorer.tokenizer().clone(), max_length, &mut self.scorer)
+    }
+}
+
+impl<S: TokenScorer> LanguageModel for LocalLm<S> {
+    fn loglikelihood(&mut self, requests: &[Loglikelihood]) -> Result<Vec<LoglikelihoodResult>, EvalError> {
+        let (batch_size, progress) = (self.batch_size, self.progress);
+        let (tokenizer, max_length, scorer) = self.parts();
+        let pipe = TokenPipeline { tokenizer: &tokenizer, max_length, batch_size, progress: &progress };
+        pipe.loglikelihood(requests, |b| scorer.score(b))
+    }
+
+    fn loglikelihood_rolling(&mut self, requests: &[LoglikelihoodRolling]) -> Result<Vec<RollingResult>, EvalError> {
+        let (batch_size, progress) = (self.batch_size, self.progress);
+        let (tokenizer, max_length, scorer) = self.parts();
+        let pipe = TokenPipeline { tokenizer: &tokenizer, max_length, batch_size, progress: &progress };
+        pipe.loglikelihood_rolling(requests, |b| scorer.score(b))
     }
 
     fn generate_until(&mut self, requests: &[GenerateUntil]) -> Result<Vec<String>, EvalError> {

@@ -8,9 +8,8 @@
 use serde_json::{json, Value};
 
 use super::lm::{
-    cut_at_stops, loglikelihood_token_requests, rolling_token_requests, score_sorted, sum_windows, GenerateUntil,
-    LanguageModel, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling, RollingResult, TokenScore,
-    TokenScoreRequest,
+    cut_at_stops, GenerateUntil, LanguageModel, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling,
+    RollingResult, TokenPipeline, TokenScore, TokenScoreRequest,
 };
 use super::EvalError;
 use crate::progress::Progress;
@@ -95,6 +94,15 @@ impl OpenAiLm {
         Ok(choices)
     }
 
+    fn pipeline(&self) -> TokenPipeline<'_> {
+        TokenPipeline {
+            tokenizer: &self.tokenizer,
+            max_length: self.max_length,
+            batch_size: self.batch_size,
+            progress: &self.progress,
+        }
+    }
+
     fn score_batch(&self, batch: &[TokenScoreRequest]) -> Result<Vec<TokenScore>, EvalError> {
         let prompts: Vec<&[u32]> = batch.iter().map(|r| r.tokens.as_slice()).collect();
         let body = json!({
@@ -144,21 +152,11 @@ impl OpenAiLm {
 
 impl LanguageModel for OpenAiLm {
     fn loglikelihood(&mut self, requests: &[Loglikelihood]) -> Result<Vec<LoglikelihoodResult>, EvalError> {
-        let token_requests = loglikelihood_token_requests(&self.tokenizer, self.max_length, requests)?;
-        let scores =
-            score_sorted(&token_requests, self.batch_size, &self.progress, "loglikelihood", |b| self.score_batch(b))?;
-        Ok(scores
-            .iter()
-            .zip(&token_requests)
-            .map(|(s, r)| LoglikelihoodResult { ll: s.ll, is_greedy: s.is_greedy, n_cont_tokens: r.n_cont })
-            .collect())
+        self.pipeline().loglikelihood(requests, |b| self.score_batch(b))
     }
 
     fn loglikelihood_rolling(&mut self, requests: &[LoglikelihoodRolling]) -> Result<Vec<RollingResult>, EvalError> {
-        let (flat, spans) = rolling_token_requests(&self.tokenizer, self.max_length, requests)?;
-        let scores =
-            score_sorted(&flat, self.batch_size, &self.progress, "loglikelihood_rolling", |b| self.score_batch(b))?;
-        Ok(sum_windows(&scores, &spans))
+        self.pipeline().loglikelihood_rolling(requests, |b| self.score_batch(b))
     }
 
     fn generate_until(&mut self, requests: &[GenerateUntil]) -> Result<Vec<String>, EvalError> {

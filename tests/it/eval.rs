@@ -795,3 +795,33 @@ fn cli_requests_compare_codeswitch_and_local_backend_message() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("responses.jsonl:1: expected a string field `response`"), "{}", stderr(&o));
 }
+
+#[test]
+fn score_answers_a_requests_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let reqs = dir.path().join("reqs.jsonl");
+    write(
+        &reqs,
+        "{\"id\": \"a\", \"context\": \"Kedi masanın üzerine\", \"continuation\": \" atladı.\"}\n\n{\"id\": 7, \"context\": \"\", \"continuation\": \"Merhaba\"}\n",
+    );
+    let out = dir.path().join("scores.jsonl");
+    assert_eq!(eval::score_requests(&mut formula_lm(3), &reqs, &out).unwrap(), 2);
+    let expected = formula_lm(1)
+        .loglikelihood(&[
+            Loglikelihood { context: "Kedi masanın üzerine".into(), continuation: " atladı.".into() },
+            Loglikelihood { context: "".into(), continuation: "Merhaba".into() },
+        ])
+        .unwrap();
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["id"], "a");
+    assert_eq!(lines[1]["id"], 7);
+    for (l, e) in lines.iter().zip(&expected) {
+        assert_eq!(l["ll"].as_f64(), Some(e.ll));
+        assert_eq!(l["is_greedy"].as_bool(), Some(e.is_greedy));
+        assert_eq!(l["n_cont_tokens"].as_u64(), Some(e.n_cont_tokens as u64));
+    }
+    write(&reqs, "{\"id\": 1, \"context\": \"x\"}\n");
+    let e = eval::score_requests(&mut formula_lm(3), &reqs, &out).unwrap_err().to_string();
+    assert_eq!(e, format!("{}:1: missing string field `continuation`", reqs.display()));
+}
