@@ -8,6 +8,9 @@ use langadapt::io::ShardSpec;
 use langadapt::pipeline::Recipe;
 use langadapt::{corpus, model, shards, train, wiki, Env, Progress};
 
+mod eval;
+use eval::EvalCommand;
+
 /// Take an English-centric LLaMA-family model to a new language and measure the result.
 #[derive(Debug, Parser)]
 #[command(name = "langadapt", version, about)]
@@ -57,6 +60,9 @@ enum Command {
     /// Token shards for training: mix, tokenize, pack.
     #[command(subcommand)]
     Shards(ShardsCommand),
+    /// Evaluation: XCOPA, Belebele, C-Eval, perplexity, code-switching (lm-evaluation-harness compatible).
+    #[command(subcommand)]
+    Eval(EvalCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +212,7 @@ impl Cli {
             Command::Audit { dir, json } => audit_command(&dir, json, &env),
             Command::Shards(ShardsCommand::Build(a)) => shards_build(a, &env),
             Command::Shards(ShardsCommand::Stats { dir, json }) => shards_stats(&dir, json),
+            Command::Eval(c) => eval::run(c, &env),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod audit;
 mod common;
+mod eval;
 mod model;
 mod quickstart;
 mod train;

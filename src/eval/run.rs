@@ -1,0 +1,446 @@
+//! `eval run` / `eval requests` / `eval score`: resolve tasks, build requests, ask the model once per
+//! request type, score, aggregate, write results.json (+ manifest, + per-task sample logs).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::codeswitch::{self, TargetLang};
+use super::lm::{GenerateUntil, LanguageModel, Loglikelihood};
+use super::metrics::{group_mean, mc_outcome, mean, mean_stderr};
+use super::perplexity::perplexity;
+use super::results::{NSamples, Results};
+use super::task::{CodeswitchSpec, McTask, TaskRegistry, TaskSpec};
+use super::EvalError;
+use crate::manifest::{InputFile, ManifestBuilder, TOOL_VERSION};
+use crate::Env;
+
+/// Prompt sets shipped in evals/prompts, compiled in.
+const BUILTIN_PROMPTS: &[(&str, &str)] = &[
+    ("prompts/codeswitch_tr.jsonl", include_str!("../../evals/prompts/codeswitch_tr.jsonl")),
+    ("prompts/codeswitch_et.jsonl", include_str!("../../evals/prompts/codeswitch_et.jsonl")),
+    ("prompts/codeswitch_fa.jsonl", include_str!("../../evals/prompts/codeswitch_fa.jsonl")),
+    ("prompts/codeswitch_zh.jsonl", include_str!("../../evals/prompts/codeswitch_zh.jsonl")),
+];
+
+/// Settings of `eval run` (and, for the task part, `eval requests`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    /// Task and group names.
+    pub tasks: Vec<String>,
+    /// Root of the downloaded datasets.
+    pub data_dir: PathBuf,
+    /// Few-shot examples per prompt.
+    pub num_fewshot: usize,
+    /// Score only the first N documents of each task.
+    pub limit: Option<usize>,
+    /// Recorded for reproducibility (prompts and greedy decoding draw no random numbers).
+    pub seed: u64,
+    /// Text for the `perplexity` task.
+    pub perplexity_data: Option<PathBuf>,
+    /// Write `DIR/{task}.jsonl` with every request and its score.
+    pub log_samples: Option<PathBuf>,
+    /// Extra task definitions (`*.toml`, and prompt sets under `prompts/`).
+    pub evals_dir: Option<PathBuf>,
+    /// Also score data with their known defects corrected (`{task}_fixed`).
+    pub fixed_variants: bool,
+    /// results.json path.
+    pub out: PathBuf,
+    /// The model: how it is served and what files make it.
+    pub model: ModelInfo,
+}
+
+/// What is being evaluated, for results.json `config`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// `local` or `openai`.
+    pub backend: String,
+    /// Checkpoint directory, or the served model name.
+    pub model: String,
+    /// Weight files to hash (safetensors of a checkpoint; none for a remote model).
+    pub weight_files: Vec<PathBuf>,
+    /// Remote endpoint (openai backend).
+    pub endpoint: Option<String>,
+    /// Requests per batch.
+    pub batch_size: usize,
+    /// Device (local backend).
+    pub device: String,
+}
+
+/// The `*.safetensors` files of a checkpoint directory (or the file itself), sorted.
+pub fn weight_files(ckpt: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    if ckpt.is_file() {
+        return Ok(vec![ckpt.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(ckpt).map_err(|e| EvalError::io(ckpt, e))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Resolved work: multiple-choice tasks, perplexity, code-switching.
+struct Plan<'a> {
+    mc: Vec<McTask<'a>>,
+    perplexity: Option<String>,
+    codeswitch: Vec<(String, &'a CodeswitchSpec, TargetLang)>,
+    groups: Vec<(String, Vec<String>, bool)>,
+    warnings: Vec<String>,
+}
+
+fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, EvalError> {
+    let mut p =
+        Plan { mc: Vec::new(), perplexity: None, codeswitch: Vec::new(), groups: Vec::new(), warnings: Vec::new() };
+    for name in &cfg.tasks {
+        let refs = registry.resolve(name, &cfg.data_dir)?;
+        if let Some(g) = registry.group_of(name) {
+            let all = registry.group_size(name);
+            if refs.len() < all {
+                p.warnings.push(format!(
+                    "{name}: only {} of its {all} subtasks have data under {}; the group average covers those",
+                    refs.len(),
+                    cfg.data_dir.display()
+                ));
+            }
+            p.groups.push((name.clone(), refs.iter().map(|r| r.name.clone()).collect(), g.weight_by_size));
+        }
+        for r in refs {
+            match r.spec {
+                TaskSpec::MultipleChoice(mc) => {
+                    if p.mc.iter().any(|t| t.name == r.name) {
+                        continue;
+                    }
+                    let task = McTask::open(&r.name, &r.instance, mc, &cfg.data_dir)?;
+                    if let Some((fix, n)) = task.detect_defect() {
+                        let msg = format!(
+                            "{}: {} has the known defect in `{}` ({n} rows): {}; reporting `{}` as released{}",
+                            task.name,
+                            task.data_path.display(),
+                            fix.field,
+                            fix.why,
+                            task.name,
+                            if cfg.fixed_variants {
+                                format!(" and `{}_fixed` with those rows corrected", task.name)
+                            } else {
+                                String::new()
+                            }
+                        );
+                        p.warnings.push(msg);
+                        if cfg.fixed_variants {
+                            let fixed = task.fixed(fix);
+                            p.mc.push(task);
+                            p.mc.push(fixed);
+                            continue;
+                        }
+                    }
+                    p.mc.push(task);
+                }
+                TaskSpec::Perplexity(_) => {
+                    if cfg.perplexity_data.is_none() {
+                        return Err(EvalError::Config(
+                            "task `perplexity` needs the text to score: --data PATH (.txt, .jsonl, text-shard .parquet or a directory)".into(),
+                        ));
+                    }
+                    p.perplexity = Some(r.name);
+                }
+                TaskSpec::Codeswitch(cs) => {
+                    let target = cs.instances[&r.instance].clone();
+                    p.codeswitch.push((r.name, cs, target));
+                }
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// Writes the requests of the multiple-choice tasks as JSONL (`task, doc_id, choice_idx, context,
+/// continuation, target`), so prompts can be diffed against lm-evaluation-harness. Returns the count.
+pub fn write_requests(cfg: &RunConfig, out: &Path) -> Result<usize, EvalError> {
+    let registry = TaskRegistry::load(cfg.evals_dir.as_deref())?;
+    let p = plan(&registry, cfg)?;
+    if p.perplexity.is_some() || !p.codeswitch.is_empty() {
+        return Err(EvalError::Config("`eval requests` writes loglikelihood requests of multiple-choice tasks only; drop perplexity/codeswitch tasks".into()));
+    }
+    for w in &p.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut buf = Vec::new();
+    let mut n = 0;
+    for task in &p.mc {
+        for r in task.requests(cfg.num_fewshot, cfg.limit)? {
+            serde_json::to_writer(&mut buf, &r).map_err(|e| EvalError::Config(e.to_string()))?;
+            buf.push(b'\n');
+            n += 1;
+        }
+    }
+    crate::io::write_atomic(out, &buf).map_err(|e| EvalError::io(out, e))?;
+    Ok(n)
+}
+
+/// Writes `dir/{task}.jsonl` atomically.
+fn write_samples(dir: &Option<PathBuf>, task: &str, lines: &[serde_json::Value]) -> Result<(), EvalError> {
+    let Some(dir) = dir else { return Ok(()) };
+    std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
+    let path = dir.join(format!("{task}.jsonl"));
+    let mut buf = Vec::new();
+    for l in lines {
+        serde_json::to_writer(&mut buf, l).map_err(|e| EvalError::Config(e.to_string()))?;
+        buf.push(b'\n');
+    }
+    crate::io::write_atomic(&path, &buf).map_err(|e| EvalError::io(&path, e))
+}
+
+/// Reads a prompt set (JSONL `{"prompt"}`): from the user's evals directory, else the built-in copy.
+fn read_prompts(rel: &str, evals_dir: Option<&Path>) -> Result<Vec<String>, EvalError> {
+    let user = evals_dir.map(|d| d.join(rel)).filter(|p| p.is_file());
+    let (path, text) = match user {
+        Some(p) => {
+            let t = std::fs::read_to_string(&p).map_err(|e| EvalError::io(&p, e))?;
+            (p, t)
+        }
+        None => {
+            let t = BUILTIN_PROMPTS.iter().find(|(n, _)| *n == rel).map(|(_, t)| t.to_string()).ok_or_else(|| {
+                EvalError::Config(format!(
+                    "prompt set {rel} not found (built-in sets: prompts/codeswitch_{{tr,et,fa,zh}}.jsonl)"
+                ))
+            })?;
+            (PathBuf::from("evals").join(rel), t)
+        }
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| EvalError::data(&path, i as u64 + 1, format!("not valid JSON: {e}")))?;
+        let p = v
+            .get("prompt")
+            .and_then(|p| p.as_str())
+            .ok_or_else(|| EvalError::data(&path, i as u64 + 1, "missing string field `prompt`"))?;
+        out.push(p.to_string());
+    }
+    Ok(out)
+}
+
+/// Runs the tasks of `cfg` against `lm` and writes results.json (and its manifest next to it).
+pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Results, EvalError> {
+    let registry = TaskRegistry::load(cfg.evals_dir.as_deref())?;
+    let p = plan(&registry, cfg)?;
+    for w in &p.warnings {
+        eprintln!("warning: {w}");
+    }
+    let args = serde_json::to_value(cfg).map_err(|e| EvalError::Config(e.to_string()))?;
+    let mut manifest = ManifestBuilder::new("eval run", args, Some(cfg.seed));
+    let mut model_files: Vec<InputFile> = Vec::new();
+    for f in &cfg.model.weight_files {
+        model_files.push(manifest.add_input(f, &env.progress)?.clone());
+    }
+    let mut hashed = std::collections::HashSet::new();
+    for t in &p.mc {
+        if hashed.insert(t.data_path.clone()) {
+            manifest.add_input(&t.data_path, &env.progress)?;
+        }
+    }
+    let mut results = Results { warnings: p.warnings.clone(), ..Results::default() };
+
+    // Multiple choice: every request of every task in one call, identical requests asked once.
+    let mut per_task = Vec::new();
+    let mut unique: Vec<Loglikelihood> = Vec::new();
+    let mut index: HashMap<Loglikelihood, usize> = HashMap::new();
+    for t in &p.mc {
+        let reqs = t.requests(cfg.num_fewshot, cfg.limit)?;
+        let slots: Vec<usize> = reqs
+            .iter()
+            .map(|r| {
+                let ll = r.loglikelihood();
+                *index.entry(ll.clone()).or_insert_with(|| {
+                    unique.push(ll);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        per_task.push((reqs, slots));
+    }
+    let answers = if unique.is_empty() { Vec::new() } else { lm.loglikelihood(&unique)? };
+    for (t, (reqs, slots)) in p.mc.iter().zip(&per_task) {
+        let (mut acc, mut acc_norm, mut acc_byte) = (Vec::new(), Vec::new(), Vec::new());
+        let mut samples = Vec::new();
+        let mut i = 0;
+        while i < reqs.len() {
+            let doc_id = reqs[i].doc_id;
+            let j = reqs[i..].iter().position(|r| r.doc_id != doc_id).map_or(reqs.len(), |k| i + k);
+            let doc_reqs = &reqs[i..j];
+            let lls: Vec<f64> = slots[i..j].iter().map(|&s| answers[s].ll).collect();
+            let choices: Vec<String> = doc_reqs
+                .iter()
+                .map(|r| {
+                    r.continuation.strip_prefix(t.spec.target_delimiter.as_str()).unwrap_or(&r.continuation).to_string()
+                })
+                .collect();
+            let o = mc_outcome(&lls, &choices);
+            let gold = doc_reqs[0].target;
+            acc.push(f64::from(u8::from(o.pred == gold)));
+            acc_norm.push(f64::from(u8::from(o.pred_norm == gold)));
+            acc_byte.push(f64::from(u8::from(o.pred_bytenorm == gold)));
+            for (r, &s) in doc_reqs.iter().zip(&slots[i..j]) {
+                samples.push(json!({
+                    "doc_id": r.doc_id, "choice_idx": r.choice_idx, "context": r.context, "continuation": r.continuation,
+                    "ll": answers[s].ll, "is_greedy": answers[s].is_greedy, "pred": o.pred, "pred_norm": o.pred_norm, "target": gold,
+                }));
+            }
+            i = j;
+        }
+        for (metric, xs) in [("acc", &acc), ("acc_norm", &acc_norm), ("acc_bytenorm", &acc_byte)] {
+            if t.spec.metrics.iter().any(|m| m == metric) {
+                results.set(&t.name, metric, mean(xs), mean_stderr(xs), true);
+            }
+        }
+        record_task(&mut results, &t.name, &t.spec.version, cfg.num_fewshot, t.docs.len(), acc.len());
+        write_samples(&cfg.log_samples, &t.name, &samples)?;
+    }
+    for (group, members, weight_by_size) in &p.groups {
+        for metric in ["acc", "acc_norm", "acc_bytenorm"] {
+            let parts: Vec<(f64, Option<f64>, usize)> = members
+                .iter()
+                .filter_map(|m| {
+                    Some((results.get(m, metric)?, results.stderr(m, metric), results.n_samples.get(m)?.effective))
+                })
+                .collect();
+            if parts.len() == members.len() && !parts.is_empty() {
+                let (v, se) = group_mean(&parts, *weight_by_size);
+                results.set(group, metric, v, se, true);
+            }
+        }
+        if let Some(entry) = results.results.get(group).cloned() {
+            results.groups.insert(group.clone(), entry);
+        }
+        results.group_subtasks.insert(group.clone(), members.clone());
+    }
+
+    if let (Some(name), Some(data)) = (&p.perplexity, &cfg.perplexity_data) {
+        let (rep, docs) = perplexity(lm, data, cfg.limit)?;
+        results.set(name, "token_perplexity", rep.token_perplexity(), None, false);
+        results.set(name, "word_perplexity", rep.word_perplexity(), None, false);
+        results.set(name, "byte_perplexity", rep.byte_perplexity(), None, false);
+        results.set(name, "bits_per_byte", rep.bits_per_byte(), None, false);
+        let entry = results.results.entry(name.clone()).or_default();
+        for (k, v) in [("n_tokens", rep.n_tokens), ("n_bytes", rep.n_bytes), ("n_words", rep.n_words)] {
+            entry.insert(k.into(), json!(v));
+        }
+        entry.insert(
+            "note".into(),
+            json!(
+                "token_perplexity depends on the tokenizer and is not comparable across tokenizers; bits_per_byte is"
+            ),
+        );
+        record_task(&mut results, name, "1.0", 0, rep.n_docs, rep.n_docs);
+        let lines: Vec<serde_json::Value> = docs.iter().map(|d| json!(d)).collect();
+        write_samples(&cfg.log_samples, name, &lines)?;
+    }
+
+    for (name, spec, target) in &p.codeswitch {
+        let prompts = read_prompts(&target.prompts, cfg.evals_dir.as_deref())?;
+        let prompts: Vec<String> = prompts.into_iter().take(cfg.limit.unwrap_or(usize::MAX)).collect();
+        let reqs: Vec<GenerateUntil> = prompts
+            .iter()
+            .map(|pr| GenerateUntil {
+                context: spec.template.replace("{prompt}", pr),
+                until: spec.until.clone(),
+                max_tokens: spec.max_tokens,
+            })
+            .collect();
+        let responses = lm.generate_until(&reqs)?;
+        let rep = codeswitch::measure(&responses, target)?;
+        let switched: Vec<f64> = rep.per_response.iter().map(|&n| f64::from(u8::from(n > 0))).collect();
+        results.set(name, "codeswitch_rate", rep.codeswitch_rate, mean_stderr(&switched), false);
+        results.set(name, "foreign_word_share", rep.foreign_word_share, None, false);
+        let entry = results.results.entry(name.clone()).or_default();
+        entry.insert("intruders".into(), json!(rep.intruders.iter().take(5).collect::<Vec<_>>()));
+        record_task(&mut results, name, &spec.version, 0, prompts.len(), prompts.len());
+        let lines: Vec<serde_json::Value> = prompts
+            .iter()
+            .zip(&responses)
+            .zip(&rep.per_response)
+            .enumerate()
+            .map(|(i, ((pr, r), f))| json!({"doc_id": i, "prompt": pr, "response": r, "foreign_words": f}))
+            .collect();
+        write_samples(&cfg.log_samples, name, &lines)?;
+    }
+
+    let model_sha256 = match model_files.as_slice() {
+        [one] => Some(one.sha256.clone()),
+        [] => None,
+        many => {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            for f in many {
+                h.update(f.sha256.as_bytes());
+            }
+            Some(hex::encode(h.finalize()))
+        }
+    };
+    results.config = json!({
+        "model": cfg.model.model,
+        "model_sha256": model_sha256,
+        "model_files": model_files,
+        "backend": cfg.model.backend,
+        "endpoint": cfg.model.endpoint,
+        "batch_size": cfg.model.batch_size,
+        "device": cfg.model.device,
+        "tasks": cfg.tasks,
+        "num_fewshot": cfg.num_fewshot,
+        "limit": cfg.limit,
+        "seed": cfg.seed,
+        "data_dir": cfg.data_dir,
+        "versions": { "langadapt": TOOL_VERSION, "lm_eval_templates": "0.4.13" },
+    });
+    results.write(&cfg.out)?;
+    let dir = cfg.out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let m = manifest.finish(dir, &[(cfg.out.clone(), None)])?;
+    m.write(&manifest_path(&cfg.out))?;
+    Ok(results)
+}
+
+/// Where `eval run` writes its manifest: `results.json` → `results.manifest.json`.
+pub fn manifest_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "results".into());
+    out.with_file_name(format!("{stem}.manifest.json"))
+}
+
+fn record_task(results: &mut Results, name: &str, version: &str, shots: usize, original: usize, effective: usize) {
+    results.versions.insert(name.to_string(), json!(version));
+    results.n_shot.insert(name.to_string(), shots);
+    results.n_samples.insert(name.to_string(), NSamples { original, effective });
+    results.results.entry(name.to_string()).or_default().insert("n".into(), json!(effective));
+}
+
+/// `eval score`: answers loglikelihood requests of a JSONL file (`id`, `context`, `continuation`) with
+/// `id`, `ll`, `is_greedy`, `n_cont_tokens` per line. Returns the count.
+pub fn score_requests(lm: &mut dyn LanguageModel, requests: &Path, out: &Path) -> Result<usize, EvalError> {
+    let text = std::fs::read_to_string(requests).map_err(|e| EvalError::io(requests, e))?;
+    let mut ids = Vec::new();
+    let mut reqs = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| EvalError::data(requests, i as u64 + 1, format!("not valid JSON: {e}")))?;
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| EvalError::data(requests, i as u64 + 1, format!("missing string field `{k}`")))
+        };
+        ids.push(v.get("id").cloned().unwrap_or(json!(ids.len())));
+        reqs.push(Loglikelihood { context: field("context")?, continuation: field("continuation")? });
+    }
+    let answers = lm.loglikelihood(&reqs)?;
+    let mut buf = Vec::new();
+    for (id, a) in ids.iter().zip(&answers) {
+        let line = json!({"id": id, "ll": a.ll, "is_greedy": a.is_greedy, "n_cont_tokens": a.n_cont_tokens});
+        writeln!(buf, "{line}").map_err(|e| EvalError::io(out, e))?;
+    }
+    crate::io::write_atomic(out, &buf).map_err(|e| EvalError::io(out, e))?;
+    Ok(answers.len())
+}

@@ -1,0 +1,714 @@
+//! Tasks as data: `evals/*.toml` files describe each task family (data layout, prompt template,
+//! choices, target, delimiters, few-shot split and sampler, metrics); this module loads them,
+//! reads the documents (JSONL or CSV, errors naming file and line) and builds the
+//! lm-evaluation-harness requests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::lm::Loglikelihood;
+use super::pyrandom::PyRandom;
+use super::EvalError;
+
+/// lm-eval's default `fewshot_random_seed`.
+pub const FEWSHOT_SEED: u32 = 1234;
+
+/// The task files shipped in `evals/`, compiled in so the binary works from any directory.
+const BUILTIN: &[(&str, &str)] = &[
+    ("evals/xcopa.toml", include_str!("../../evals/xcopa.toml")),
+    ("evals/belebele.toml", include_str!("../../evals/belebele.toml")),
+    ("evals/ceval.toml", include_str!("../../evals/ceval.toml")),
+    ("evals/perplexity.toml", include_str!("../../evals/perplexity.toml")),
+    ("evals/codeswitch.toml", include_str!("../../evals/codeswitch.toml")),
+];
+
+/// One `evals/*.toml` file: a task family.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskSpec {
+    /// Multiple-choice loglikelihood tasks (XCOPA, Belebele, C-Eval).
+    MultipleChoice(McSpec),
+    /// Rolling-loglikelihood perplexity over user text.
+    Perplexity(PerplexitySpec),
+    /// Generate responses to a prompt set, then measure how often they leave the language.
+    Codeswitch(CodeswitchSpec),
+}
+
+/// A multiple-choice family. Templates: `{field}` is a document field, `{$var}` an instance
+/// variable (`{$instance}` the instance name), `{field@table}` looks the field's value up in an
+/// instance table; filters follow `|`: `strip` (Python `str.strip`), `chop` (drop the last
+/// character), `lcfirst` (lower-case the first character). `{{` and `}}` are literal braces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McSpec {
+    /// Task name pattern, e.g. `xcopa_{instance}`.
+    pub name: String,
+    /// Task version (lm-eval `metadata.version`).
+    pub version: String,
+    /// The lm-evaluation-harness template this follows.
+    pub source: String,
+    /// `jsonl` or `csv` (with a header row).
+    pub format: DocFormat,
+    /// Scored documents, relative to `--data-dir`.
+    pub data: String,
+    /// Few-shot documents; the same file as `data` means the scored row is skipped.
+    #[serde(default)]
+    pub fewshot_data: Option<String>,
+    /// `first_n` (lm-eval FirstNSampler) or `random` (lm-eval's default sampler: Python
+    /// `random.Random(1234).sample`, one generator shared by a task's documents in order).
+    #[serde(default = "default_sampler")]
+    pub fewshot_sampler: String,
+    /// Prepended to every prompt (lm-eval `description`).
+    #[serde(default)]
+    pub description: String,
+    /// The question (lm-eval `doc_to_text`).
+    pub text: String,
+    /// The answer options (lm-eval `doc_to_choice`).
+    pub choices: Vec<String>,
+    /// Which option is right.
+    pub target: TargetSpec,
+    /// Between the prompt and an option (lm-eval `target_delimiter`).
+    #[serde(default = "default_target_delimiter")]
+    pub target_delimiter: String,
+    /// Between few-shot examples (lm-eval `fewshot_delimiter`).
+    #[serde(default = "default_fewshot_delimiter")]
+    pub fewshot_delimiter: String,
+    /// Metrics reported (acc, acc_norm, acc_bytenorm).
+    pub metrics: Vec<String>,
+    /// Any instance name whose data file exists is a task (Belebele's 122 FLORES codes).
+    #[serde(default)]
+    pub open_instances: bool,
+    /// Named instances and their variables.
+    #[serde(default)]
+    pub instances: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    /// A group task over all instances (C-Eval's `ceval-valid`).
+    #[serde(default)]
+    pub group: Option<GroupSpec>,
+    /// Known defects of released data files, per instance.
+    #[serde(default)]
+    pub fixes: BTreeMap<String, FixSpec>,
+}
+
+/// Where the right answer is: `values.index(doc[field])`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// The document field.
+    pub field: String,
+    /// Its allowed values, in option order.
+    pub values: Vec<String>,
+}
+
+/// A group of all instances of a family, averaged as lm-eval's `aggregate_metric_list`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// The group's task name.
+    pub name: String,
+    /// lm-eval `weight_by_size`: mean over all documents (true) or over subtasks (false).
+    pub weight_by_size: bool,
+}
+
+/// A documented correction of a released data file: in `rows[file]` (by `key`), `field` should be `value`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixSpec {
+    /// The field that is wrong.
+    pub field: String,
+    /// The value it should have in the listed rows.
+    pub value: String,
+    /// The field identifying a row.
+    pub key: String,
+    /// Why (shown in the warning).
+    pub why: String,
+    /// File name → keys of the rows to correct.
+    pub rows: BTreeMap<String, Vec<String>>,
+}
+
+/// Document file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+}
+
+/// The `perplexity` task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerplexitySpec {
+    /// Task name.
+    pub name: String,
+    /// Task version.
+    pub version: String,
+    /// The lm-evaluation-harness task whose metrics this follows.
+    pub source: String,
+}
+
+/// The `codeswitch_{lang}` tasks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeswitchSpec {
+    /// Task name pattern, e.g. `codeswitch_{instance}`.
+    pub name: String,
+    /// Task version.
+    pub version: String,
+    /// How the rate is measured (also in the README).
+    pub method: String,
+    /// Prompt template; `{prompt}` is the prompt set's text.
+    pub template: String,
+    /// Generation stops at these strings.
+    pub until: Vec<String>,
+    /// Most new tokens per response.
+    pub max_tokens: usize,
+    /// Per language: its prompt file (relative to the evals directory) and scripts.
+    pub instances: BTreeMap<String, super::codeswitch::TargetLang>,
+}
+
+fn default_sampler() -> String {
+    "first_n".into()
+}
+fn default_target_delimiter() -> String {
+    " ".into()
+}
+fn default_fewshot_delimiter() -> String {
+    "\n\n".into()
+}
+
+/// All task families: the built-in ones plus any `*.toml` in a user's evals directory.
+#[derive(Debug, Clone)]
+pub struct TaskRegistry {
+    families: Vec<(String, TaskSpec)>,
+    /// Directory of user task files (prompt sets are looked up there first).
+    pub evals_dir: Option<PathBuf>,
+}
+
+/// A concrete task: a family plus an instance name.
+#[derive(Debug, Clone)]
+pub struct TaskRef<'a> {
+    /// The task's full name, e.g. `xcopa_tr`.
+    pub name: String,
+    /// The instance, e.g. `tr` (empty for single tasks).
+    pub instance: String,
+    /// Its family.
+    pub spec: &'a TaskSpec,
+}
+
+impl TaskRegistry {
+    /// The built-in families, plus `*.toml` files of `evals_dir` (which replace built-ins of the same file name).
+    pub fn load(evals_dir: Option<&Path>) -> Result<Self, EvalError> {
+        let mut files: BTreeMap<String, (String, String)> =
+            BUILTIN.iter().map(|(name, text)| (file_name(name), (name.to_string(), text.to_string()))).collect();
+        if let Some(dir) = evals_dir {
+            let entries = std::fs::read_dir(dir).map_err(|e| EvalError::io(dir, e))?;
+            for entry in entries {
+                let path = entry.map_err(|e| EvalError::io(dir, e))?.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    let text = std::fs::read_to_string(&path).map_err(|e| EvalError::io(&path, e))?;
+                    files.insert(file_name(&path.to_string_lossy()), (path.display().to_string(), text));
+                }
+            }
+        }
+        let mut families = Vec::new();
+        for (file, text) in files.into_values() {
+            let spec: TaskSpec =
+                toml::from_str(&text).map_err(|e| EvalError::TaskDef { file: file.clone(), message: e.to_string() })?;
+            families.push((file, spec));
+        }
+        Ok(TaskRegistry { families, evals_dir: evals_dir.map(Path::to_path_buf) })
+    }
+
+    /// Resolves a task or group name. Groups expand to their instances (see [`TaskRegistry::group_of`]).
+    pub fn resolve(&self, name: &str, data_dir: &Path) -> Result<Vec<TaskRef<'_>>, EvalError> {
+        for (_, spec) in &self.families {
+            if let TaskSpec::MultipleChoice(mc) = spec {
+                if mc.group.as_ref().is_some_and(|g| g.name == name) {
+                    let present: Vec<TaskRef> = mc
+                        .instances
+                        .keys()
+                        .filter(|i| data_dir.join(mc.data.replace("{instance}", i)).is_file())
+                        .map(|i| TaskRef { name: mc.name.replace("{instance}", i), instance: i.clone(), spec })
+                        .collect();
+                    if present.is_empty() {
+                        return Err(EvalError::Config(format!(
+                            "{name}: no subject has data under {} (expected e.g. {})",
+                            data_dir.display(),
+                            data_dir.join(mc.data.replace("{instance}", "computer_network")).display()
+                        )));
+                    }
+                    return Ok(present);
+                }
+            }
+            let (pattern, instances, open) = match spec {
+                TaskSpec::MultipleChoice(mc) => (&mc.name, mc.instances.keys().cloned().collect(), mc.open_instances),
+                TaskSpec::Perplexity(p) => (&p.name, Vec::new(), false),
+                TaskSpec::Codeswitch(c) => (&c.name, c.instances.keys().cloned().collect::<Vec<_>>(), false),
+            };
+            if let Some(instance) = match_pattern(pattern, name) {
+                let known = instances.iter().any(|i| *i == instance);
+                let valid_open =
+                    open && !instance.is_empty() && instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if instance.is_empty() && !pattern.contains("{instance}") || known || valid_open {
+                    return Ok(vec![TaskRef { name: name.to_string(), instance, spec }]);
+                }
+            }
+        }
+        let known = self.patterns();
+        let hint = known
+            .iter()
+            .map(|k| (strsim(name, k), k))
+            .filter(|(d, _)| *d <= 3)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+            .unwrap_or_default();
+        Err(EvalError::UnknownTask { name: name.to_string(), hint, known: self.summary() })
+    }
+
+    /// One line naming every family: `xcopa_{et,ht,...}`, `ceval-valid_{52 subjects}`, groups, single tasks.
+    pub fn summary(&self) -> String {
+        let mut out = Vec::new();
+        for (_, spec) in &self.families {
+            let (pattern, instances, open) = match spec {
+                TaskSpec::MultipleChoice(mc) => {
+                    (&mc.name, mc.instances.keys().cloned().collect::<Vec<_>>(), mc.open_instances)
+                }
+                TaskSpec::Perplexity(p) => (&p.name, Vec::new(), false),
+                TaskSpec::Codeswitch(c) => (&c.name, c.instances.keys().cloned().collect(), false),
+            };
+            let filled = if open {
+                pattern.replace("{instance}", "{code}")
+            } else if instances.len() > 12 {
+                pattern.replace("{instance}", &format!("{{{} subjects}}", instances.len()))
+            } else {
+                pattern.replace("{instance}", &format!("{{{}}}", instances.join(",")))
+            };
+            out.push(filled);
+            if let TaskSpec::MultipleChoice(McSpec { group: Some(g), .. }) = spec {
+                out.push(g.name.clone());
+            }
+        }
+        format!("{} (`langadapt eval tasks` lists them all)", out.join(", "))
+    }
+
+    /// The group that `name` is (if it is one): its spec.
+    pub fn group_of(&self, name: &str) -> Option<&GroupSpec> {
+        self.families.iter().find_map(|(_, s)| match s {
+            TaskSpec::MultipleChoice(mc) => mc.group.as_ref().filter(|g| g.name == name),
+            _ => None,
+        })
+    }
+
+    /// How many subtasks the group `name` has in its definition (0 if it is not a group).
+    pub fn group_size(&self, name: &str) -> usize {
+        self.families
+            .iter()
+            .find_map(|(_, s)| match s {
+                TaskSpec::MultipleChoice(mc) if mc.group.as_ref().is_some_and(|g| g.name == name) => {
+                    Some(mc.instances.len())
+                }
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Every concrete task name and group the registry knows (open families as a pattern).
+    pub fn patterns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, spec) in &self.families {
+            match spec {
+                TaskSpec::MultipleChoice(mc) => {
+                    if mc.open_instances {
+                        out.push(mc.name.clone());
+                    } else {
+                        out.extend(mc.instances.keys().map(|i| mc.name.replace("{instance}", i)));
+                    }
+                    out.extend(mc.group.iter().map(|g| g.name.clone()));
+                }
+                TaskSpec::Perplexity(p) => out.push(p.name.clone()),
+                TaskSpec::Codeswitch(c) => out.extend(c.instances.keys().map(|i| c.name.replace("{instance}", i))),
+            }
+        }
+        out
+    }
+}
+
+fn file_name(path: &str) -> String {
+    Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// `xcopa_{instance}` against `xcopa_tr` → `Some("tr")`; a pattern without `{instance}` must equal the name.
+fn match_pattern(pattern: &str, name: &str) -> Option<String> {
+    match pattern.split_once("{instance}") {
+        None => (pattern == name).then(String::new),
+        Some((pre, post)) => {
+            name.strip_prefix(pre).and_then(|r| r.strip_suffix(post)).filter(|i| !i.is_empty()).map(str::to_string)
+        }
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn strsim(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// A document: its fields as text (JSON numbers and booleans as written), and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doc {
+    /// Field name → value.
+    pub fields: BTreeMap<String, String>,
+    /// One-based line where the row starts.
+    pub line: u64,
+}
+
+/// Reads every document of a JSONL or CSV file; a malformed row is an error naming file and line.
+pub fn read_docs(path: &Path, format: DocFormat) -> Result<Vec<Doc>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
+    match format {
+        DocFormat::Jsonl => {
+            let mut docs = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                let lineno = i as u64 + 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let value: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| EvalError::data(path, lineno, format!("not valid JSON: {e}")))?;
+                let serde_json::Value::Object(map) = value else {
+                    return Err(EvalError::data(path, lineno, "expected a JSON object per line"));
+                };
+                let fields = map
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let s = match v {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        (k, s)
+                    })
+                    .collect();
+                docs.push(Doc { fields, line: lineno });
+            }
+            Ok(docs)
+        }
+        DocFormat::Csv => {
+            let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
+            let headers =
+                reader.headers().map_err(|e| EvalError::data(path, 1, format!("bad CSV header: {e}")))?.clone();
+            let mut docs = Vec::new();
+            for record in reader.records() {
+                let record = record.map_err(|e| {
+                    let line = e.position().map_or(0, |p| p.line());
+                    EvalError::data(path, line, format!("bad CSV row: {e}"))
+                })?;
+                let line = record.position().map_or(0, |p| p.line());
+                let fields = headers.iter().zip(record.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
+                docs.push(Doc { fields, line });
+            }
+            Ok(docs)
+        }
+    }
+}
+
+/// A multiple-choice task bound to its instance and data.
+#[derive(Debug)]
+pub struct McTask<'a> {
+    /// Task name, e.g. `xcopa_tr`.
+    pub name: String,
+    /// The family.
+    pub spec: &'a McSpec,
+    /// The instance's variables (`instance` included).
+    vars: BTreeMap<String, toml::Value>,
+    /// The scored documents file.
+    pub data_path: PathBuf,
+    /// The scored documents.
+    pub docs: Vec<Doc>,
+    /// The few-shot documents file and documents.
+    fewshot: Option<(PathBuf, Vec<Doc>)>,
+}
+
+/// One loglikelihood request of a multiple-choice document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct McRequest {
+    /// Task name.
+    pub task: String,
+    /// Index of the document in its file (0-based, as lm-eval's doc_id).
+    pub doc_id: usize,
+    /// Which option.
+    pub choice_idx: usize,
+    /// The prompt.
+    pub context: String,
+    /// Target delimiter + option.
+    pub continuation: String,
+    /// Index of the right option.
+    pub target: usize,
+}
+
+impl McRequest {
+    /// The request as the language model sees it.
+    pub fn loglikelihood(&self) -> Loglikelihood {
+        Loglikelihood { context: self.context.clone(), continuation: self.continuation.clone() }
+    }
+}
+
+impl<'a> McTask<'a> {
+    /// Binds `spec`'s instance `instance` to the files under `data_dir`.
+    pub fn open(name: &str, instance: &str, spec: &'a McSpec, data_dir: &Path) -> Result<Self, EvalError> {
+        let mut vars = spec.instances.get(instance).cloned().unwrap_or_default();
+        vars.insert("instance".into(), toml::Value::String(instance.into()));
+        let data_path = data_dir.join(spec.data.replace("{instance}", instance));
+        if !data_path.is_file() {
+            return Err(EvalError::Config(format!(
+                "{name}: no data file {}; download the dataset into --data-dir in its released layout ({})",
+                data_path.display(),
+                spec.data
+            )));
+        }
+        let docs = read_docs(&data_path, spec.format)?;
+        let fewshot = match &spec.fewshot_data {
+            Some(rel) => {
+                let p = data_dir.join(rel.replace("{instance}", instance));
+                if p == data_path {
+                    Some((p, docs.clone()))
+                } else if p.is_file() {
+                    let d = read_docs(&p, spec.format)?;
+                    Some((p, d))
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        Ok(McTask { name: name.to_string(), spec, vars, data_path, docs, fewshot })
+    }
+
+    /// The known defect of this instance's scored file, if its rows show it: (fix, rows affected).
+    pub fn detect_defect(&self) -> Option<(&'a FixSpec, usize)> {
+        let instance = self.vars.get("instance").and_then(|v| v.as_str())?;
+        let fix = self.spec.fixes.get(instance)?;
+        let keys = fix.rows.get(&file_name(&self.data_path.to_string_lossy()))?;
+        let wrong = self
+            .docs
+            .iter()
+            .filter(|d| d.fields.get(&fix.key).is_some_and(|k| keys.contains(k)))
+            .filter(|d| d.fields.get(&fix.field) != Some(&fix.value))
+            .count();
+        (wrong > 0).then_some((fix, wrong))
+    }
+
+    /// A copy with the defect corrected, named `{name}_fixed`.
+    pub fn fixed(&self, fix: &FixSpec) -> McTask<'a> {
+        let apply = |path: &Path, docs: &[Doc]| -> Vec<Doc> {
+            let keys = fix.rows.get(&file_name(&path.to_string_lossy()));
+            docs.iter()
+                .cloned()
+                .map(|mut d| {
+                    if keys.is_some_and(|k| d.fields.get(&fix.key).is_some_and(|v| k.contains(v))) {
+                        d.fields.insert(fix.field.clone(), fix.value.clone());
+                    }
+                    d
+                })
+                .collect()
+        };
+        McTask {
+            name: format!("{}_fixed", self.name),
+            spec: self.spec,
+            vars: self.vars.clone(),
+            data_path: self.data_path.clone(),
+            docs: apply(&self.data_path, &self.docs),
+            fewshot: self.fewshot.as_ref().map(|(p, d)| (p.clone(), apply(p, d))),
+        }
+    }
+
+    /// Renders a template for `doc` (from `path`).
+    fn render(&self, template: &str, doc: &Doc, path: &Path) -> Result<String, EvalError> {
+        render(template, doc, &self.vars).map_err(|m| EvalError::data(path, doc.line, m))
+    }
+
+    /// The options of `doc`.
+    pub fn choices(&self, doc: &Doc, path: &Path) -> Result<Vec<String>, EvalError> {
+        self.spec.choices.iter().map(|c| self.render(c, doc, path)).collect()
+    }
+
+    /// Index of the right option of `doc`.
+    pub fn target(&self, doc: &Doc, path: &Path) -> Result<usize, EvalError> {
+        let t = &self.spec.target;
+        let value = doc
+            .fields
+            .get(&t.field)
+            .ok_or_else(|| EvalError::data(path, doc.line, format!("missing field `{}`", t.field)))?;
+        t.values.iter().position(|v| v == value).ok_or_else(|| {
+            EvalError::data(path, doc.line, format!("field `{}` is {value:?}, expected one of {:?}", t.field, t.values))
+        })
+    }
+
+    /// The prompt of `doc` with `num_fewshot` examples (lm-eval `fewshot_context` + `ContextSampler.get_context`).
+    /// The `random` sampler draws from `rng`, which lm-eval shares across a task's documents in order.
+    pub fn context(&self, doc: &Doc, num_fewshot: usize, rng: &mut PyRandom) -> Result<String, EvalError> {
+        let mut out = self.render(&self.spec.description, doc, &self.data_path)?;
+        if num_fewshot > 0 {
+            let (path, pool) = self.fewshot.as_ref().ok_or_else(|| {
+                EvalError::Config(format!(
+                    "{}: --num-fewshot {num_fewshot} needs the few-shot file {}",
+                    self.name,
+                    self.spec.fewshot_data.as_deref().unwrap_or("(none defined)")
+                ))
+            })?;
+            let same_split = *path == self.data_path;
+            let n = if same_split { num_fewshot + 1 } else { num_fewshot };
+            if n > pool.len() {
+                return Err(EvalError::Config(format!(
+                    "{}: {n} few-shot examples asked for, {} has only {}",
+                    self.name,
+                    path.display(),
+                    pool.len()
+                )));
+            }
+            let drawn: Vec<&Doc> = match self.spec.fewshot_sampler.as_str() {
+                "first_n" => pool[..n].iter().collect(),
+                "random" => rng.sample(pool.len(), n).into_iter().map(|i| &pool[i]).collect(),
+                other => {
+                    return Err(EvalError::TaskDef {
+                        file: self.spec.name.clone(),
+                        message: format!("unknown fewshot_sampler `{other}` (first_n or random)"),
+                    })
+                }
+            };
+            for ex in drawn.into_iter().filter(|x| x.fields != doc.fields).take(num_fewshot) {
+                out.push_str(&self.render(&self.spec.text, ex, path)?);
+                out.push_str(&self.spec.target_delimiter);
+                let choices = self.choices(ex, path)?;
+                out.push_str(&choices[self.target(ex, path)?]);
+                out.push_str(&self.spec.fewshot_delimiter);
+            }
+        }
+        out.push_str(&self.render(&self.spec.text, doc, &self.data_path)?);
+        Ok(out)
+    }
+
+    /// Every request of the first `limit` documents (all with `None`).
+    pub fn requests(&self, num_fewshot: usize, limit: Option<usize>) -> Result<Vec<McRequest>, EvalError> {
+        let mut out = Vec::new();
+        let mut rng = PyRandom::new(FEWSHOT_SEED);
+        for (doc_id, doc) in self.docs.iter().take(limit.unwrap_or(usize::MAX)).enumerate() {
+            let context = self.context(doc, num_fewshot, &mut rng)?;
+            let target = self.target(doc, &self.data_path)?;
+            for (choice_idx, choice) in self.choices(doc, &self.data_path)?.into_iter().enumerate() {
+                out.push(McRequest {
+                    task: self.name.clone(),
+                    doc_id,
+                    choice_idx,
+                    context: context.clone(),
+                    continuation: format!("{}{choice}", self.spec.target_delimiter),
+                    target,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Renders a task template (syntax in [`McSpec`]); the error says which field or variable is missing.
+pub fn render(template: &str, doc: &Doc, vars: &BTreeMap<String, toml::Value>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+            continue;
+        }
+        if tail.starts_with('}') {
+            return Err(format!("template {template:?}: unmatched `}}`"));
+        }
+        let end = tail.find('}').ok_or_else(|| format!("template {template:?}: unclosed `{{`"))?;
+        let mut parts = tail[1..end].split('|');
+        let expr = parts.next().unwrap_or_default();
+        let mut value = if let Some(var) = expr.strip_prefix('$') {
+            vars.get(var)
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| format!("task variable `{var}` is not defined for this instance"))?
+                .to_string()
+        } else if let Some((field, table)) = expr.split_once('@') {
+            let key = doc.fields.get(field).ok_or_else(|| format!("missing field `{field}`"))?;
+            vars.get(table)
+                .and_then(|t| t.get(key.as_str()))
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| format!("field `{field}` is {key:?}, which `{table}` has no entry for"))?
+                .to_string()
+        } else {
+            doc.fields.get(expr).ok_or_else(|| format!("missing field `{expr}`"))?.clone()
+        };
+        for filter in parts {
+            value = match filter {
+                "strip" => value.trim_matches(super::lm::is_py_space).to_string(),
+                "chop" => {
+                    let mut v = value;
+                    v.pop();
+                    v
+                }
+                "lcfirst" => {
+                    let mut chars = value.chars();
+                    match chars.next() {
+                        // Python str.lower() of one character (may grow, e.g. İ → i̇).
+                        Some(c) => c.to_lowercase().chain(chars).collect(),
+                        None => value,
+                    }
+                }
+                other => return Err(format!("template {template:?}: unknown filter `{other}`")),
+            };
+        }
+        out.push_str(&value);
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(pairs: &[(&str, &str)]) -> Doc {
+        Doc { fields: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), line: 7 }
+    }
+
+    #[test]
+    fn templates_render_fields_vars_lookups_and_filters() {
+        let mut vars = BTreeMap::new();
+        vars.insert("zh".to_string(), toml::Value::String("物理".into()));
+        let table: toml::Table = toml::from_str("cause = \"çünkü\"").unwrap();
+        vars.insert("conn".to_string(), toml::Value::Table(table));
+        let d = doc(&[("p", "  Adam düştü.\n"), ("q", "cause"), ("c", "İyi")]);
+        assert_eq!(
+            render("{p|strip|chop} {q@conn}|{c|lcfirst}|{$zh}{{x}}", &d, &vars).unwrap(),
+            "Adam düştü çünkü|i\u{307}yi|物理{x}"
+        );
+        assert_eq!(render("{nope}", &d, &vars).unwrap_err(), "missing field `nope`");
+        let e = render("{q@conn}", &doc(&[("q", "effect")]), &vars).unwrap_err();
+        assert_eq!(e, "field `q` is \"effect\", which `conn` has no entry for");
+        assert!(render("{p|upper}", &d, &vars).unwrap_err().contains("unknown filter `upper`"));
+    }
+
+    #[test]
+    fn names_match_patterns() {
+        assert_eq!(match_pattern("xcopa_{instance}", "xcopa_tr").as_deref(), Some("tr"));
+        assert_eq!(match_pattern("xcopa_{instance}", "xcopa_"), None);
+        assert_eq!(match_pattern("perplexity", "perplexity").as_deref(), Some(""));
+        assert_eq!(strsim("xcopa_tk", "xcopa_tr"), 1);
+    }
+}
