@@ -4,7 +4,6 @@
 //! `loglikelihood_rolling`, `utils.get_rolling_token_windows` / `make_disjoint_window`, left
 //! truncation to the last `max_length + 1` tokens).
 
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,18 +68,6 @@ impl<T: TokenScorer + ?Sized> TokenScorer for Box<T> {
     fn generate(&mut self, requests: &[TokenGenerateRequest]) -> Result<Vec<Vec<u32>>, EvalError> {
         (**self).generate(requests)
     }
-}
-
-/// Opens the local model of a checkpoint directory as a [`TokenScorer`].
-///
-/// The candle model core is not part of this build yet; until it is, this says so.
-pub fn open_local_scorer(ckpt: &Path, device: &str, batch_size: usize) -> Result<Box<dyn TokenScorer>, EvalError> {
-    let _ = (device, batch_size);
-    Err(EvalError::Model(format!(
-        "{}: the local (candle) backend is not built into this langadapt yet; score through an \
-         OpenAI-compatible server instead (`--backend openai --endpoint URL`, e.g. vLLM or llama.cpp server)",
-        ckpt.display()
-    )))
 }
 
 /// lm-eval `loglikelihood(context, continuation)`.

@@ -4,6 +4,7 @@
 
 pub mod codeswitch;
 pub mod lm;
+pub mod local;
 pub mod metrics;
 pub mod openai;
 pub mod perplexity;
@@ -14,8 +15,9 @@ pub mod task;
 
 use std::path::PathBuf;
 
+pub use local::{open_local_scorer, CandleScorer};
 pub use lm::{
-    open_local_scorer, GenerateUntil, LanguageModel, LocalLm, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling,
+    GenerateUntil, LanguageModel, LocalLm, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling,
     RollingResult, TokenGenerateRequest, TokenScore, TokenScoreRequest, TokenScorer,
 };
 pub use results::Results;
