@@ -868,3 +868,35 @@ fn cli_run_through_an_openai_compatible_server() {
     let written = std::fs::read_to_string(&out).unwrap();
     assert!(!manifest.contains("sk-secret") && !written.contains("sk-secret"), "the API key is never written");
 }
+
+#[test]
+fn a_language_is_a_few_lines_of_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let evals = dir.path().join("evals");
+    let xcopa = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("evals/xcopa.toml")).unwrap();
+    let with_xx = xcopa
+        .replace("[instances]\n", "[instances]\nxx = { connector = { cause = \"porque\", effect = \"então\" } }\n");
+    write(&evals.join("xcopa.toml"), &with_xx);
+    let data = dir.path().join("data");
+    write(
+        &data.join("xcopa/xx/test.xx.jsonl"),
+        "{\"premise\": \"  O homem caiu.\", \"choice1\": \"Escorregou.\", \"choice2\": \"Riu.\", \"question\": \"cause\", \"label\": 0, \"idx\": 0}\n",
+    );
+    let out = dir.path().join("r.jsonl");
+    let mut cfg = run_config(&["xcopa_xx"], &data, out.clone());
+    cfg.evals_dir = Some(evals.clone());
+    assert_eq!(eval::write_requests(&cfg, &out).unwrap(), 2);
+    let first: Value = serde_json::from_str(std::fs::read_to_string(&out).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["context"].as_str(), first["continuation"].as_str()),
+        (Some("O homem caiu porque"), Some(" escorregou."))
+    );
+
+    write(&evals.join("xcopa.toml"), &with_xx.replace("fewshot_sampler", "few_shot_sampler"));
+    let e = eval::write_requests(&cfg, &out).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("task definition {}", evals.join("xcopa.toml").display()))
+            && e.contains("few_shot_sampler"),
+        "{e}"
+    );
+}
