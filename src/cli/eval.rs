@@ -142,10 +142,8 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
             let cfg = run_config(&a.tasks, &a.backend, a.out.clone())?;
             let cfg = RunConfig { perplexity_data: a.data, log_samples: a.log_samples, seed: a.seed, ..cfg };
             let mut lm = open_lm(&a.backend, env)?;
+            // Warnings (e.g. known data defects) are printed by the run and kept in results.json.
             let results = eval::run(&cfg, lm.as_mut(), env)?;
-            for w in &results.warnings {
-                eprintln!("note: {w}");
-            }
             let label = cfg.model.model.clone();
             print!("{}", eval::results::compare(&[(label, results)]));
             eprintln!("results: {}", a.out.display());

@@ -11,6 +11,7 @@
 //!    target and its `rivals` (languages likely to intrude in the same script, default English); when
 //!    a rival wins with confidence ≥ 0.5 they are foreign too (an English sentence in a Turkish answer).
 //!    Restricting the choice keeps short sentences decidable, which open-set detection is not.
+//!
 //! A response code-switches when it has any foreign word.
 
 use std::collections::BTreeMap;

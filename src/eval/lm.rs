@@ -325,15 +325,17 @@ fn loglikelihood_token_requests(
         .collect()
 }
 
+/// Per text of a rolling batch: (number of windows, number of tokens).
+type WindowSpans = Vec<(usize, usize)>;
+
 /// Token requests for rolling requests: per text, its window requests (lm-eval `loglikelihood_rolling`).
 fn rolling_token_requests(
     tok: &Tokenizer,
     max_length: usize,
     requests: &[LoglikelihoodRolling],
-) -> Result<(Vec<TokenScoreRequest>, Vec<(usize, usize)>), EvalError> {
+) -> Result<(Vec<TokenScoreRequest>, WindowSpans), EvalError> {
     let prefix = prefix_token(tok)?;
     let mut flat = Vec::new();
-    // Per text: (number of windows, number of tokens).
     let mut spans = Vec::with_capacity(requests.len());
     for r in requests {
         let ids = tok.encode(&r.text, false)?;

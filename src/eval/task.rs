@@ -29,7 +29,7 @@ const BUILTIN: &[(&str, &str)] = &[
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TaskSpec {
     /// Multiple-choice loglikelihood tasks (XCOPA, Belebele, C-Eval).
-    MultipleChoice(McSpec),
+    MultipleChoice(Box<McSpec>),
     /// Rolling-loglikelihood perplexity over user text.
     Perplexity(PerplexitySpec),
     /// Generate responses to a prompt set, then measure how often they leave the language.
@@ -249,7 +249,7 @@ impl TaskRegistry {
                 TaskSpec::Codeswitch(c) => (&c.name, c.instances.keys().cloned().collect::<Vec<_>>(), false),
             };
             if let Some(instance) = match_pattern(pattern, name) {
-                let known = instances.iter().any(|i| *i == instance);
+                let known = instances.contains(&instance);
                 let valid_open =
                     open && !instance.is_empty() && instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if instance.is_empty() && !pattern.contains("{instance}") || known || valid_open {
@@ -287,8 +287,10 @@ impl TaskRegistry {
                 pattern.replace("{instance}", &format!("{{{}}}", instances.join(",")))
             };
             out.push(filled);
-            if let TaskSpec::MultipleChoice(McSpec { group: Some(g), .. }) = spec {
-                out.push(g.name.clone());
+            if let TaskSpec::MultipleChoice(mc) = spec {
+                if let Some(g) = &mc.group {
+                    out.push(g.name.clone());
+                }
             }
         }
         format!("{} (`langadapt eval tasks` lists them all)", out.join(", "))

@@ -637,6 +637,7 @@ fn fake_server(n: usize) -> (String, std::thread::JoinHandle<Vec<Value>>) {
             let mut stream = stream.unwrap();
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut len = 0;
+            let mut auth = Value::Null;
             let mut first = String::new();
             reader.read_line(&mut first).unwrap();
             assert!(first.starts_with("POST /v1/completions "), "{first}");
@@ -648,6 +649,9 @@ fn fake_server(n: usize) -> (String, std::thread::JoinHandle<Vec<Value>>) {
                 }
                 if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                     len = v.trim().parse().unwrap();
+                }
+                if let Some(v) = line.strip_prefix("authorization: ").or_else(|| line.strip_prefix("Authorization: ")) {
+                    auth = Value::String(v.trim().to_string());
                 }
             }
             let mut body = vec![0; len];
@@ -687,6 +691,8 @@ fn fake_server(n: usize) -> (String, std::thread::JoinHandle<Vec<Value>>) {
             };
             let text = answer.to_string();
             write!(stream, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len()).unwrap();
+            let mut req = req;
+            req["authorization"] = auth;
             bodies.push(req);
         }
         bodies
@@ -877,4 +883,73 @@ fn candle_backend_matches_transformers_end_to_end() {
             Some(_) => assert!(want.starts_with(&text), "{text:?} is not a prefix of {want:?}"),
         }
     }
+}
+
+#[test]
+fn cli_run_through_an_openai_compatible_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, server) = fake_server(1);
+    let out = dir.path().join("results.json");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_langadapt"))
+        .env("OPENAI_API_KEY", "sk-secret-test-key")
+        .args(["--quiet", "eval", "run", "--backend", "openai", "--endpoint", &url])
+        .args(["--model", fixture("tiny-llama").to_str().unwrap(), "--tasks", "xcopa_zh", "--limit", "3"])
+        .args(["--data-dir", fixture("data").to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bodies = server.join().unwrap();
+    assert_eq!(bodies[0]["authorization"], "Bearer sk-secret-test-key");
+    assert_eq!(bodies[0]["prompt"].as_array().unwrap().len(), 6, "3 docs × 2 choices in one batch");
+    // The same numbers as the local path with the same closed-form model (context 256 from config.json).
+    let reqs = requests(&["xcopa_zh"], 0);
+    let mut lls = Vec::new();
+    for doc in 0..3 {
+        for choice in 0..2 {
+            let (c, k, _) = req(&reqs, "xcopa_zh", doc, choice);
+            lls.push(Loglikelihood { context: c.into(), continuation: k.into() });
+        }
+    }
+    let local = formula_lm_with(1, 256).loglikelihood(&lls).unwrap();
+    let correct = (0..3)
+        .filter(|d| (local[2 * d].ll >= local[2 * d + 1].ll) == (reqs[&("xcopa_zh".into(), *d as u64, 0)].2 == 0))
+        .count();
+    let results = langadapt::eval::Results::read(&out).unwrap();
+    assert_eq!(results.get("xcopa_zh", "acc"), Some(correct as f64 / 3.0));
+    assert_eq!(results.config["backend"], "openai");
+    let manifest = std::fs::read_to_string(dir.path().join("results.manifest.json")).unwrap();
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(!manifest.contains("sk-secret") && !written.contains("sk-secret"), "the API key is never written");
+}
+
+#[test]
+fn a_language_is_a_few_lines_of_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let evals = dir.path().join("evals");
+    let xcopa = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("evals/xcopa.toml")).unwrap();
+    let with_xx = xcopa
+        .replace("[instances]\n", "[instances]\nxx = { connector = { cause = \"porque\", effect = \"então\" } }\n");
+    write(&evals.join("xcopa.toml"), &with_xx);
+    let data = dir.path().join("data");
+    write(
+        &data.join("xcopa/xx/test.xx.jsonl"),
+        "{\"premise\": \"  O homem caiu.\", \"choice1\": \"Escorregou.\", \"choice2\": \"Riu.\", \"question\": \"cause\", \"label\": 0, \"idx\": 0}\n",
+    );
+    let out = dir.path().join("r.jsonl");
+    let mut cfg = run_config(&["xcopa_xx"], &data, out.clone());
+    cfg.evals_dir = Some(evals.clone());
+    assert_eq!(eval::write_requests(&cfg, &out).unwrap(), 2);
+    let first: Value = serde_json::from_str(std::fs::read_to_string(&out).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["context"].as_str(), first["continuation"].as_str()),
+        (Some("O homem caiu porque"), Some(" escorregou."))
+    );
+
+    write(&evals.join("xcopa.toml"), &with_xx.replace("fewshot_sampler", "few_shot_sampler"));
+    let e = eval::write_requests(&cfg, &out).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("task definition {}", evals.join("xcopa.toml").display()))
+            && e.contains("few_shot_sampler"),
+        "{e}"
+    );
 }
