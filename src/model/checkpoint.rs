@@ -64,6 +64,8 @@ pub struct Trainable {
     pub base: VarMap,
     /// LoRA factors by PEFT name, when training an adapter.
     pub adapter: Option<VarMap>,
+    config: LlamaConfig,
+    lora: Option<LoraConfig>,
 }
 
 impl Trainable {
@@ -83,6 +85,25 @@ impl Trainable {
         );
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// The model computing in `dtype` from the variables (mixed precision): the casts are part of the graph,
+    /// so gradients arrive at the f32 master weights, which the optimizer updates.
+    pub fn cast_model(&self, dtype: DType) -> Result<Llama, ModelError> {
+        if dtype == self.model.dtype() {
+            return Ok(self.model.clone());
+        }
+        let device = self.model.device().clone();
+        let cast = |vm: &VarMap| -> Result<std::collections::HashMap<String, Tensor>, ModelError> {
+            let vars = vm.data().lock().expect("var map lock");
+            vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().to_dtype(dtype)?))).collect()
+        };
+        let vb = VarBuilder::from_tensors(cast(&self.base)?, dtype, &device);
+        let lvb = match &self.adapter {
+            Some(a) => Some(VarBuilder::from_tensors(cast(a)?, dtype, &device)),
+            None => None,
+        };
+        Llama::new(&self.config, vb, self.lora.as_ref().zip(lvb))
     }
 
     /// The current base weights by Hugging Face name.
@@ -215,7 +236,7 @@ impl Checkpoint {
             })?;
         }
         drop(vars);
-        Ok(Trainable { model, base, adapter })
+        Ok(Trainable { model, base, adapter, config: self.config.clone(), lora: lora.cloned() })
     }
 
     fn build(&self, vb: VarBuilder, lora: Option<(&LoraConfig, VarBuilder)>) -> Result<Llama, ModelError> {

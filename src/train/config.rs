@@ -142,7 +142,7 @@ pub struct TrainConfig {
     /// `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "d_device")]
     pub device: String,
-    /// `f32` (bf16 needs f32 master weights on CUDA; not available yet).
+    /// Compute dtype: `f32`, or `bf16` (weights cast from f32 master copies every step; loss in f32).
     #[serde(default = "d_dtype")]
     pub dtype: String,
     /// Base-model weights trained in `embed-align` mode (name substrings).
@@ -228,9 +228,10 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("beta1 and beta2 must be in [0, 1)".into());
         }
-        if self.dtype != "f32" {
+        if !matches!(self.dtype.as_str(), "f32" | "bf16") {
             return bad(format!(
-                "dtype {:?}: training runs in f32; bf16 with f32 master weights is not implemented yet",
+                "dtype {:?}: use f32, or bf16 (bf16 compute, f32 master weights and optimizer state); f16 would \
+                 need loss scaling",
                 self.dtype
             ));
         }

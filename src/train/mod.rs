@@ -181,8 +181,11 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         final_dir: cfg.out.join("final"),
         trained_parameters,
     };
+    let compute = model::parse_dtype(&cfg.dtype)?;
     for step in first_step..total_steps {
         let t0 = Instant::now();
+        // f32: the variables themselves; bf16: casts of them, rebuilt after every update.
+        let net = trainable.cast_model(compute)?;
         let lr = learning_rate(cfg.schedule, cfg.lr, cfg.min_lr, cfg.warmup_steps, total_steps, step);
         let batches: Vec<Batch> = (0..cfg.grad_accum)
             .map(|a| {
@@ -196,7 +199,7 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         for (a, batch) in batches.iter().enumerate() {
             // Each micro-batch contributes its share of the step's token-mean loss, so k×b equals k·b.
             let seed = cfg.seed ^ ((step * cfg.grad_accum + a) as u64).wrapping_mul(0xA076_1D64_78BD_642F);
-            let sum = token_loss_sum(&trainable.model, batch, Some(seed))?;
+            let sum = token_loss_sum(&net, batch, Some(seed))?;
             loss_sum += f64::from(sum.to_scalar::<f32>()?);
             if trained > 0.0 {
                 let g = (sum / trained)?.backward()?;
@@ -233,7 +236,7 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         bar.inc(1);
         let eval_now = cfg.eval_every > 0 && done % cfg.eval_every == 0;
         if let (Some(val), true) = (&val, eval_now || done == total_steps) {
-            let vl = validation_loss(&trainable.model, val, cfg, &device)?;
+            let vl = validation_loss(&trainable.cast_model(compute)?, val, cfg, &device)?;
             report.val_loss = Some(vl);
             write_metrics(&mut metrics, &metrics_path, &Metrics {
                 step: done,

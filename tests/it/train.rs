@@ -219,3 +219,28 @@ fn cli_flags_override_the_file_and_bad_configs_are_refused() {
     let err = train::run(&cfg, None, &ENV).unwrap_err().to_string();
     assert_eq!(err, "train config: mode = \"lora\" needs a [lora] table");
 }
+
+#[test]
+fn bf16_compute_with_f32_master_weights_tracks_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let mut f32_cfg = config(dir.path(), &shards, Mode::Full, "f32");
+    f32_cfg.max_steps = Some(12);
+    let mut bf16_cfg = f32_cfg.clone();
+    bf16_cfg.out = dir.path().join("bf16");
+    bf16_cfg.dtype = "bf16".into();
+    let (a, b) = (train::run(&f32_cfg, None, &ENV).unwrap(), train::run(&bf16_cfg, None, &ENV).unwrap());
+    let (fa, fb) = (a.first_loss.unwrap(), b.first_loss.unwrap());
+    assert!(fa != fb && ((fa - fb) / fa).abs() < 1e-2, "first-step loss f32 {fa} vs bf16 {fb}");
+    assert!(b.last_loss.unwrap() < 0.5 * fb, "bf16 learns: {fb} -> {}", b.last_loss.unwrap());
+    // The saved weights are the f32 master copies, not bf16-rounded values.
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.final_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["dtype"], "float32");
+    let w = &tensors(&b.final_dir)["model.layers.0.mlp.up_proj.weight"];
+    let rounded = w.to_dtype(candle_core::DType::BF16).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+    assert!(!same(w, &rounded), "master weights keep f32 precision");
+    let mut f16 = f32_cfg.clone();
+    f16.dtype = "f16".into();
+    assert!(train::run(&f16, None, &ENV).unwrap_err().to_string().contains("f16 would need loss scaling"));
+}
