@@ -67,9 +67,9 @@ with torch.inference_mode():
             ids[r, :len(t)] = torch.tensor(t)
         lp = torch.log_softmax(model(ids).logits.float(), -1)
         for r, i in enumerate(idx):
-            toks, n = reqs[i]
-            inp = len(toks) - 1
-            tgt = torch.tensor(toks[-n:])
+            seq, n = reqs[i]
+            inp = len(seq) - 1
+            tgt = torch.tensor(seq[-n:])
             out[i] = lp[r, inp - n:inp].gather(-1, tgt[:, None]).sum().item()
 secs = time.perf_counter() - t0
 if task == "xcopa":

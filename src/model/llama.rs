@@ -485,7 +485,12 @@ impl Attention {
         if let Some(bias) = bias {
             scores = scores.broadcast_add(bias)?;
         }
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(v.dtype())?;
+        // The fused kernel has no backward pass: only for inference.
+        let probs = match train {
+            Some(_) => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            None => candle_nn::ops::softmax_last_dim(&scores)?,
+        }
+        .to_dtype(v.dtype())?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
         self.o.forward(&out, train)
     }
