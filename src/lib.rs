@@ -4,6 +4,7 @@
 //! `manifest.json` (see DESIGN.md). The binary in `main.rs` only parses flags and calls these.
 
 pub mod corpus;
+pub mod instruct;
 pub mod io;
 pub mod manifest;
 pub mod parallel;
