@@ -63,6 +63,8 @@ pub struct RecordReader {
     path: PathBuf,
     index: u64,
     inner: Inner,
+    /// An error was returned: the reader ends there (a broken array cannot be resynchronized).
+    failed: bool,
 }
 
 enum Inner {
@@ -103,7 +105,7 @@ impl RecordReader {
                 }
             }
         };
-        Ok(RecordReader { path: path.into(), index: 0, inner })
+        Ok(RecordReader { path: path.into(), index: 0, inner, failed: false })
     }
 
     fn bad(&self, at: String, msg: impl std::fmt::Display) -> InstructError {
@@ -164,10 +166,15 @@ impl Iterator for RecordReader {
     type Item = Result<SourceRecord, InstructError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.inner {
+        if self.failed {
+            return None;
+        }
+        let item = match self.inner {
             Inner::Parquet { .. } => self.next_parquet(),
             _ => self.next_json(),
-        }
+        };
+        self.failed = matches!(item, Some(Err(_)));
+        item
     }
 }
 

@@ -607,9 +607,10 @@ pub fn run(cfg: &TranslateConfig, env: &Env) -> Result<TranslateReport, Instruct
     let groups = std::iter::from_fn(move || {
         let mut g = Vec::new();
         while g.len() < group_size {
-            match records.next()? {
-                Ok(r) => g.push(r),
-                Err(e) => return Some(Err(e)),
+            match records.next() {
+                None => break,
+                Some(Ok(r)) => g.push(r),
+                Some(Err(e)) => return Some(Err(e)),
             }
             // A bad record ends the group, so the good ones before it are written first.
             if records.peek().is_some_and(|r| r.is_err()) {

@@ -1,5 +1,6 @@
 //! Integration tests, one binary so the big dependencies link once. Fixtures: tests/fixtures/README.md.
 
 mod common;
+mod instruct;
 mod quickstart;
 mod wiki;
