@@ -142,13 +142,7 @@ impl Http {
         let retry = |reason: String| CallError::Retry { reason, after: None };
         let resp = req.send().map_err(|e| retry(self.redact(&describe(&e))))?;
         let status = resp.status();
-        let after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+        let after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
         let bytes = resp.bytes().map_err(|e| retry(self.redact(&describe(&e))))?;
         if !status.is_success() {
             let snippet: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
@@ -197,6 +191,25 @@ impl Http {
         let share = 0.5 + 0.5 * (random as f64 / u64::MAX as f64);
         full.mul_f64(share)
     }
+}
+
+/// Month names of HTTP-dates.
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// A `Retry-After` value: delay-seconds, or an HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`).
+fn retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<f64>() {
+        return (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s));
+    }
+    let [_, day, month, year, hms, "GMT"] = v.split_whitespace().collect::<Vec<_>>()[..] else { return None };
+    let month = MONTHS.iter().position(|m| *m == month)? as u8 + 1;
+    let date = time::Date::from_calendar_date(year.parse().ok()?, month.try_into().ok()?, day.parse().ok()?).ok()?;
+    let mut t = hms.split(':').map(|x| x.parse::<u8>());
+    let (h, m, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let at = date.with_hms(h, m, s).ok()?.assume_utc();
+    let wait = at - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
 /// A reqwest error in words, without its URL (which may carry a key) and with its cause.
@@ -259,6 +272,18 @@ mod tests {
             }
         });
         assert_eq!(r, Ok(2));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(retry_after(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(30);
+        let (m, (h, min, sec)) = (MONTHS[soon.month() as usize - 1], soon.to_hms());
+        let date = format!("Mon, {:02} {m} {} {h:02}:{min:02}:{sec:02} GMT", soon.day(), soon.year());
+        let d = retry_after(&date).unwrap();
+        assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
+        assert_eq!((retry_after("-1"), retry_after("soon")), (None, None));
     }
 
     #[test]

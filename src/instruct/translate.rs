@@ -691,8 +691,8 @@ pub fn run(cfg: &TranslateConfig, env: &Env) -> Result<TranslateReport, Instruct
     })
 }
 
-/// The manifest plus what this stage adds: run settings that do not decide the output, QA lists and
-/// failures (never the API key).
+/// The manifest plus this stage's `details`: run settings that do not decide the output, QA lists
+/// and failures (never the API key).
 fn write_manifest(
     path: &Path,
     m: crate::manifest::Manifest,
@@ -703,7 +703,7 @@ fn write_manifest(
 ) -> Result<(), InstructError> {
     let err = |e: serde_json::Error| InstructError::Io { path: path.into(), source: e.into() };
     let mut v = serde_json::to_value(&m).map_err(err)?;
-    v["run_settings"] = serde_json::json!({
+    let run_settings = serde_json::json!({
         "backend": cfg.backend,
         "endpoint": cfg.endpoint,
         "model": cfg.model,
@@ -714,8 +714,11 @@ fn write_manifest(
         "max_retries": cfg.max_retries,
         "backoff_ms": cfg.backoff_ms,
     });
-    v["qa"] = serde_json::to_value(lists).map_err(err)?;
-    v["failed"] = serde_json::to_value(failed).map_err(err)?;
+    v["details"] = serde_json::json!({
+        "run_settings": run_settings,
+        "qa": serde_json::to_value(lists).map_err(err)?,
+        "failed": serde_json::to_value(failed).map_err(err)?,
+    });
     let mut bytes = serde_json::to_vec_pretty(&v).map_err(err)?;
     bytes.push(b'\n');
     crate::io::write_atomic(path, &bytes).map_err(|source| InstructError::Io { path: path.into(), source })

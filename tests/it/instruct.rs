@@ -235,7 +235,7 @@ fn deepl_whole_sample_in_order_with_spans_byte_for_byte() {
     assert_eq!(c["characters_billed"], chars);
     // Every echo keeps the English text, so the QA flags it as still in the source language.
     let manifest: Value = serde_json::from_slice(&std::fs::read(&report.manifest).unwrap()).unwrap();
-    assert!(manifest["qa"]["source_language"].as_array().unwrap().len() > 150);
+    assert!(manifest["details"]["qa"]["source_language"].as_array().unwrap().len() > 150);
     assert_eq!(manifest["outputs"][0]["rows"], 200);
     assert!(!all_files_text(dir.path()).contains("SECRET"));
 
@@ -386,7 +386,7 @@ fn records_that_keep_failing_are_listed_not_dropped_or_copied() {
     assert_eq!(failed[2]["id"], "x7");
     assert!(failed[2]["reason"].as_str().unwrap().contains("protected span 0 (\"https://x.org/atom\") is missing"));
     let manifest: Value = serde_json::from_slice(&std::fs::read(&report.manifest).unwrap()).unwrap();
-    assert_eq!(manifest["failed"].as_array().unwrap().len(), 3);
+    assert_eq!(manifest["details"]["failed"].as_array().unwrap().len(), 3);
     assert_eq!(manifest["counts"]["records_failed"], 3);
     assert_eq!(manifest["counts"]["records"], 4);
 }
@@ -596,4 +596,42 @@ fn translation_pairs_from_tsv_jsonl_and_moses_files() {
     let out = langadapt(&["instruct", "translation-pairs", "--parallel", tsv.to_str().unwrap(), "--src", "en", "--tgt", "et",
         "--out", dir.path().join("x.jsonl").to_str().unwrap()]);
     assert!(stderr(&out).contains("p.tsv: line 1: expected 2 tab-separated columns, found 3"), "{}", stderr(&out));
+}
+
+#[test]
+fn parquet_input_with_string_ids_and_missing_columns() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, cols: Vec<(&str, Vec<Option<&str>>)>| {
+        let arrays: Vec<(&str, ArrayRef)> =
+            cols.into_iter().map(|(n, v)| (n, Arc::new(StringArray::from(v)) as ArrayRef)).collect();
+        let batch = RecordBatch::try_from_iter(arrays).unwrap();
+        let p = dir.path().join(name);
+        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&p).unwrap(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        p
+    };
+    let p = write(
+        "a.parquet",
+        vec![
+            ("id", vec![Some("q1"), Some("q2")]),
+            ("instruction", vec![Some("Say hi."), Some("Count.")]),
+            ("input", vec![None, Some("1, 2")]),
+            ("output", vec![Some("Hi."), Some("3")]),
+        ],
+    );
+    let recs: Vec<_> = langadapt::instruct::RecordReader::open(&p).unwrap().map(Result::unwrap).collect();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].id, langadapt::corpus::DocId::Str("q1".into()));
+    assert_eq!(recs[0].fields, ["Say hi.".to_string(), String::new(), "Hi.".to_string()]);
+    assert_eq!((recs[1].index, recs[1].fields[1].as_str()), (1, "1, 2"));
+    let p = write("b.parquet", vec![("instruction", vec![Some("x")])]);
+    let err = langadapt::instruct::RecordReader::open(&p).err().unwrap().to_string();
+    assert!(err.ends_with("b.parquet: Parquet file has no 'output' column (need instruction, output, optional input and id)"), "{err}");
+    let p = write("c.parquet", vec![("instruction", vec![None]), ("output", vec![Some("y")])]);
+    let err = langadapt::instruct::RecordReader::open(&p).unwrap().next().unwrap().unwrap_err().to_string();
+    assert!(err.ends_with("c.parquet: row 0: 'instruction' is null"), "{err}");
 }
