@@ -2,5 +2,6 @@
 
 mod common;
 mod instruct;
+mod mock_http;
 mod quickstart;
 mod wiki;
