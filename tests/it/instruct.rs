@@ -367,7 +367,12 @@ fn replay_backend_runs_offline_from_the_fixture_cache() {
     let recs: Vec<InstructRecord> = read_jsonl(&dir.path().join("translated.jsonl"));
     assert_eq!(recs.len(), 10);
     assert_eq!(recs[0].translator.as_deref(), Some("deepl"));
-    assert_eq!(recs[0].instruction, "[et] Design an app for a delivery company.");
+    assert_eq!(recs[0].instruction, "Kavanda kullerfirmale rakendus.");
+    assert_eq!((recs[1].input.as_str(), recs[1].output.as_str()), ("101101", "Kahendarvu 101101 kümnendväärtus on 45."));
+    // Real Estonian passes the language check that the echo translations above fail.
+    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["details"]["qa"], json!({"empty": [], "identical": [], "length_ratio": [], "source_language": []}));
+    assert_eq!((manifest["counts"]["fields_from_cache"].as_u64(), manifest["counts"]["requests"].as_u64()), (Some(24), Some(0)));
     // Beyond the cached records, replay fails them rather than inventing text.
     let out = langadapt(&[
         "instruct", "translate", "--backend", "replay", "--target", "et", "--limit", "12",
