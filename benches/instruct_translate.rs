@@ -63,7 +63,9 @@ fn main() {
         "| backend shape | concurrency | records | seconds | records/s |".into(),
         "|---|---:|---:|---:|---:|".into(),
     ];
-    for (backend, name, per_worker) in [(Backend::Deepl, "DeepL (16 records/request)", 64), (Backend::Openai, "OpenAI chat (1 text/request)", 6)] {
+    for (backend, name, per_worker) in
+        [(Backend::Deepl, "DeepL (16 records/request)", 64), (Backend::Openai, "OpenAI chat (1 text/request)", 6)]
+    {
         for c in [1, 8, 32] {
             let n = per_worker * c;
             let s = run(dir.path(), backend, latency, n, c);
@@ -72,12 +74,18 @@ fn main() {
         }
     }
     lines.push(String::new());
-    lines.push("Overhead per record with an instant server (masking, cache fsync, HTTP on 127.0.0.1, QA, output):".into());
+    lines.push(
+        "Overhead per record with an instant server (masking, cache fsync, HTTP on 127.0.0.1, QA, output):".into(),
+    );
     lines.push(String::new());
     for (backend, name) in [(Backend::Deepl, "DeepL shape"), (Backend::Openai, "OpenAI shape")] {
         let n = 2000;
         let s = run(dir.path(), backend, Duration::ZERO, n, 8);
-        lines.push(format!("- {name}, concurrency 8, {n} records: {:.0} µs per record ({:.0} records/s)", s * 1e6 / n as f64, n as f64 / s));
+        lines.push(format!(
+            "- {name}, concurrency 8, {n} records: {:.0} µs per record ({:.0} records/s)",
+            s * 1e6 / n as f64,
+            n as f64 / s
+        ));
         eprintln!("{}", lines.last().unwrap());
     }
     println!("{}", lines.join("\n"));

@@ -294,11 +294,17 @@ mod tests {
         let err = TranslationCache::open(&p, CacheScope::Replay(None), "en", "et").err().unwrap().to_string();
         assert!(err.contains("c.jsonl line 1: not a translation cache entry"), "{err}");
         let line = |t: &str| {
-            format!("{{\"translator\":\"{t}\",\"source\":\"en\",\"target\":\"et\",\"sha256\":\"{}\",\"text\":\"x\"}}\n", hex::encode(text_key("a")))
+            format!(
+                "{{\"translator\":\"{t}\",\"source\":\"en\",\"target\":\"et\",\"sha256\":\"{}\",\"text\":\"x\"}}\n",
+                hex::encode(text_key("a"))
+            )
         };
         std::fs::write(&p, line("deepl") + &line("openai:gpt")).unwrap();
         let err = TranslationCache::open(&p, CacheScope::Replay(None), "en", "et").err().unwrap().to_string();
-        assert!(err.ends_with("translations by several translators (deepl, openai:gpt): pick one with --model"), "{err}");
+        assert!(
+            err.ends_with("translations by several translators (deepl, openai:gpt): pick one with --model"),
+            "{err}"
+        );
         let c = TranslationCache::open(&p, CacheScope::Replay(Some("openai:gpt".into())), "en", "et").unwrap();
         assert_eq!(c.claim(&text_key("a")), Claim::Hit("x".into()));
     }

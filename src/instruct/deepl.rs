@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::http::{CallError, Http};
 use super::protect::MaskStyle;
-use super::{Limits, Translation, Translator};
+use super::{translator_name, Limits, Translation, Translator};
 
 /// The DeepL backend.
 pub struct DeepL {
@@ -56,10 +56,7 @@ impl DeepL {
 
 impl Translator for DeepL {
     fn name(&self) -> String {
-        match &self.model {
-            Some(m) => format!("deepl:{m}"),
-            None => "deepl".into(),
-        }
+        translator_name("deepl", self.model.as_deref())
     }
 
     fn mask_style(&self) -> MaskStyle {
@@ -88,6 +85,10 @@ impl Translator for DeepL {
         let resp: Response = http.post_json(&url, &headers, &body)?;
         let billed = resp.translations.iter().filter_map(|t| t.billed_characters).sum::<u64>();
         let billed = if billed > 0 { billed } else { texts.iter().map(|t| t.chars().count() as u64).sum() };
-        Ok(Translation { texts: resp.translations.into_iter().map(|t| t.text).collect(), billed_chars: billed, tokens: 0 })
+        Ok(Translation {
+            texts: resp.translations.into_iter().map(|t| t.text).collect(),
+            billed_chars: billed,
+            tokens: 0,
+        })
     }
 }

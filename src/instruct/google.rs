@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::http::{CallError, Http};
 use super::protect::MaskStyle;
-use super::{Limits, Translation, Translator};
+use super::{translator_name, Limits, Translation, Translator};
 
 /// The Google Cloud Translation v2 backend.
 pub struct Google {
@@ -40,10 +40,7 @@ struct Item {
 
 impl Translator for Google {
     fn name(&self) -> String {
-        match &self.model {
-            Some(m) => format!("google:{m}"),
-            None => "google".into(),
-        }
+        translator_name("google", self.model.as_deref())
     }
 
     fn mask_style(&self) -> MaskStyle {

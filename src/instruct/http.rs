@@ -90,7 +90,12 @@ pub struct Http {
 impl Http {
     /// A client with a per-request `timeout`, at most `rate` requests per second (None: no limit),
     /// and the `secrets` to scrub from every message.
-    pub fn new(timeout: Duration, rate: Option<f64>, policy: RetryPolicy, secrets: Vec<String>) -> Result<Self, String> {
+    pub fn new(
+        timeout: Duration,
+        rate: Option<f64>,
+        policy: RetryPolicy,
+        secrets: Vec<String>,
+    ) -> Result<Self, String> {
         let client = reqwest::blocking::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -117,7 +122,8 @@ impl Http {
         let mut rest = out.as_str();
         while let Some(p) = rest.find("key=") {
             let value_start = p + 4;
-            let value_len = rest[value_start..].find(['&', ' ', '"', '\'', ')', '\n']).unwrap_or(rest.len() - value_start);
+            let value_len =
+                rest[value_start..].find(['&', ' ', '"', '\'', ')', '\n']).unwrap_or(rest.len() - value_start);
             clean.push_str(&rest[..value_start]);
             clean.push_str("***");
             rest = &rest[value_start + value_len..];
@@ -142,7 +148,8 @@ impl Http {
         let retry = |reason: String| CallError::Retry { reason, after: None };
         let resp = req.send().map_err(|e| retry(self.redact(&describe(&e))))?;
         let status = resp.status();
-        let after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
+        let after =
+            resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
         let bytes = resp.bytes().map_err(|e| retry(self.redact(&describe(&e))))?;
         if !status.is_success() {
             let snippet: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
@@ -177,7 +184,10 @@ impl Http {
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(CallError::Retry { reason, .. }) => {
-                    return Err(CallError::Fail(format!("{reason} (gave up after {} retries)", self.policy.max_retries)))
+                    return Err(CallError::Fail(format!(
+                        "{reason} (gave up after {} retries)",
+                        self.policy.max_retries
+                    )))
                 }
                 other => return other,
             }
@@ -238,8 +248,11 @@ mod tests {
     use super::*;
 
     fn http(secrets: &[&str]) -> Http {
-        let policy =
-            RetryPolicy { max_retries: 2, backoff_base: Duration::from_millis(1), backoff_max: Duration::from_millis(4) };
+        let policy = RetryPolicy {
+            max_retries: 2,
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(4),
+        };
         Http::new(Duration::from_secs(1), Some(100.0), policy, secrets.iter().map(|s| s.to_string()).collect()).unwrap()
     }
 

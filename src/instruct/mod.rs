@@ -67,6 +67,14 @@ pub struct Translation {
     pub tokens: u64,
 }
 
+/// `backend` or `backend:model`: how records, cache and manifest name a translator.
+fn translator_name(backend: &str, model: Option<&str>) -> String {
+    match model {
+        Some(m) => format!("{backend}:{m}"),
+        None => backend.to_string(),
+    }
+}
+
 /// A translation service: one request (one attempt) of up to [`Limits`] texts.
 pub trait Translator: Send + Sync {
     /// `backend` or `backend:model`, as written into records, cache and manifest.

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::http::{CallError, Http};
 use super::protect::MaskStyle;
-use super::{Limits, Translation, Translator};
+use super::{translator_name, Limits, Translation, Translator};
 
 /// The OpenAI-compatible backend.
 pub struct OpenAi {
@@ -63,7 +63,7 @@ impl OpenAi {
 
 impl Translator for OpenAi {
     fn name(&self) -> String {
-        format!("openai:{}", self.model)
+        translator_name("openai", Some(&self.model))
     }
 
     fn mask_style(&self) -> MaskStyle {
@@ -75,7 +75,9 @@ impl Translator for OpenAi {
     }
 
     fn translate(&self, http: &Http, texts: &[&str]) -> Result<Translation, CallError> {
-        let [text] = texts else { return Err(CallError::Fail("the chat backend translates one text per request".into())) };
+        let [text] = texts else {
+            return Err(CallError::Fail("the chat backend translates one text per request".into()));
+        };
         let body = serde_json::json!({
             "model": self.model,
             "temperature": 0,

@@ -106,8 +106,14 @@ const TEMPLATES: &[Template] = &[
         text: "Aşağıdaki metni çevir. Kaynak dil: {src}. Hedef dil: {tgt}.",
         names: &[("en", "İngilizce"), ("tr", "Türkçe")],
     },
-    Template { lang: "fa", text: "متن زیر را از {src} به {tgt} ترجمه کنید.", names: &[("en", "انگلیسی"), ("fa", "فارسی")] },
-    Template { lang: "zh", text: "请将以下文本从{src}翻译成{tgt}。", names: &[("en", "英语"), ("zh", "中文")] },
+    Template {
+        lang: "fa",
+        text: "متن زیر را از {src} به {tgt} ترجمه کنید.",
+        names: &[("en", "انگلیسی"), ("fa", "فارسی")],
+    },
+    Template {
+        lang: "zh", text: "请将以下文本从{src}翻译成{tgt}。", names: &[("en", "英语"), ("zh", "中文")]
+    },
 ];
 
 fn instruction(prompt_lang: &str, from: &str, to: &str) -> Option<String> {
@@ -118,7 +124,8 @@ fn instruction(prompt_lang: &str, from: &str, to: &str) -> Option<String> {
 
 /// A uniform number in [0, 1) for (seed, pair, draw): the same on every machine and version.
 fn draw(seed: u64, pair: u64, what: u8) -> f64 {
-    let h = Sha256::new().chain_update(seed.to_le_bytes()).chain_update(pair.to_le_bytes()).chain_update([what]).finalize();
+    let h =
+        Sha256::new().chain_update(seed.to_le_bytes()).chain_update(pair.to_le_bytes()).chain_update([what]).finalize();
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[..8]);
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
@@ -132,7 +139,9 @@ struct Pair {
 }
 
 /// Streams the pairs of the parallel input.
-fn pairs<'a>(cfg: &'a PairsConfig) -> Result<Box<dyn Iterator<Item = Result<Pair, InstructError>> + 'a>, InstructError> {
+fn pairs<'a>(
+    cfg: &'a PairsConfig,
+) -> Result<Box<dyn Iterator<Item = Result<Pair, InstructError>> + 'a>, InstructError> {
     let open = |p: &Path| {
         File::open(p).map(|f| BufReader::new(f).lines()).map_err(|source| InstructError::Io { path: p.into(), source })
     };
@@ -158,7 +167,10 @@ fn pairs<'a>(cfg: &'a PairsConfig) -> Result<Box<dyn Iterator<Item = Result<Pair
                         Err(InstructError::Record {
                             path: short.clone(),
                             at: format!("line {line}"),
-                            msg: format!("ends before {} (the two files must have the same number of lines)", long.display()),
+                            msg: format!(
+                                "ends before {} (the two files must have the same number of lines)",
+                                long.display()
+                            ),
                         })
                     }
                 })
@@ -182,9 +194,11 @@ fn pairs<'a>(cfg: &'a PairsConfig) -> Result<Box<dyn Iterator<Item = Result<Pair
                     continue;
                 }
                 let bad = |msg: String| InstructError::Record { path: p.clone(), at: format!("line {line}"), msg };
-                return Some(if jsonl { json_pair(&l, &cfg.src, &cfg.tgt) } else { tsv_pair(&l) }.map_err(bad).map(
-                    |(src, tgt)| Pair { line, src, tgt },
-                ));
+                return Some(
+                    if jsonl { json_pair(&l, &cfg.src, &cfg.tgt) } else { tsv_pair(&l) }
+                        .map_err(bad)
+                        .map(|(src, tgt)| Pair { line, src, tgt }),
+                );
             })))
         }
         _ => Err(InstructError::Config("--parallel takes one TSV/JSONL file or two line-aligned files".into())),
@@ -260,8 +274,7 @@ pub fn run(cfg: &PairsConfig, env: &Env) -> Result<PairsReport, InstructError> {
         }
         let forward = draw(cfg.seed, i as u64, 0) < cfg.src_to_tgt;
         let english = draw(cfg.seed, i as u64, 1) < cfg.english_prompts;
-        let (from, to, input, output) =
-            if forward { (&cfg.src, &cfg.tgt, s, t) } else { (&cfg.tgt, &cfg.src, t, s) };
+        let (from, to, input, output) = if forward { (&cfg.src, &cfg.tgt, s, t) } else { (&cfg.tgt, &cfg.src, t, s) };
         let prompt_lang = if english { "en" } else { native };
         let rec = InstructRecord {
             id: DocId::Int(r.records as i64),

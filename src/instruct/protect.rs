@@ -166,7 +166,8 @@ fn parse_tag(s: &str) -> Option<(usize, usize)> {
     let close = rest.find(q)?;
     let id: usize = rest[..close].parse().ok()?;
     let after = rest[close + 1..].trim_start();
-    let tail = after.strip_prefix("/>").or_else(|| after.strip_prefix('>').map(|a| a.strip_prefix("</x>").unwrap_or(a)))?;
+    let tail =
+        after.strip_prefix("/>").or_else(|| after.strip_prefix('>').map(|a| a.strip_prefix("</x>").unwrap_or(a)))?;
     Some((id, s.len() - tail.len()))
 }
 
@@ -274,9 +275,9 @@ fn urls(text: &str) -> Vec<Range<usize>> {
     let mut i = 0;
     while i < text.len() {
         let rest = &text[i..];
-        let starts = ["https://", "http://", "www."].iter().any(|p| {
-            rest.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)) && rest.len() > p.len()
-        });
+        let starts = ["https://", "http://", "www."]
+            .iter()
+            .any(|p| rest.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)) && rest.len() > p.len());
         if !(starts && is_boundary(text, i)) {
             i += rest.chars().next().map_or(1, char::len_utf8);
             continue;
@@ -311,9 +312,9 @@ fn emails(text: &str) -> Vec<Range<usize>> {
             end -= 1;
         }
         let dom = &text[at + 1..end];
-        let tld_ok = dom.rsplit_once('.').is_some_and(|(h, t)| {
-            !h.is_empty() && t.len() >= 2 && t.bytes().all(|c| c.is_ascii_alphabetic())
-        });
+        let tld_ok = dom
+            .rsplit_once('.')
+            .is_some_and(|(h, t)| !h.is_empty() && t.len() >= 2 && t.bytes().all(|c| c.is_ascii_alphabetic()));
         if start < at && tld_ok {
             out.push(start..end);
         }
@@ -383,7 +384,10 @@ mod tests {
         let t = "Use `len(x)` and ⟦ brackets ⟧.";
         let m = mask(t, MaskStyle::Token);
         assert_eq!(m.text, "Use ⟦0⟧ and ⟦ brackets ⟧.");
-        assert_eq!(unmask("Kasuta ⟦0⟧ ja ⟦ sulge ⟧.", &m.spans, MaskStyle::Token).unwrap(), "Kasuta `len(x)` ja ⟦ sulge ⟧.");
+        assert_eq!(
+            unmask("Kasuta ⟦0⟧ ja ⟦ sulge ⟧.", &m.spans, MaskStyle::Token).unwrap(),
+            "Kasuta `len(x)` ja ⟦ sulge ⟧."
+        );
         let err = |s: &str| unmask(s, &m.spans, MaskStyle::Token).unwrap_err();
         assert_eq!(err("Kasuta"), "protected span 0 (\"`len(x)`\") is missing from the translation");
         assert_eq!(err("⟦0⟧ ⟦0⟧"), "protected span 0 appears twice in the translation");

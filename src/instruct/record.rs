@@ -87,7 +87,9 @@ impl RecordReader {
                 if builder.schema().field_with_name(name).is_err() {
                     return Err(InstructError::Format {
                         path: path.into(),
-                        msg: format!("Parquet file has no '{name}' column (need instruction, output, optional input and id)"),
+                        msg: format!(
+                            "Parquet file has no '{name}' column (need instruction, output, optional input and id)"
+                        ),
                     });
                 }
             }
@@ -112,7 +114,7 @@ impl RecordReader {
         InstructError::Record { path: self.path.clone(), at, msg: msg.to_string() }
     }
 
-    fn from_raw(&mut self, raw: RawRecord) -> SourceRecord {
+    fn record_from(&mut self, raw: RawRecord) -> SourceRecord {
         let index = self.index;
         self.index += 1;
         SourceRecord {
@@ -140,7 +142,7 @@ impl RecordReader {
             Inner::Parquet { .. } => unreachable!("parquet is read by next_parquet"),
         };
         Some(match serde_json::from_slice::<RawRecord>(&bytes) {
-            Ok(raw) => Ok(self.from_raw(raw)),
+            Ok(raw) => Ok(self.record_from(raw)),
             Err(e) => Err(self.bad(at, e)),
         })
     }
@@ -152,7 +154,7 @@ impl RecordReader {
                 let r = parquet_row(b, *row);
                 *row += 1;
                 let at = format!("row {}", self.index);
-                return Some(r.map(|raw| self.from_raw(raw)).map_err(|m| self.bad(at, m)));
+                return Some(r.map(|raw| self.record_from(raw)).map_err(|m| self.bad(at, m)));
             }
             match reader.next()? {
                 Ok(b) => (*batch, *row) = (Some(b), 0),
@@ -203,6 +205,9 @@ fn parquet_row(batch: &RecordBatch, i: usize) -> Result<RawRecord, String> {
     Ok(RawRecord { id, instruction: required("instruction")?, input: text("input")?, output: required("output")? })
 }
 
+/// The next array element (start offset, bytes), `None` at the end, or (offset, message).
+type Element = Result<Option<(u64, Vec<u8>)>, (u64, String)>;
+
 /// Splits a top-level JSON array into the bytes of its elements without holding the whole array,
 /// so a 22 MB `alpaca_data.json` (or a much bigger one) streams with one record in memory.
 struct JsonArray<R> {
@@ -239,7 +244,7 @@ impl<R: BufRead> JsonArray<R> {
     }
 
     /// The next element's start offset and bytes, or `None` after the closing `]`.
-    fn next_element(&mut self) -> Result<Option<(u64, Vec<u8>)>, (u64, String)> {
+    fn next_element(&mut self) -> Element {
         if self.done {
             return Ok(None);
         }
@@ -311,7 +316,7 @@ impl<R: BufRead> JsonArray<R> {
     }
 
     /// Consumes the closing `]` and checks nothing but whitespace follows.
-    fn close(&mut self) -> Result<Option<(u64, Vec<u8>)>, (u64, String)> {
+    fn close(&mut self) -> Element {
         self.r.consume(1);
         self.offset += 1;
         self.done = true;

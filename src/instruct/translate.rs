@@ -245,7 +245,9 @@ impl TranslateConfig {
         Ok(match self.backend {
             Backend::Openai => {
                 let model = self.model.clone().ok_or_else(|| {
-                    InstructError::Config("the openai backend needs --model (e.g. gpt-4o-mini, or the served model)".into())
+                    InstructError::Config(
+                        "the openai backend needs --model (e.g. gpt-4o-mini, or the served model)".into(),
+                    )
                 })?;
                 Box::new(OpenAi {
                     key: self.key(self.endpoint.is_none())?,
@@ -267,9 +269,12 @@ impl TranslateConfig {
                 source,
                 target,
             }),
-            Backend::Libre => {
-                Box::new(Libre { endpoint: endpoint("https://libretranslate.com"), key: self.key(false)?, source, target })
-            }
+            Backend::Libre => Box::new(Libre {
+                endpoint: endpoint("https://libretranslate.com"),
+                key: self.key(false)?,
+                source,
+                target,
+            }),
             Backend::Replay => Box::new(Replay { recorded: recorded.to_string() }),
         })
     }
@@ -567,7 +572,8 @@ pub fn run(cfg: &TranslateConfig, env: &Env) -> Result<TranslateReport, Instruct
     std::fs::create_dir_all(&cfg.out).map_err(|source| InstructError::Io { path: cfg.out.clone(), source })?;
     let cache_path = cfg.cache.clone().unwrap_or_else(|| cfg.out.join("cache.jsonl"));
     let (cache, translator) = if cfg.backend == Backend::Replay {
-        let cache = TranslationCache::open(&cache_path, CacheScope::Replay(cfg.model.clone()), &cfg.source, &cfg.target)?;
+        let cache =
+            TranslationCache::open(&cache_path, CacheScope::Replay(cfg.model.clone()), &cfg.source, &cfg.target)?;
         let t = cfg.translator(cache.translator())?;
         (cache, t)
     } else {
@@ -624,37 +630,43 @@ pub fn run(cfg: &TranslateConfig, env: &Env) -> Result<TranslateReport, Instruct
     let mut failed = Vec::new();
     let mut lists = QaLists::default();
     let mut totals = FieldCounts::default();
-    crate::parallel::ordered_map(groups, cfg.concurrency, 2 * cfg.concurrency, |g| ctx.translate_group(g), |(outcomes, c)| {
-        totals.sent += c.sent;
-        totals.from_cache += c.from_cache;
-        totals.empty += c.empty;
-        totals.verbatim += c.verbatim;
-        totals.billed += c.billed;
-        totals.tokens += c.tokens;
-        for o in outcomes {
-            bar.inc(1);
-            match o {
-                Outcome::Done(rec, flags) => {
-                    for (hit, list) in [
-                        (flags.empty, &mut lists.empty),
-                        (flags.identical, &mut lists.identical),
-                        (flags.ratio, &mut lists.length_ratio),
-                        (flags.source_lang, &mut lists.source_language),
-                    ] {
-                        if hit {
-                            list.push(rec.id.clone());
+    crate::parallel::ordered_map(
+        groups,
+        cfg.concurrency,
+        2 * cfg.concurrency,
+        |g| ctx.translate_group(g),
+        |(outcomes, c)| {
+            totals.sent += c.sent;
+            totals.from_cache += c.from_cache;
+            totals.empty += c.empty;
+            totals.verbatim += c.verbatim;
+            totals.billed += c.billed;
+            totals.tokens += c.tokens;
+            for o in outcomes {
+                bar.inc(1);
+                match o {
+                    Outcome::Done(rec, flags) => {
+                        for (hit, list) in [
+                            (flags.empty, &mut lists.empty),
+                            (flags.identical, &mut lists.identical),
+                            (flags.ratio, &mut lists.length_ratio),
+                            (flags.source_lang, &mut lists.source_language),
+                        ] {
+                            if hit {
+                                list.push(rec.id.clone());
+                            }
                         }
+                        translated.write(&rec)?;
                     }
-                    translated.write(&rec)?;
-                }
-                Outcome::Failed(f) => {
-                    failed_out.write(&f)?;
-                    failed.push(f);
+                    Outcome::Failed(f) => {
+                        failed_out.write(&f)?;
+                        failed.push(f);
+                    }
                 }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     bar.finish_and_clear();
     let outputs = [translated.finish()?, failed_out.finish()?];
 
@@ -737,7 +749,10 @@ mod tests {
             assert!(parse_rate(bad).unwrap_err().starts_with("invalid rate"), "{bad}");
         }
         assert_eq!("DeepL".parse::<Backend>(), Ok(Backend::Deepl));
-        assert_eq!("bing".parse::<Backend>().unwrap_err(), "unknown backend 'bing': expected openai, deepl, google, libre or replay");
+        assert_eq!(
+            "bing".parse::<Backend>().unwrap_err(),
+            "unknown backend 'bing': expected openai, deepl, google, libre or replay"
+        );
         assert_eq!(format!("{:?}", ApiKey::new("sk-secret")), "ApiKey(***)");
     }
 }

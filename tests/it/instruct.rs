@@ -73,7 +73,8 @@ fn deepl_whole_sample_in_order_with_spans_byte_for_byte() {
         assert_eq!(o.source_id.as_deref(), Some(format!("alpaca_sample.json:{i}").as_str()));
     }
     // The fenced code record: the fence with its <noinput> went out masked and came back intact.
-    let fenced = out.iter().find(|o| o.output.contains("```") || o.input.contains("```") || o.instruction.contains("```"));
+    let fenced =
+        out.iter().find(|o| o.output.contains("```") || o.input.contains("```") || o.instruction.contains("```"));
     assert!(fenced.is_some());
     let reqs = mock.requests();
     for r in &reqs {
@@ -143,7 +144,8 @@ fn openai_google_libre_request_shapes() {
     // Google v2: q batches, html format, key as parameter.
     let mock = Mock::start(None, |r, _| {
         let q = r.body["q"].as_array().unwrap();
-        let tr: Vec<Value> = q.iter().map(|t| json!({"translatedText": format!("[et] {}", t.as_str().unwrap())})).collect();
+        let tr: Vec<Value> =
+            q.iter().map(|t| json!({"translatedText": format!("[et] {}", t.as_str().unwrap())})).collect();
         ok(json!({"data": {"translations": tr}}))
     });
     let mut cfg = config(&fixture(SAMPLE), Backend::Google, &dir.path().join("g"), &mock.url);
@@ -152,12 +154,16 @@ fn openai_google_libre_request_shapes() {
     let report = translate::run(&cfg, &env()).unwrap();
     let r = &mock.requests()[0];
     assert_eq!(r.path, "/language/translate/v2?key=AIzaSECRET");
-    assert_eq!((r.body["source"].as_str(), r.body["target"].as_str(), r.body["format"].as_str()), (Some("en"), Some("et"), Some("html")));
+    assert_eq!(
+        (r.body["source"].as_str(), r.body["target"].as_str(), r.body["format"].as_str()),
+        (Some("en"), Some("et"), Some("html"))
+    );
     assert!(r.body["q"].as_array().unwrap().len() > 1, "texts are batched");
     assert_eq!(read_jsonl::<InstructRecord>(&report.translated).len(), 30);
 
     // LibreTranslate: one q per request, api_key in the body.
-    let mock = Mock::start(None, |r, _| ok(json!({"translatedText": format!("[et] {}", r.body["q"].as_str().unwrap())})));
+    let mock =
+        Mock::start(None, |r, _| ok(json!({"translatedText": format!("[et] {}", r.body["q"].as_str().unwrap())})));
     let mut cfg = config(&fixture(SAMPLE), Backend::Libre, &dir.path().join("l"), &mock.url);
     cfg.api_key = Some(ApiKey::new("libre-SECRET"));
     cfg.limit = Some(5);
@@ -249,7 +255,10 @@ fn records_that_keep_failing_are_listed_not_dropped_or_copied() {
     assert_eq!(failed[0]["id"], 0);
     assert!(failed[0]["reason"].as_str().unwrap().starts_with("instruction: HTTP 400 Bad Request"), "{}", failed[0]);
     assert_eq!(failed[1]["id"], 1);
-    assert_eq!(failed[1]["reason"], "instruction: HTTP 500 Internal Server Error: always broken (gave up after 2 retries)");
+    assert_eq!(
+        failed[1]["reason"],
+        "instruction: HTTP 500 Internal Server Error: always broken (gave up after 2 retries)"
+    );
     assert_eq!(failed[2]["id"], "x7");
     assert!(failed[2]["reason"].as_str().unwrap().contains("protected span 0 (\"https://x.org/atom\") is missing"));
     let manifest: Value = serde_json::from_slice(&std::fs::read(&report.manifest).unwrap()).unwrap();
@@ -274,7 +283,8 @@ fn killed_run_resumes_without_sending_any_text_twice() {
     cfg.endpoint = Some(second.url.clone());
     let r2 = translate::run(&cfg, &env()).unwrap();
     assert_eq!(r2.counts["records_translated"], 40);
-    let answered: Vec<String> = first.requests()[..30].iter().map(|r| r.body["messages"][1]["content"].to_string()).collect();
+    let answered: Vec<String> =
+        first.requests()[..30].iter().map(|r| r.body["messages"][1]["content"].to_string()).collect();
     for r in second.requests() {
         let t = r.body["messages"][1]["content"].to_string();
         assert!(!answered.contains(&t), "resent after a crash: {t}");
@@ -299,8 +309,9 @@ fn identical_texts_are_sent_once_across_workers() {
     });
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.json");
-    let recs: Vec<Value> =
-        (0..24).map(|i| json!({"instruction": "Name a fruit.", "input": "", "output": format!("Fruit number {}", i % 3)})).collect();
+    let recs: Vec<Value> = (0..24)
+        .map(|i| json!({"instruction": "Name a fruit.", "input": "", "output": format!("Fruit number {}", i % 3)}))
+        .collect();
     std::fs::write(&input, serde_json::to_string(&recs).unwrap()).unwrap();
     let mut cfg = config(&input, Backend::Openai, &dir.path().join("out"), &mock.url);
     cfg.model = Some("m".into());
@@ -350,7 +361,18 @@ fn keys_never_reach_errors_outputs_or_stderr() {
     }
     assert!(!everything.contains("TOPSECRET"));
     // A missing key is named, not guessed.
-    let out = langadapt(&["instruct", "translate", "--backend", "deepl", "--target", "et", "--input", "x.json", "--out", "o"]);
+    let out = langadapt(&[
+        "instruct",
+        "translate",
+        "--backend",
+        "deepl",
+        "--target",
+        "et",
+        "--input",
+        "x.json",
+        "--out",
+        "o",
+    ]);
     assert!(stderr(&out).contains("DEEPL_AUTH_KEY is not set"), "{}", stderr(&out));
 }
 
@@ -358,27 +380,56 @@ fn keys_never_reach_errors_outputs_or_stderr() {
 fn replay_backend_runs_offline_from_the_fixture_cache() {
     let dir = tempfile::tempdir().unwrap();
     let out = langadapt(&[
-        "instruct", "translate", "--backend", "replay", "--target", "et", "--limit", "10",
-        "--input", fixture(SAMPLE).to_str().unwrap(),
-        "--cache", fixture("alpaca/replay-cache-et.jsonl").to_str().unwrap(),
-        "--out", dir.path().to_str().unwrap(),
+        "instruct",
+        "translate",
+        "--backend",
+        "replay",
+        "--target",
+        "et",
+        "--limit",
+        "10",
+        "--input",
+        fixture(SAMPLE).to_str().unwrap(),
+        "--cache",
+        fixture("alpaca/replay-cache-et.jsonl").to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let recs: Vec<InstructRecord> = read_jsonl(&dir.path().join("translated.jsonl"));
     assert_eq!(recs.len(), 10);
     assert_eq!(recs[0].translator.as_deref(), Some("deepl"));
     assert_eq!(recs[0].instruction, "Kavanda kullerfirmale rakendus.");
-    assert_eq!((recs[1].input.as_str(), recs[1].output.as_str()), ("101101", "Kahendarvu 101101 kümnendväärtus on 45."));
+    assert_eq!(
+        (recs[1].input.as_str(), recs[1].output.as_str()),
+        ("101101", "Kahendarvu 101101 kümnendväärtus on 45.")
+    );
     // Real Estonian passes the language check that the echo translations above fail.
     let manifest: Value = serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["details"]["qa"], json!({"empty": [], "identical": [], "length_ratio": [], "source_language": []}));
-    assert_eq!((manifest["counts"]["fields_from_cache"].as_u64(), manifest["counts"]["requests"].as_u64()), (Some(24), Some(0)));
+    assert_eq!(
+        manifest["details"]["qa"],
+        json!({"empty": [], "identical": [], "length_ratio": [], "source_language": []})
+    );
+    assert_eq!(
+        (manifest["counts"]["fields_from_cache"].as_u64(), manifest["counts"]["requests"].as_u64()),
+        (Some(24), Some(0))
+    );
     // Beyond the cached records, replay fails them rather than inventing text.
     let out = langadapt(&[
-        "instruct", "translate", "--backend", "replay", "--target", "et", "--limit", "12",
-        "--input", fixture(SAMPLE).to_str().unwrap(),
-        "--cache", fixture("alpaca/replay-cache-et.jsonl").to_str().unwrap(),
-        "--out", dir.path().join("more").to_str().unwrap(),
+        "instruct",
+        "translate",
+        "--backend",
+        "replay",
+        "--target",
+        "et",
+        "--limit",
+        "12",
+        "--input",
+        fixture(SAMPLE).to_str().unwrap(),
+        "--cache",
+        fixture("alpaca/replay-cache-et.jsonl").to_str().unwrap(),
+        "--out",
+        dir.path().join("more").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
     let failed: Vec<Value> = read_jsonl(&dir.path().join("more/failed.jsonl"));
@@ -390,17 +441,40 @@ fn replay_backend_runs_offline_from_the_fixture_cache() {
 fn bad_inputs_are_named_with_where() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("a.json", "[{\"instruction\": \"a\", \"output\": \"b\"},\n {\"instruction\": 3, \"output\": \"b\"}]", "a.json: record 1 (byte 39): invalid type: integer `3`"),
-        ("b.jsonl", "{\"instruction\": \"a\", \"output\": \"b\"}\n\n{\"output\": \"b\"}\n", "b.jsonl: line 3: missing field `instruction`"),
-        ("c.json", "[{\"instruction\": \"a\", \"output\": \"b\"}", "c.json: byte 36: unexpected end of file, expected ',' or ']'"),
+        (
+            "a.json",
+            "[{\"instruction\": \"a\", \"output\": \"b\"},\n {\"instruction\": 3, \"output\": \"b\"}]",
+            "a.json: record 1 (byte 39): invalid type: integer `3`",
+        ),
+        (
+            "b.jsonl",
+            "{\"instruction\": \"a\", \"output\": \"b\"}\n\n{\"output\": \"b\"}\n",
+            "b.jsonl: line 3: missing field `instruction`",
+        ),
+        (
+            "c.json",
+            "[{\"instruction\": \"a\", \"output\": \"b\"}",
+            "c.json: byte 36: unexpected end of file, expected ',' or ']'",
+        ),
         ("d.txt", "hello", "d.txt: not an Alpaca file: expected a JSON array, JSON lines or Parquet"),
     ];
     for (name, text, want) in cases {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
-        let out = langadapt(&["instruct", "translate", "--backend", "replay", "--target", "et",
-            "--input", p.to_str().unwrap(), "--cache", fixture("alpaca/replay-cache-et.jsonl").to_str().unwrap(),
-            "--out", dir.path().join("o").to_str().unwrap()]);
+        let out = langadapt(&[
+            "instruct",
+            "translate",
+            "--backend",
+            "replay",
+            "--target",
+            "et",
+            "--input",
+            p.to_str().unwrap(),
+            "--cache",
+            fixture("alpaca/replay-cache-et.jsonl").to_str().unwrap(),
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ]);
         assert_eq!(out.status.code(), Some(2));
         assert!(stderr(&out).contains(want), "{name}: {}", stderr(&out));
     }
@@ -412,7 +486,8 @@ fn translation_pairs_from_tsv_jsonl_and_moses_files() {
     let en: Vec<String> = (0..200).map(|i| format!("Sentence {i}.")).collect();
     let et: Vec<String> = (0..200).map(|i| format!("Lause {i}.")).collect();
     let tsv = dir.path().join("p.tsv");
-    std::fs::write(&tsv, en.iter().zip(&et).map(|(a, b)| format!("{a}\t{b}\n")).collect::<String>() + "\tempty\n").unwrap();
+    std::fs::write(&tsv, en.iter().zip(&et).map(|(a, b)| format!("{a}\t{b}\n")).collect::<String>() + "\tempty\n")
+        .unwrap();
     let run = |parallel: Vec<std::path::PathBuf>, out: &str, seed: u64| {
         let cfg = PairsConfig {
             parallel,
@@ -450,23 +525,66 @@ fn translation_pairs_from_tsv_jsonl_and_moses_files() {
     let (a, b, j) = (dir.path().join("c.en"), dir.path().join("c.et"), dir.path().join("p.jsonl"));
     std::fs::write(&a, en.join("\n") + "\n").unwrap();
     std::fs::write(&b, et.join("\n") + "\n").unwrap();
-    std::fs::write(&j, en.iter().zip(&et).map(|(x, y)| json!({"translation": {"en": x, "et": y}}).to_string() + "\n").collect::<String>()).unwrap();
-    let strip = |recs: Vec<InstructRecord>| recs.into_iter().map(|r| (r.instruction, r.input, r.output, r.lang)).collect::<Vec<_>>();
+    std::fs::write(
+        &j,
+        en.iter()
+            .zip(&et)
+            .map(|(x, y)| json!({"translation": {"en": x, "et": y}}).to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let strip = |recs: Vec<InstructRecord>| {
+        recs.into_iter().map(|r| (r.instruction, r.input, r.output, r.lang)).collect::<Vec<_>>()
+    };
     run(vec![a.clone(), b.clone()], "m.jsonl", 7);
     run(vec![j], "j.jsonl", 7);
     assert_eq!(strip(read_jsonl(&dir.path().join("m.jsonl"))), strip(recs.clone()));
     assert_eq!(strip(read_jsonl(&dir.path().join("j.jsonl"))), strip(recs));
     // Bad inputs through the CLI.
     std::fs::write(&b, "only one\n").unwrap();
-    let out = langadapt(&["instruct", "translation-pairs", "--parallel", a.to_str().unwrap(), "--parallel", b.to_str().unwrap(),
-        "--src", "en", "--tgt", "et", "--out", dir.path().join("x.jsonl").to_str().unwrap()]);
+    let out = langadapt(&[
+        "instruct",
+        "translation-pairs",
+        "--parallel",
+        a.to_str().unwrap(),
+        "--parallel",
+        b.to_str().unwrap(),
+        "--src",
+        "en",
+        "--tgt",
+        "et",
+        "--out",
+        dir.path().join("x.jsonl").to_str().unwrap(),
+    ]);
     assert!(stderr(&out).contains("c.et: line 2: ends before"), "{}", stderr(&out));
-    let out = langadapt(&["instruct", "translation-pairs", "--parallel", tsv.to_str().unwrap(), "--src", "en", "--tgt", "et",
-        "--ratio", "en-tr:0.5", "--out", dir.path().join("x.jsonl").to_str().unwrap()]);
+    let out = langadapt(&[
+        "instruct",
+        "translation-pairs",
+        "--parallel",
+        tsv.to_str().unwrap(),
+        "--src",
+        "en",
+        "--tgt",
+        "et",
+        "--ratio",
+        "en-tr:0.5",
+        "--out",
+        dir.path().join("x.jsonl").to_str().unwrap(),
+    ]);
     assert!(stderr(&out).contains("the direction must be en-et or et-en"), "{}", stderr(&out));
     std::fs::write(&tsv, "a\tb\tc\n").unwrap();
-    let out = langadapt(&["instruct", "translation-pairs", "--parallel", tsv.to_str().unwrap(), "--src", "en", "--tgt", "et",
-        "--out", dir.path().join("x.jsonl").to_str().unwrap()]);
+    let out = langadapt(&[
+        "instruct",
+        "translation-pairs",
+        "--parallel",
+        tsv.to_str().unwrap(),
+        "--src",
+        "en",
+        "--tgt",
+        "et",
+        "--out",
+        dir.path().join("x.jsonl").to_str().unwrap(),
+    ]);
     assert!(stderr(&out).contains("p.tsv: line 1: expected 2 tab-separated columns, found 3"), "{}", stderr(&out));
 }
 
@@ -481,7 +599,8 @@ fn parquet_input_with_string_ids_and_missing_columns() {
             cols.into_iter().map(|(n, v)| (n, Arc::new(StringArray::from(v)) as ArrayRef)).collect();
         let batch = RecordBatch::try_from_iter(arrays).unwrap();
         let p = dir.path().join(name);
-        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&p).unwrap(), batch.schema(), None).unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&p).unwrap(), batch.schema(), None).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         p
@@ -502,7 +621,12 @@ fn parquet_input_with_string_ids_and_missing_columns() {
     assert_eq!((recs[1].index, recs[1].fields[1].as_str()), (1, "1, 2"));
     let p = write("b.parquet", vec![("instruction", vec![Some("x")])]);
     let err = langadapt::instruct::RecordReader::open(&p).err().unwrap().to_string();
-    assert!(err.ends_with("b.parquet: Parquet file has no 'output' column (need instruction, output, optional input and id)"), "{err}");
+    assert!(
+        err.ends_with(
+            "b.parquet: Parquet file has no 'output' column (need instruction, output, optional input and id)"
+        ),
+        "{err}"
+    );
     let p = write("c.parquet", vec![("instruction", vec![None]), ("output", vec![Some("y")])]);
     let err = langadapt::instruct::RecordReader::open(&p).unwrap().next().unwrap().unwrap_err().to_string();
     assert!(err.ends_with("c.parquet: row 0: 'instruction' is null"), "{err}");

@@ -110,7 +110,11 @@ fn serve(stream: TcpStream, reqs: &Mutex<Vec<Req>>, dead: &AtomicBool, die_after
         }
         let reply = h(&req, n);
         std::thread::sleep(reply.delay);
-        let mut head = format!("HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", reply.status, reply.body.len());
+        let mut head = format!(
+            "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            reply.status,
+            reply.body.len()
+        );
         for (k, v) in &reply.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -128,8 +132,10 @@ fn serve(stream: TcpStream, reqs: &Mutex<Vec<Req>>, dead: &AtomicBool, die_after
 /// A DeepL-shaped echo: every text comes back as `[et] ` + text (tags untouched).
 pub fn deepl_echo(req: &Req) -> Reply {
     let texts = req.body["text"].as_array().unwrap();
-    let tr: Vec<Value> =
-        texts.iter().map(|t| json!({"detected_source_language": "EN", "text": format!("[et] {}", t.as_str().unwrap())})).collect();
+    let tr: Vec<Value> = texts
+        .iter()
+        .map(|t| json!({"detected_source_language": "EN", "text": format!("[et] {}", t.as_str().unwrap())}))
+        .collect();
     ok(json!({ "translations": tr }))
 }
 
