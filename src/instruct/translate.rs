@@ -4,7 +4,7 @@
 //! Workers translate groups of records in parallel behind one rate limiter; every text that comes
 //! back is in the cache before it is used, so a rerun of a killed run sends nothing twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -348,6 +348,7 @@ impl Ctx<'_> {
         keys: &[TextKey],
         texts: &HashMap<TextKey, &str>,
         results: &mut HashMap<TextKey, Result<String, String>>,
+        sent: &mut HashSet<TextKey>,
         counts: &mut FieldCounts,
     ) -> Result<(), InstructError> {
         let limits = self.translator.limits();
@@ -377,9 +378,11 @@ impl Ctx<'_> {
                 Ok(t) => {
                     let items: Vec<(TextKey, String)> = batch.iter().copied().zip(t.texts).collect();
                     if let Err(e) = self.cache.store(&items) {
-                        self.cache.release(batch);
+                        // Every claim not yet settled ends here, or other workers would wait forever.
+                        self.cache.release(&keys[start..]);
                         return Err(e);
                     }
+                    sent.extend(batch.iter().copied());
                     counts.billed += t.billed_chars;
                     counts.tokens += t.tokens;
                     counts.sent += batch.len() as u64;
@@ -388,7 +391,7 @@ impl Ctx<'_> {
                     }
                 }
                 Err(CallError::Abort(msg)) => {
-                    self.cache.release(batch);
+                    self.cache.release(&keys[start..]);
                     return Err(InstructError::Aborted { backend: self.name.clone(), msg });
                 }
                 Err(e) => {
@@ -442,21 +445,21 @@ impl Ctx<'_> {
                 Claim::Pending => pending.push(k),
             }
         }
-        self.send(&mine, &texts, &mut results, &mut counts)?;
+        let mut sent = HashSet::new();
+        self.send(&mine, &texts, &mut results, &mut sent, &mut counts)?;
         // Waiting only after our own claims are settled: no two workers wait on each other.
         for k in pending {
             match self.cache.wait(&k) {
                 Claim::Hit(t) => {
                     results.insert(k, Ok(t));
                 }
-                _ => self.send(&[k], &texts, &mut results, &mut counts)?,
+                _ => self.send(&[k], &texts, &mut results, &mut sent, &mut counts)?,
             }
         }
-        let sent_by_us: std::collections::HashSet<TextKey> = mine.iter().copied().collect();
-        let mut counted = std::collections::HashSet::new();
+        let mut counted = HashSet::new();
         let mut outcomes = Vec::with_capacity(group.len());
         for (rec, plan) in group.into_iter().zip(&plans) {
-            outcomes.push(self.assemble(rec, plan, &results, &sent_by_us, &mut counted, &mut counts));
+            outcomes.push(self.assemble(rec, plan, &results, &sent, &mut counted, &mut counts));
         }
         Ok((outcomes, counts))
     }
@@ -466,8 +469,8 @@ impl Ctx<'_> {
         rec: SourceRecord,
         plan: &[Plan; 3],
         results: &HashMap<TextKey, Result<String, String>>,
-        sent_by_us: &std::collections::HashSet<TextKey>,
-        counted: &mut std::collections::HashSet<TextKey>,
+        sent: &HashSet<TextKey>,
+        counted: &mut HashSet<TextKey>,
         counts: &mut FieldCounts,
     ) -> Outcome {
         let style = self.translator.mask_style();
@@ -482,7 +485,7 @@ impl Ctx<'_> {
                 }
                 Plan::Send(k, m) => {
                     // The first field of a text this worker sent counts as sent; every other as cached.
-                    if !(sent_by_us.contains(k) && counted.insert(*k)) {
+                    if !(sent.contains(k) && counted.insert(*k)) {
                         counts.from_cache += u64::from(matches!(results.get(k), Some(Ok(_))));
                     }
                     let restored = match results.get(k) {

@@ -11,7 +11,7 @@ use langadapt::{Env, Progress};
 use serde_json::{json, Value};
 
 use crate::common::{fixture, langadapt, stderr};
-use crate::mock_http::{deepl_echo, ok, openai_echo, status, Mock};
+use crate::mock_http::{deepl_echo, ok, openai_echo, status, Mock, Reply};
 
 const SAMPLE: &str = "alpaca/alpaca_sample.json";
 
@@ -320,6 +320,33 @@ fn identical_texts_are_sent_once_across_workers() {
     assert_eq!(mock.requests().len(), 4);
     assert_eq!((report.counts["fields_sent"], report.counts["fields_from_cache"]), (4, 44));
     assert_eq!(read_jsonl::<InstructRecord>(&report.translated).len(), 24);
+}
+
+#[test]
+fn a_refused_key_stops_the_run_without_leaving_workers_waiting() {
+    // A worker claims "Say b." and "Say c." and gets a 401 on the first; workers holding only
+    // "Say c." wait on its claim, which must be released too, or the run would hang.
+    let mock = Mock::start(None, |_, _| Reply {
+        delay: Duration::from_millis(50),
+        ..status(401, "{\"error\":{\"message\":\"Incorrect API key\"}}")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.json");
+    let recs: Vec<Value> = (0..16)
+        .map(|i| match i % 2 {
+            0 => json!({"instruction": "Say b.", "input": "", "output": "Say c."}),
+            _ => json!({"instruction": "Say c.", "input": "", "output": ""}),
+        })
+        .collect();
+    std::fs::write(&input, serde_json::to_string(&recs).unwrap()).unwrap();
+    let mut cfg = config(&input, Backend::Openai, &dir.path().join("out"), &mock.url);
+    cfg.model = Some("m".into());
+    cfg.concurrency = 4;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(translate::run(&cfg, &env()).map_err(|e| e.to_string())).unwrap());
+    let err = rx.recv_timeout(Duration::from_secs(10)).expect("the run hangs").unwrap_err();
+    assert!(err.starts_with("openai:m: HTTP 401 Unauthorized: {\"error\""), "{err}");
+    assert!(!dir.path().join("out/translated.jsonl").exists(), "no finished-looking output after an abort");
 }
 
 #[test]
