@@ -406,22 +406,26 @@ fn keys_never_reach_errors_outputs_or_stderr() {
 #[test]
 fn replay_backend_runs_offline_from_the_fixture_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let out = langadapt(&[
-        "instruct",
-        "translate",
-        "--backend",
-        "replay",
-        "--target",
-        "et",
-        "--limit",
-        "10",
-        "--input",
-        fixture(SAMPLE).to_str().unwrap(),
-        "--cache",
-        fixture("alpaca/replay-cache-et.jsonl").to_str().unwrap(),
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let replay = |limit: &str, out: &Path| {
+        let (input, cache) = (fixture(SAMPLE), fixture("alpaca/replay-cache-et.jsonl"));
+        langadapt(&[
+            "instruct",
+            "translate",
+            "--backend",
+            "replay",
+            "--target",
+            "et",
+            "--limit",
+            limit,
+            "--input",
+            input.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let out = replay("10", dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let recs: Vec<InstructRecord> = read_jsonl(&dir.path().join("translated.jsonl"));
     assert_eq!(recs.len(), 10);
@@ -442,22 +446,7 @@ fn replay_backend_runs_offline_from_the_fixture_cache() {
         (Some(24), Some(0))
     );
     // Beyond the cached records, replay fails them rather than inventing text.
-    let out = langadapt(&[
-        "instruct",
-        "translate",
-        "--backend",
-        "replay",
-        "--target",
-        "et",
-        "--limit",
-        "12",
-        "--input",
-        fixture(SAMPLE).to_str().unwrap(),
-        "--cache",
-        fixture("alpaca/replay-cache-et.jsonl").to_str().unwrap(),
-        "--out",
-        dir.path().join("more").to_str().unwrap(),
-    ]);
+    let out = replay("12", &dir.path().join("more"));
     assert_eq!(out.status.code(), Some(2));
     let failed: Vec<Value> = read_jsonl(&dir.path().join("more/failed.jsonl"));
     assert_eq!(failed.len(), 2);
@@ -567,52 +556,21 @@ fn translation_pairs_from_tsv_jsonl_and_moses_files() {
     run(vec![j], "j.jsonl", 7);
     assert_eq!(strip(read_jsonl(&dir.path().join("m.jsonl"))), strip(recs.clone()));
     assert_eq!(strip(read_jsonl(&dir.path().join("j.jsonl"))), strip(recs));
-    // Bad inputs through the CLI.
+    // Bad inputs through the CLI: exit 2 and the message.
+    let x = dir.path().join("x.jsonl");
+    let fails = |extra: &[&str], want: &str| {
+        let mut args =
+            vec!["instruct", "translation-pairs", "--src", "en", "--tgt", "et", "--out", x.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = langadapt(&args);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(want), "{}", stderr(&out));
+    };
     std::fs::write(&b, "only one\n").unwrap();
-    let out = langadapt(&[
-        "instruct",
-        "translation-pairs",
-        "--parallel",
-        a.to_str().unwrap(),
-        "--parallel",
-        b.to_str().unwrap(),
-        "--src",
-        "en",
-        "--tgt",
-        "et",
-        "--out",
-        dir.path().join("x.jsonl").to_str().unwrap(),
-    ]);
-    assert!(stderr(&out).contains("c.et: line 2: ends before"), "{}", stderr(&out));
-    let out = langadapt(&[
-        "instruct",
-        "translation-pairs",
-        "--parallel",
-        tsv.to_str().unwrap(),
-        "--src",
-        "en",
-        "--tgt",
-        "et",
-        "--ratio",
-        "en-tr:0.5",
-        "--out",
-        dir.path().join("x.jsonl").to_str().unwrap(),
-    ]);
-    assert!(stderr(&out).contains("the direction must be en-et or et-en"), "{}", stderr(&out));
+    fails(&["--parallel", a.to_str().unwrap(), "--parallel", b.to_str().unwrap()], "c.et: line 2: ends before");
+    fails(&["--parallel", tsv.to_str().unwrap(), "--ratio", "en-tr:0.5"], "the direction must be en-et or et-en");
     std::fs::write(&tsv, "a\tb\tc\n").unwrap();
-    let out = langadapt(&[
-        "instruct",
-        "translation-pairs",
-        "--parallel",
-        tsv.to_str().unwrap(),
-        "--src",
-        "en",
-        "--tgt",
-        "et",
-        "--out",
-        dir.path().join("x.jsonl").to_str().unwrap(),
-    ]);
-    assert!(stderr(&out).contains("p.tsv: line 1: expected 2 tab-separated columns, found 3"), "{}", stderr(&out));
+    fails(&["--parallel", tsv.to_str().unwrap()], "p.tsv: line 1: expected 2 tab-separated columns, found 3");
 }
 
 #[test]
