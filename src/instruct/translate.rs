@@ -528,11 +528,12 @@ impl Ctx<'_> {
     }
 }
 
-/// A JSONL file written under a temporary name.
+/// A JSONL file written under a temporary name; removed again if the run stops before `finish`.
 struct JsonlOut {
     path: PathBuf,
     tmp: PathBuf,
-    w: BufWriter<File>,
+    /// `None` once finished.
+    w: Option<BufWriter<File>>,
     rows: u64,
 }
 
@@ -540,22 +541,33 @@ impl JsonlOut {
     fn create(path: PathBuf) -> Result<Self, InstructError> {
         let tmp = crate::io::tmp_path(&path);
         let f = File::create(&tmp).map_err(|source| InstructError::Io { path: tmp.clone(), source })?;
-        Ok(JsonlOut { path, tmp, w: BufWriter::new(f), rows: 0 })
+        Ok(JsonlOut { path, tmp, w: Some(BufWriter::new(f)), rows: 0 })
     }
 
     fn write(&mut self, v: &impl Serialize) -> Result<(), InstructError> {
         let io = |source| InstructError::Io { path: self.tmp.clone(), source };
-        serde_json::to_writer(&mut self.w, v).map_err(|e| io(e.into()))?;
-        self.w.write_all(b"\n").map_err(io)?;
+        let w = self.w.as_mut().expect("finish consumes the writer");
+        serde_json::to_writer(&mut *w, v).map_err(|e| io(e.into()))?;
+        w.write_all(b"\n").map_err(io)?;
         self.rows += 1;
         Ok(())
     }
 
-    fn finish(self) -> Result<(PathBuf, Option<u64>), InstructError> {
+    fn finish(mut self) -> Result<(PathBuf, Option<u64>), InstructError> {
         let io = |source| InstructError::Io { path: self.path.clone(), source };
-        let file = self.w.into_inner().map_err(|e| io(e.into_error()))?;
+        let w = self.w.take().expect("finish runs once");
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
         crate::io::commit(file, &self.tmp, &self.path).map_err(io)?;
-        Ok((self.path, Some(self.rows)))
+        Ok((self.path.clone(), Some(self.rows)))
+    }
+}
+
+impl Drop for JsonlOut {
+    fn drop(&mut self) {
+        if self.w.take().is_some() {
+            // The run stopped (abort, I/O error): no half-written file is left behind.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

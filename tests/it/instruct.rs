@@ -346,7 +346,7 @@ fn a_refused_key_stops_the_run_without_leaving_workers_waiting() {
     std::thread::spawn(move || tx.send(translate::run(&cfg, &env()).map_err(|e| e.to_string())).unwrap());
     let err = rx.recv_timeout(Duration::from_secs(10)).expect("the run hangs").unwrap_err();
     assert!(err.starts_with("openai:m: HTTP 401 Unauthorized: {\"error\""), "{err}");
-    assert!(!dir.path().join("out/translated.jsonl").exists(), "no finished-looking output after an abort");
+    assert_eq!(crate::common::file_names(&dir.path().join("out")), vec!["cache.jsonl"], "nothing half-written is left");
 }
 
 #[test]
