@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use langadapt::io::ShardSpec;
 use langadapt::pipeline::Recipe;
-use langadapt::{corpus, model, shards, train, wiki, Env, Progress};
+use langadapt::{corpus, instruct, model, shards, train, wiki, Env, Progress};
 
 mod eval;
 use eval::EvalCommand;
@@ -63,6 +63,9 @@ enum Command {
     /// Evaluation: XCOPA, Belebele, C-Eval, perplexity, code-switching (lm-evaluation-harness compatible).
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Instruction data: Alpaca translation, translation-task records.
+    #[command(subcommand)]
+    Instruct(InstructCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +202,94 @@ struct ShardsBuildArgs {
     json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum InstructCommand {
+    /// Translate Alpaca records through a translation API into DIR/translated.jsonl + manifest.json.
+    Translate(TranslateArgs),
+    /// Make EN<->X translation instructions from a parallel corpus.
+    TranslationPairs(PairsArgs),
+}
+
+#[derive(Debug, Args)]
+struct TranslateArgs {
+    /// Alpaca data: JSON array, JSON lines or Parquet (instruction, input, output[, id]).
+    #[arg(long)]
+    input: PathBuf,
+    /// Target language code (e.g. et, tr, fa).
+    #[arg(long)]
+    target: String,
+    /// Source language code.
+    #[arg(long, default_value = "en")]
+    source: String,
+    /// openai | deepl | google | libre | replay (keys from OPENAI_API_KEY, DEEPL_AUTH_KEY, GOOGLE_API_KEY, LIBRETRANSLATE_API_KEY).
+    #[arg(long)]
+    backend: instruct::Backend,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Service URL (default: the backend's public API).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Model (openai: required; deepl: model_type; google: nmt/base; replay: whose cache entries).
+    #[arg(long)]
+    model: Option<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Request rate limit over all workers: R, R/s or R/min.
+    #[arg(long, value_parser = instruct::translate::parse_rate)]
+    rate: Option<f64>,
+    /// Seconds before a request times out.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Retries per request after the first attempt.
+    #[arg(long, default_value_t = 5)]
+    max_retries: u32,
+    /// First retry backoff in milliseconds (doubles per retry, with jitter).
+    #[arg(long, default_value_t = 500)]
+    backoff_ms: u64,
+    /// Translation cache (default: OUT/cache.jsonl); reruns reuse it.
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Translate only the first N records.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// QA: smallest allowed translated/source length ratio.
+    #[arg(long, default_value_t = 0.5)]
+    qa_min_ratio: f64,
+    /// QA: largest allowed translated/source length ratio.
+    #[arg(long, default_value_t = 2.0)]
+    qa_max_ratio: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PairsArgs {
+    /// A TSV or JSONL file of pairs, or two line-aligned files (give --parallel twice: src then tgt).
+    #[arg(long, required = true)]
+    parallel: Vec<PathBuf>,
+    /// Source language code (first column / first file).
+    #[arg(long)]
+    src: String,
+    /// Target language code.
+    #[arg(long)]
+    tgt: String,
+    /// Output JSONL file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Share of pairs per direction, FROM-TO:SHARE (e.g. en-et:0.5).
+    #[arg(long)]
+    ratio: Option<String>,
+    /// Share of prompts written in English (the rest in the other language).
+    #[arg(long, default_value_t = 0.5)]
+    english_prompts: f64,
+    /// Seed of the per-pair choices.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
 impl Cli {
     /// Runs the parsed command.
     pub fn run(self) -> anyhow::Result<()> {
@@ -213,6 +304,8 @@ impl Cli {
             Command::Shards(ShardsCommand::Build(a)) => shards_build(a, &env),
             Command::Shards(ShardsCommand::Stats { dir, json }) => shards_stats(&dir, json),
             Command::Eval(c) => eval::run(c, &env),
+            Command::Instruct(InstructCommand::Translate(a)) => translate(a, &env),
+            Command::Instruct(InstructCommand::TranslationPairs(a)) => translation_pairs(a, &env),
         }
     }
 }
@@ -334,6 +427,85 @@ fn shards_stats(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         }
         println!("{split}\t(all)\t{}\t{}\t{}\t1\t{:.6}", s.rows, s.tokens, s.trained_tokens, s.mask_coverage);
     }
+    Ok(())
+}
+
+fn translate(a: TranslateArgs, env: &Env) -> anyhow::Result<()> {
+    let mut cfg = instruct::TranslateConfig::new(a.input, &a.target, a.backend, a.out);
+    cfg.source = a.source;
+    cfg.endpoint = a.endpoint;
+    cfg.model = a.model;
+    cfg.concurrency = a.concurrency;
+    cfg.rate = a.rate;
+    cfg.timeout_s = a.timeout;
+    cfg.max_retries = a.max_retries;
+    cfg.backoff_ms = a.backoff_ms;
+    cfg.cache = a.cache;
+    cfg.limit = a.limit;
+    cfg.qa.min_ratio = a.qa_min_ratio;
+    cfg.qa.max_ratio = a.qa_max_ratio;
+    cfg.api_key = instruct::translate::ApiKey::from_env(a.backend);
+    let report = instruct::translate::run(&cfg, env)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    let c = |k: &str| report.counts.get(k).copied().unwrap_or(0);
+    eprintln!(
+        "instruct translate: {} of {} records translated ({} fields sent, {} from cache, {} requests, {} retried, \
+         {} characters billed, {} LLM tokens) in {:.1}s; QA: {} empty, {} identical, {} length ratio, {} source language; \
+         manifest: {}",
+        c("records_translated"),
+        c("records"),
+        c("fields_sent"),
+        c("fields_from_cache"),
+        c("requests"),
+        c("retried"),
+        c("characters_billed"),
+        c("llm_tokens"),
+        report.seconds,
+        c("qa_empty"),
+        c("qa_identical"),
+        c("qa_length_ratio"),
+        c("qa_source_language"),
+        report.manifest.display()
+    );
+    let failed = c("records_failed");
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} records could not be translated (ids and reasons in {}); rerun to retry them, the cache keeps the rest",
+        report.failed.display()
+    );
+    Ok(())
+}
+
+fn translation_pairs(a: PairsArgs, env: &Env) -> anyhow::Result<()> {
+    let src_to_tgt = match &a.ratio {
+        Some(r) => instruct::pairs::parse_ratio(r, &a.src, &a.tgt).map_err(anyhow::Error::msg)?,
+        None => 0.5,
+    };
+    let cfg = instruct::PairsConfig {
+        parallel: a.parallel,
+        src: a.src,
+        tgt: a.tgt,
+        out: a.out,
+        src_to_tgt,
+        english_prompts: a.english_prompts,
+        seed: a.seed,
+    };
+    let r = instruct::pairs::run(&cfg, env)?;
+    eprintln!(
+        "instruct translation-pairs: {} records ({} {}->{}, {} {}->{}; {} English prompts; {} empty pairs skipped); manifest: {}",
+        r.records,
+        r.src_to_tgt,
+        cfg.src,
+        cfg.tgt,
+        r.tgt_to_src,
+        cfg.tgt,
+        cfg.src,
+        r.english_prompts,
+        r.skipped_empty,
+        r.manifest.display()
+    );
     Ok(())
 }
 

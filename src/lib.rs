@@ -5,6 +5,7 @@
 
 pub mod corpus;
 pub mod eval;
+pub mod instruct;
 pub mod io;
 pub mod manifest;
 pub mod model;

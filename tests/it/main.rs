@@ -3,6 +3,8 @@
 mod audit;
 mod common;
 mod eval;
+mod instruct;
+mod mock_http;
 mod model;
 mod quickstart;
 mod train;
