@@ -32,17 +32,44 @@ pub enum Doc {
 /// The documents of a source, in order.
 pub type Docs = Box<dyn Iterator<Item = Result<Doc, ShardsError>> + Send>;
 
+/// How a source path is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Parquet,
+    Jsonl,
+    Txt,
+}
+
+/// The format of `path` for a `kind` run, or why it cannot be a source (checked before any work).
+fn format_of(path: &Path, kind: Kind) -> Result<Format, String> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let format = match ext.as_str() {
+        _ if path.is_dir() => Format::Parquet,
+        "parquet" => Format::Parquet,
+        "jsonl" => Format::Jsonl,
+        "txt" => Format::Txt,
+        _ => return Err("unknown format: expected a text-shard directory, .parquet, .jsonl or .txt".into()),
+    };
+    if kind == Kind::Sft && format != Format::Jsonl {
+        return Err("sft sources must be instruction JSONL (.jsonl with instruction/input/output)".into());
+    }
+    Ok(format)
+}
+
+/// Checks that `path` can be a source of a `kind` run.
+pub fn check(path: &Path, kind: Kind) -> Result<(), String> {
+    format_of(path, kind).map(|_| ())
+}
+
 /// Opens `path` for a `kind` run; format by extension (a directory = text shards).
 pub fn open(path: &Path, kind: Kind) -> Result<Docs, ShardsError> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let input = |msg: String| ShardsError::Input { path: path.into(), at: String::new(), msg };
-    if kind == Kind::Sft && ext != "jsonl" {
-        return Err(input("sft sources must be instruction JSONL (.jsonl with instruction/input/output)".into()));
-    }
-    if path.is_dir() || ext == "parquet" {
+    let format =
+        format_of(path, kind).map_err(|msg| ShardsError::Input { path: path.into(), at: String::new(), msg })?;
+    if format == Format::Parquet {
         let files = list_shards(path)?;
         if files.is_empty() {
-            return Err(input("no *.parquet files in this directory".into()));
+            let msg = "no *.parquet files in this directory".into();
+            return Err(ShardsError::Input { path: path.into(), at: String::new(), msg });
         }
         let mut iters = Vec::with_capacity(files.len());
         for f in files {
@@ -50,16 +77,14 @@ pub fn open(path: &Path, kind: Kind) -> Result<Docs, ShardsError> {
         }
         return Ok(Box::new(iters.into_iter().flatten()));
     }
-    if ext != "jsonl" && ext != "txt" {
-        return Err(input("unknown format: expected a text-shard directory, .parquet, .jsonl or .txt".into()));
-    }
     let file = File::open(path).map_err(|source| ShardsError::Io { path: path.into(), source })?;
     let lines = BufReader::with_capacity(1 << 20, file).lines();
     let path = path.to_path_buf();
-    match ext.as_str() {
-        "jsonl" => Ok(Box::new(JsonLines { path, lines, line: 0, kind })),
-        _ => Ok(Box::new(TextBlocks { path, lines, line: 0 })),
-    }
+    Ok(if format == Format::Jsonl {
+        Box::new(JsonLines { path, lines, line: 0, kind })
+    } else {
+        Box::new(TextBlocks { path, lines, line: 0 })
+    })
 }
 
 /// The `text` column of one Parquet file.

@@ -2,4 +2,5 @@
 
 mod common;
 mod quickstart;
+mod shards;
 mod wiki;
