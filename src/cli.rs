@@ -103,7 +103,7 @@ enum CorpusCommand {
 #[derive(Debug, Subcommand)]
 enum ShardsCommand {
     /// Mix, tokenize and pack sources into DIR/{train,val}/part-NNNNN.parquet + manifest.json + stats.json.
-    Build(ShardsBuildArgs),
+    Build(Box<ShardsBuildArgs>),
     /// Recompute a shards directory's statistics from its Parquet files alone.
     Stats {
         /// The --out of `shards build`.
@@ -188,7 +188,7 @@ impl Cli {
             Command::Run { recipe, out, dry_run } => run_recipe(&recipe, out, dry_run, &env),
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
-            Command::Shards(ShardsCommand::Build(a)) => shards_build(a, &env),
+            Command::Shards(ShardsCommand::Build(a)) => shards_build(*a, &env),
             Command::Shards(ShardsCommand::Stats { dir, json }) => shards_stats(&dir, json),
         }
     }

@@ -12,13 +12,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, LargeStringArray, RecordBatch, StringArray, StringViewArray};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use super::config::Kind;
 use super::template::Instruction;
 use super::ShardsError;
-use crate::corpus::list_shards;
+use crate::corpus::{list_shards, BatchRows, ShardError};
 
 /// One unit of a source, before tokenizing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,19 +89,12 @@ pub fn open(path: &Path, kind: Kind) -> Result<Docs, ShardsError> {
 
 /// The `text` column of one Parquet file.
 struct ParquetTexts {
-    path: PathBuf,
-    reader: ParquetRecordBatchReader,
-    batch: Option<RecordBatch>,
-    row: usize,
+    rows: BatchRows,
 }
 
 impl ParquetTexts {
     fn open(path: PathBuf) -> Result<Self, ShardsError> {
-        let pq = |e: parquet::errors::ParquetError| ShardsError::Input {
-            path: path.clone(),
-            at: String::new(),
-            msg: e.to_string(),
-        };
+        let pq = |e: parquet::errors::ParquetError| ShardError::Parquet { path: path.clone(), msg: e.to_string() };
         let file = File::open(&path).map_err(|source| ShardsError::Io { path: path.clone(), source })?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
         if builder.schema().field_with_name("text").is_err() {
@@ -109,56 +102,36 @@ impl ParquetTexts {
         }
         let mask = ProjectionMask::columns(builder.parquet_schema(), ["text"]);
         let reader = builder.with_projection(mask).with_batch_size(1024).build().map_err(pq)?;
-        Ok(ParquetTexts { path, reader, batch: None, row: 0 })
+        Ok(ParquetTexts { rows: BatchRows::new(&path, reader) })
     }
+}
 
-    fn text_at(&self, batch: &RecordBatch, i: usize) -> Result<String, ShardsError> {
-        let col = batch.column(0);
-        let any = col.as_any();
-        let value = if let Some(a) = any.downcast_ref::<StringArray>() {
-            a.is_valid(i).then(|| a.value(i))
-        } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
-            a.is_valid(i).then(|| a.value(i))
-        } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
-            a.is_valid(i).then(|| a.value(i))
-        } else {
-            return Err(ShardsError::Input {
-                path: self.path.clone(),
-                at: String::new(),
-                msg: format!("column 'text' is {}, expected utf8", col.data_type()),
-            });
-        };
-        // A null text is an empty document: it still has its place (and index) in the source.
-        Ok(value.unwrap_or_default().to_string())
-    }
+/// The text at row `i` of `batch` (its one column), read from `path`.
+fn text_at(batch: &RecordBatch, i: usize, path: &Path) -> Result<String, ShardsError> {
+    let col = batch.column(0);
+    let any = col.as_any();
+    let value = if let Some(a) = any.downcast_ref::<StringArray>() {
+        a.is_valid(i).then(|| a.value(i))
+    } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
+        a.is_valid(i).then(|| a.value(i))
+    } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
+        a.is_valid(i).then(|| a.value(i))
+    } else {
+        let msg = format!("column 'text' is {}, expected utf8", col.data_type());
+        return Err(ShardsError::Input { path: path.into(), at: String::new(), msg });
+    };
+    // A null text is an empty document: it still has its place (and index) in the source.
+    Ok(value.unwrap_or_default().to_string())
 }
 
 impl Iterator for ParquetTexts {
     type Item = Result<Doc, ShardsError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(batch) = &self.batch {
-                if self.row < batch.num_rows() {
-                    let r = self.text_at(batch, self.row).map(Doc::Text);
-                    self.row += 1;
-                    return Some(r);
-                }
-            }
-            match self.reader.next()? {
-                Ok(b) => {
-                    self.batch = Some(b);
-                    self.row = 0;
-                }
-                Err(e) => {
-                    return Some(Err(ShardsError::Input {
-                        path: self.path.clone(),
-                        at: String::new(),
-                        msg: e.to_string(),
-                    }))
-                }
-            }
-        }
+        Some(match self.rows.next_row()? {
+            Ok((batch, i, path)) => text_at(batch, i, path).map(Doc::Text),
+            Err(e) => Err(e.into()),
+        })
     }
 }
 

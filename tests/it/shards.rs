@@ -327,23 +327,21 @@ fn packed_sft_rows_mark_examples_with_segment_ids() {
         let segs = row.segment_ids.as_ref().unwrap();
         assert_eq!(segs.len(), 256);
         let mut next = 1;
-        for i in 0..256 {
-            match segs[i] {
-                0 => assert_eq!((row.loss_mask[i], row.input_ids[i]), (0, EOS), "padding"),
-                s if s == next => {
-                    examples.push((Vec::new(), Vec::new()));
-                    next += 1;
-                    let e = examples.last_mut().unwrap();
-                    e.0.push(row.input_ids[i]);
-                    e.1.push(row.loss_mask[i]);
-                }
-                s => {
-                    assert_eq!(s, next - 1, "segments are contiguous and numbered from 1");
-                    let e = examples.last_mut().unwrap();
-                    e.0.push(row.input_ids[i]);
-                    e.1.push(row.loss_mask[i]);
-                }
+        for (i, &seg) in segs.iter().enumerate() {
+            let (id, m) = (row.input_ids[i], row.loss_mask[i]);
+            if seg == 0 {
+                assert_eq!((m, id), (0, EOS), "padding");
+                continue;
             }
+            if seg == next {
+                examples.push((Vec::new(), Vec::new()));
+                next += 1;
+            } else {
+                assert_eq!(seg, next - 1, "segments are contiguous and numbered from 1");
+            }
+            let e = examples.last_mut().unwrap();
+            e.0.push(id);
+            e.1.push(m);
         }
         assert!(segs.windows(2).all(|w| w[1] >= w[0] || w[1] == 0), "padding only at the end");
     }
