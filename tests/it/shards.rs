@@ -40,6 +40,13 @@ fn build(config: &Path, out: &Path, threads: usize) -> BuildReport {
     shards::run(&cfg, config, &env(threads)).unwrap_or_else(|e| panic!("build failed: {e}"))
 }
 
+/// `langadapt shards build --config CONFIG --out OUT EXTRA…`.
+fn cli_build(config: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["shards", "build", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    langadapt(&args)
+}
+
 fn rows(dir: &Path) -> Vec<TokenRow> {
     list_shards(dir).unwrap().iter().flat_map(|p| TokenShardReader::open(p).unwrap().map(Result::unwrap)).collect()
 }
@@ -370,16 +377,7 @@ fn shards_together_hold_the_whole_runs_documents() {
     build(&config, &whole, 2);
     let split = tmp.path().join("split");
     for shard in ["0/2", "1/2"] {
-        let out = langadapt(&[
-            "shards",
-            "build",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            split.to_str().unwrap(),
-            "--shard",
-            shard,
-        ]);
+        let out = cli_build(&config, &split, &["--shard", shard]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let names: Vec<_> = parquet_files(&split.join("train")).into_iter().map(|(n, _)| n).collect();
@@ -393,7 +391,7 @@ fn shards_together_hold_the_whole_runs_documents() {
         assert_eq!(a, b, "{s}: the same documents, in the same split");
     }
     // A second build into a used directory is refused.
-    let out = langadapt(&["shards", "build", "--config", config.to_str().unwrap(), "--out", whole.to_str().unwrap()]);
+    let out = cli_build(&config, &whole, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("already holds shards of a build"), "{}", stderr(&out));
 }
@@ -467,14 +465,7 @@ fn bad_configs_are_refused_with_their_message() {
     ];
     for (body, want) in cases {
         let config = write_config(tmp.path(), &body);
-        let out = langadapt(&[
-            "shards",
-            "build",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            tmp.path().join("o").to_str().unwrap(),
-        ]);
+        let out = cli_build(&config, &tmp.path().join("o"), &[]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{body}");
         assert!(err.contains(&want), "want {want:?} in {err}");
