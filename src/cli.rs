@@ -293,6 +293,9 @@ fn shards_build(a: ShardsBuildArgs, env: &Env) -> anyhow::Result<()> {
             "  {}: {} documents ({} val, {} empty, {} truncated, {} too long), used x{:.3}, share {:.4} (requested {requested})",
             s.name, s.documents, s.val_documents, s.empty, s.truncated, s.too_long, s.factor, s.achieved_share
         );
+        if s.requested_share.is_some_and(|p| (p - s.achieved_share).abs() > 0.005) {
+            eprintln!("  warning: {} is more than 0.5% off its share (its documents are large next to its tokens)", s.name);
+        }
     }
     Ok(())
 }

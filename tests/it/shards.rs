@@ -12,7 +12,7 @@ use langadapt::vocab::Tokenizer;
 use langadapt::wiki::{self, IngestConfig};
 use langadapt::{Env, Progress};
 
-use crate::common::{fixture, langadapt, parquet_files, stderr};
+use crate::common::{file_names, fixture, langadapt, parquet_files, stderr};
 
 const TOKENIZER: &str = "tiny-llama/tokenizer.json";
 const BOS: u32 = 1;
@@ -472,4 +472,17 @@ fn bad_configs_are_refused_with_their_message() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
     }
     assert!(!tmp.path().join("o/train").exists(), "nothing written for a refused config");
+
+    // Known only after tokenizing: a source with a share but no text. No part is left behind.
+    std::fs::write(tmp.path().join("blank.txt"), "\n \n\n").unwrap();
+    let body = format!(
+        "seq_len = 8\n{}{}",
+        src("share = 0.5"),
+        src("share = 0.5").replace("\"et\"\npath = \"et.txt", "\"b\"\npath = \"blank.txt")
+    );
+    let config = write_config(tmp.path(), &body);
+    let out = cli_build(&config, &tmp.path().join("o"), &[]);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}: source 'b' has no training tokens", config.display())), "{err}");
+    assert_eq!(file_names(&tmp.path().join("o/train")), Vec::<String>::new());
 }
