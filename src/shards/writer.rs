@@ -135,12 +135,16 @@ impl SplitWriter {
         Ok(())
     }
 
-    /// Removes the unfinished part, so a failed run leaves no half-written file.
+    /// Removes every part of this writer, finished or not: a failed build has no manifest to make its
+    /// parts usable, and leaving them would make the directory look like a build.
     pub fn abort(&mut self) {
         if let Some((part, _)) = self.open.take() {
             let tmp = part.tmp_path().to_path_buf();
             drop(part);
             let _ = std::fs::remove_file(tmp);
+        }
+        for (path, _) in self.written.drain(..) {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

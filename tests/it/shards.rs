@@ -476,7 +476,7 @@ fn bad_configs_are_refused_with_their_message() {
     // Known only after tokenizing: a source with a share but no text. No part is left behind.
     std::fs::write(tmp.path().join("blank.txt"), "\n \n\n").unwrap();
     let body = format!(
-        "seq_len = 8\n{}{}",
+        "seq_len = 8\nval_share = 0.5\nrows_per_part = 1\n{}{}",
         src("share = 0.5"),
         src("share = 0.5").replace("\"et\"\npath = \"et.txt", "\"b\"\npath = \"blank.txt")
     );
@@ -485,4 +485,6 @@ fn bad_configs_are_refused_with_their_message() {
     let err = stderr(&out);
     assert!(err.contains(&format!("{}: source 'b' has no training tokens", config.display())), "{err}");
     assert_eq!(file_names(&tmp.path().join("o/train")), Vec::<String>::new());
+    // The val rows of `et` were written before `b` failed: they are removed too.
+    assert_eq!(file_names(&tmp.path().join("o/val")), Vec::<String>::new());
 }
