@@ -190,6 +190,9 @@ impl BuildConfig {
         if !(0.0..1.0).contains(&self.val_share) {
             return bad(format!("val_share = {} must be at least 0 and below 1", self.val_share));
         }
+        if self.out.as_os_str().is_empty() {
+            return bad("no output directory: pass --out DIR".into());
+        }
         if self.rows_per_part == 0 {
             return bad("rows_per_part must be at least 1".into());
         }
