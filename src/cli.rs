@@ -125,7 +125,7 @@ enum CorpusCommand {
 #[derive(Debug, Subcommand)]
 enum ShardsCommand {
     /// Mix, tokenize and pack sources into DIR/{train,val}/part-NNNNN.parquet + manifest.json + stats.json.
-    Build(ShardsBuildArgs),
+    Build(Box<ShardsBuildArgs>),
     /// Recompute a shards directory's statistics from its Parquet files alone.
     Stats {
         /// The --out of `shards build`.
@@ -301,7 +301,7 @@ impl Cli {
             Command::Model(cmd) => model_command(cmd),
             Command::Train(a) => train_command(a, &env),
             Command::Audit { dir, json } => audit_command(&dir, json, &env),
-            Command::Shards(ShardsCommand::Build(a)) => shards_build(a, &env),
+            Command::Shards(ShardsCommand::Build(a)) => shards_build(*a, &env),
             Command::Shards(ShardsCommand::Stats { dir, json }) => shards_stats(&dir, json),
             Command::Eval(c) => eval::run(c, &env),
             Command::Instruct(InstructCommand::Translate(a)) => translate(a, &env),
@@ -351,11 +351,15 @@ fn ingest(a: IngestArgs, env: &Env) -> anyhow::Result<()> {
 fn shards_build(a: ShardsBuildArgs, env: &Env) -> anyhow::Result<()> {
     let (mut cfg, origin) = match &a.config {
         Some(path) => {
-            anyhow::ensure!(a.source.is_none(), "--source describes a single source; with --config add it as [[sources]]");
+            anyhow::ensure!(
+                a.source.is_none(),
+                "--source describes a single source; with --config add it as [[sources]]"
+            );
             (shards::BuildConfig::load(path)?, path.clone())
         }
         None => {
-            let (Some(tokenizer), Some(path), Some(seq_len)) = (a.tokenizer.clone(), a.source.clone(), a.seq_len) else {
+            let (Some(tokenizer), Some(path), Some(seq_len)) = (a.tokenizer.clone(), a.source.clone(), a.seq_len)
+            else {
                 anyhow::bail!("give --config mix.toml, or --tokenizer, --source and --seq-len for a single source");
             };
             let name = a.name.clone().unwrap_or_else(|| {
@@ -399,11 +403,15 @@ fn shards_build(a: ShardsBuildArgs, env: &Env) -> anyhow::Result<()> {
         report.manifest.display()
     );
     for s in &report.sources {
-        let requested = s.requested_share.map_or_else(|| format!("{} epochs", s.epochs.unwrap_or(1.0)), |p| format!("{p:.4}"));
+        let requested =
+            s.requested_share.map_or_else(|| format!("{} epochs", s.epochs.unwrap_or(1.0)), |p| format!("{p:.4}"));
         eprintln!(
             "  {}: {} documents ({} val, {} empty, {} truncated, {} too long), used x{:.3}, share {:.4} (requested {requested})",
             s.name, s.documents, s.val_documents, s.empty, s.truncated, s.too_long, s.factor, s.achieved_share
         );
+        if s.requested_share.is_some_and(|p| (p - s.achieved_share).abs() > 0.005) {
+            eprintln!("  warning: {} is more than 0.5% off its share (its documents are large next to its tokens)", s.name);
+        }
     }
     Ok(())
 }
@@ -423,7 +431,10 @@ fn shards_stats(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     for (split, s) in &stats.splits {
         for (name, src) in &s.sources {
             let coverage = src.trained_tokens as f64 / src.tokens.max(1) as f64;
-            println!("{split}\t{name}\t{}\t{}\t{}\t{:.6}\t{coverage:.6}", src.rows, src.tokens, src.trained_tokens, src.share);
+            println!(
+                "{split}\t{name}\t{}\t{}\t{}\t{:.6}\t{coverage:.6}",
+                src.rows, src.tokens, src.trained_tokens, src.share
+            );
         }
         println!("{split}\t(all)\t{}\t{}\t{}\t1\t{:.6}", s.rows, s.tokens, s.trained_tokens, s.mask_coverage);
     }

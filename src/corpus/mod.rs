@@ -3,5 +3,6 @@
 pub mod shard;
 
 pub use shard::{
-    list_shards, read_footer, DocId, IdKind, ParquetPart, ShardError, TextRecord, TextShardReader, TextShardWriter,
+    list_shards, read_footer, BatchRows, DocId, IdKind, ParquetPart, ShardError, TextRecord, TextShardReader,
+    TextShardWriter,
 };

@@ -268,12 +268,42 @@ pub fn list_shards(path: &Path) -> Result<Vec<PathBuf>, ShardError> {
     Ok(files)
 }
 
-/// Reads the records of one text shard, batch by batch.
-pub struct TextShardReader {
+/// The rows of a Parquet file one at a time, as (record batch, row index in it): the loop every
+/// shard reader needs on top of Arrow's batch reader.
+pub struct BatchRows {
     path: PathBuf,
     reader: ParquetRecordBatchReader,
     batch: Option<RecordBatch>,
     row: usize,
+}
+
+impl BatchRows {
+    /// Rows of `reader`, which reads `path` (named in errors).
+    pub fn new(path: &Path, reader: ParquetRecordBatchReader) -> Self {
+        BatchRows { path: path.into(), reader, batch: None, row: 0 }
+    }
+
+    /// The batch holding the next row, the row's index in it, and the file's path; `None` at the end.
+    pub fn next_row(&mut self) -> Option<Result<(&RecordBatch, usize, &Path), ShardError>> {
+        loop {
+            if self.batch.as_ref().is_some_and(|b| self.row < b.num_rows()) {
+                self.row += 1;
+                return Some(Ok((self.batch.as_ref().expect("checked above"), self.row - 1, &self.path)));
+            }
+            match self.reader.next()? {
+                Ok(b) => {
+                    self.batch = Some(b);
+                    self.row = 0;
+                }
+                Err(e) => return Some(Err(pq(&self.path, e))),
+            }
+        }
+    }
+}
+
+/// Reads the records of one text shard, batch by batch.
+pub struct TextShardReader {
+    rows: BatchRows,
 }
 
 impl TextShardReader {
@@ -287,57 +317,43 @@ impl TextShardReader {
             }
         }
         let reader = builder.build().map_err(|e| pq(path, e))?;
-        Ok(TextShardReader { path: path.into(), reader, batch: None, row: 0 })
+        Ok(TextShardReader { rows: BatchRows::new(path, reader) })
     }
+}
 
-    fn record_at(&self, batch: &RecordBatch, i: usize) -> Result<TextRecord, ShardError> {
-        let layout = |msg: String| ShardError::Layout { path: self.path.clone(), msg };
-        let string = |name: &str| -> Result<String, ShardError> {
-            let col = batch.column_by_name(name).ok_or_else(|| layout(format!("missing column '{name}'")))?;
-            let arr = col
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| layout(format!("column '{name}' is {}, expected utf8", col.data_type())))?;
-            Ok(if arr.is_null(i) { String::new() } else { arr.value(i).to_string() })
-        };
-        let id_col = batch.column_by_name("id").ok_or_else(|| layout("missing column 'id'".into()))?;
-        let id = if let Some(a) = id_col.as_any().downcast_ref::<Int64Array>() {
-            DocId::Int(a.value(i))
-        } else if let Some(a) = id_col.as_any().downcast_ref::<StringArray>() {
-            DocId::Str(a.value(i).to_string())
-        } else {
-            return Err(layout(format!("column 'id' is {}, expected int64 or utf8", id_col.data_type())));
-        };
-        Ok(TextRecord {
-            id,
-            title: string("title")?,
-            text: string("text")?,
-            lang: string("lang")?,
-            source: string("source")?,
-        })
-    }
+/// The record at row `i` of `batch`, read from `path`.
+fn record_at(path: &Path, batch: &RecordBatch, i: usize) -> Result<TextRecord, ShardError> {
+    let layout = |msg: String| ShardError::Layout { path: path.into(), msg };
+    let string = |name: &str| -> Result<String, ShardError> {
+        let col = batch.column_by_name(name).ok_or_else(|| layout(format!("missing column '{name}'")))?;
+        let arr = col
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| layout(format!("column '{name}' is {}, expected utf8", col.data_type())))?;
+        Ok(if arr.is_null(i) { String::new() } else { arr.value(i).to_string() })
+    };
+    let id_col = batch.column_by_name("id").ok_or_else(|| layout("missing column 'id'".into()))?;
+    let id = if let Some(a) = id_col.as_any().downcast_ref::<Int64Array>() {
+        DocId::Int(a.value(i))
+    } else if let Some(a) = id_col.as_any().downcast_ref::<StringArray>() {
+        DocId::Str(a.value(i).to_string())
+    } else {
+        return Err(layout(format!("column 'id' is {}, expected int64 or utf8", id_col.data_type())));
+    };
+    Ok(TextRecord {
+        id,
+        title: string("title")?,
+        text: string("text")?,
+        lang: string("lang")?,
+        source: string("source")?,
+    })
 }
 
 impl Iterator for TextShardReader {
     type Item = Result<TextRecord, ShardError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(batch) = &self.batch {
-                if self.row < batch.num_rows() {
-                    let r = self.record_at(batch, self.row);
-                    self.row += 1;
-                    return Some(r);
-                }
-            }
-            match self.reader.next()? {
-                Ok(b) => {
-                    self.batch = Some(b);
-                    self.row = 0;
-                }
-                Err(e) => return Some(Err(pq(&self.path, e))),
-            }
-        }
+        Some(self.rows.next_row()?.and_then(|(batch, i, path)| record_at(path, batch, i)))
     }
 }
 

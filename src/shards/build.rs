@@ -145,6 +145,7 @@ pub fn run(cfg: &BuildConfig, origin: &Path, env: &Env) -> Result<BuildReport, S
 
     let mut run = Run {
         cfg,
+        origin,
         env,
         encoder: &encoder,
         packing,
@@ -240,6 +241,8 @@ struct TrainUnits {
 
 struct Run<'a> {
     cfg: &'a BuildConfig,
+    /// The config file (or `flags`), named in mixture errors.
+    origin: &'a Path,
     env: &'a Env,
     encoder: &'a Encoder,
     packing: Packing,
@@ -336,7 +339,7 @@ impl Run<'_> {
         let cfg = self.cfg;
         let available: Vec<u64> = self.reports.iter().map(|r| r.available_tokens).collect();
         let targets = mix::targets(&cfg.sources, &available, cfg.train_tokens)
-            .map_err(|msg| ShardsError::Config { origin: "mixture".into(), msg })?;
+            .map_err(|msg| ShardsError::Config { origin: self.origin.into(), msg })?;
         let mut streams = Vec::with_capacity(units.len());
         for (k, ((s, u), target)) in cfg.sources.iter().zip(units).zip(targets).enumerate() {
             let plan = mix::choose(cfg.seed, &s.name, &u.weights, &u.indices, target);

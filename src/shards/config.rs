@@ -158,8 +158,16 @@ impl BuildConfig {
     /// Reads `mix.toml`; `tokenizer` and source paths are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ShardsError> {
         let text = std::fs::read_to_string(path).map_err(|source| ShardsError::Io { path: path.into(), source })?;
-        let mut cfg: BuildConfig = toml::from_str(&text)
-            .map_err(|e| ShardsError::Config { origin: path.into(), msg: e.to_string().trim_end().to_string() })?;
+        let mut cfg: BuildConfig = toml::from_str(&text).map_err(|e| {
+            // One line: where (line:column) and what, not toml's multi-line snippet.
+            let at = e.span().map_or(String::new(), |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            ShardsError::Config { origin: path.into(), msg: format!("{at}{}", e.message().trim_end()) }
+        })?;
         let base = path.parent().unwrap_or(Path::new(""));
         cfg.tokenizer = base.join(&cfg.tokenizer);
         for s in &mut cfg.sources {
@@ -181,6 +189,9 @@ impl BuildConfig {
         }
         if !(0.0..1.0).contains(&self.val_share) {
             return bad(format!("val_share = {} must be at least 0 and below 1", self.val_share));
+        }
+        if self.out.as_os_str().is_empty() {
+            return bad("no output directory: pass --out DIR".into());
         }
         if self.rows_per_part == 0 {
             return bad("rows_per_part must be at least 1".into());
@@ -209,6 +220,9 @@ impl BuildConfig {
             }
             if !s.path.exists() {
                 return bad(format!("source '{}': {} does not exist", s.name, s.path.display()));
+            }
+            if let Err(msg) = super::source::check(&s.path, self.kind) {
+                return bad(format!("source '{}': {}: {msg}", s.name, s.path.display()));
             }
             match (s.share, s.epochs) {
                 (Some(p), None) if p > 0.0 && p <= 1.0 => {

@@ -12,13 +12,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, LargeStringArray, RecordBatch, StringArray, StringViewArray};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use super::config::Kind;
 use super::template::Instruction;
 use super::ShardsError;
-use crate::corpus::list_shards;
+use crate::corpus::{list_shards, BatchRows, ShardError};
 
 /// One unit of a source, before tokenizing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,17 +32,44 @@ pub enum Doc {
 /// The documents of a source, in order.
 pub type Docs = Box<dyn Iterator<Item = Result<Doc, ShardsError>> + Send>;
 
+/// How a source path is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Parquet,
+    Jsonl,
+    Txt,
+}
+
+/// The format of `path` for a `kind` run, or why it cannot be a source (checked before any work).
+fn format_of(path: &Path, kind: Kind) -> Result<Format, String> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let format = match ext.as_str() {
+        _ if path.is_dir() => Format::Parquet,
+        "parquet" => Format::Parquet,
+        "jsonl" => Format::Jsonl,
+        "txt" => Format::Txt,
+        _ => return Err("unknown format: expected a text-shard directory, .parquet, .jsonl or .txt".into()),
+    };
+    if kind == Kind::Sft && format != Format::Jsonl {
+        return Err("sft sources must be instruction JSONL (.jsonl with instruction/input/output)".into());
+    }
+    Ok(format)
+}
+
+/// Checks that `path` can be a source of a `kind` run.
+pub fn check(path: &Path, kind: Kind) -> Result<(), String> {
+    format_of(path, kind).map(|_| ())
+}
+
 /// Opens `path` for a `kind` run; format by extension (a directory = text shards).
 pub fn open(path: &Path, kind: Kind) -> Result<Docs, ShardsError> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let input = |msg: String| ShardsError::Input { path: path.into(), at: String::new(), msg };
-    if kind == Kind::Sft && ext != "jsonl" {
-        return Err(input("sft sources must be instruction JSONL (.jsonl with instruction/input/output)".into()));
-    }
-    if path.is_dir() || ext == "parquet" {
+    let format =
+        format_of(path, kind).map_err(|msg| ShardsError::Input { path: path.into(), at: String::new(), msg })?;
+    if format == Format::Parquet {
         let files = list_shards(path)?;
         if files.is_empty() {
-            return Err(input("no *.parquet files in this directory".into()));
+            let msg = "no *.parquet files in this directory".into();
+            return Err(ShardsError::Input { path: path.into(), at: String::new(), msg });
         }
         let mut iters = Vec::with_capacity(files.len());
         for f in files {
@@ -50,33 +77,24 @@ pub fn open(path: &Path, kind: Kind) -> Result<Docs, ShardsError> {
         }
         return Ok(Box::new(iters.into_iter().flatten()));
     }
-    if ext != "jsonl" && ext != "txt" {
-        return Err(input("unknown format: expected a text-shard directory, .parquet, .jsonl or .txt".into()));
-    }
     let file = File::open(path).map_err(|source| ShardsError::Io { path: path.into(), source })?;
     let lines = BufReader::with_capacity(1 << 20, file).lines();
     let path = path.to_path_buf();
-    match ext.as_str() {
-        "jsonl" => Ok(Box::new(JsonLines { path, lines, line: 0, kind })),
-        _ => Ok(Box::new(TextBlocks { path, lines, line: 0 })),
-    }
+    Ok(if format == Format::Jsonl {
+        Box::new(JsonLines { path, lines, line: 0, kind })
+    } else {
+        Box::new(TextBlocks { path, lines, line: 0 })
+    })
 }
 
 /// The `text` column of one Parquet file.
 struct ParquetTexts {
-    path: PathBuf,
-    reader: ParquetRecordBatchReader,
-    batch: Option<RecordBatch>,
-    row: usize,
+    rows: BatchRows,
 }
 
 impl ParquetTexts {
     fn open(path: PathBuf) -> Result<Self, ShardsError> {
-        let pq = |e: parquet::errors::ParquetError| ShardsError::Input {
-            path: path.clone(),
-            at: String::new(),
-            msg: e.to_string(),
-        };
+        let pq = |e: parquet::errors::ParquetError| ShardError::Parquet { path: path.clone(), msg: e.to_string() };
         let file = File::open(&path).map_err(|source| ShardsError::Io { path: path.clone(), source })?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
         if builder.schema().field_with_name("text").is_err() {
@@ -84,56 +102,36 @@ impl ParquetTexts {
         }
         let mask = ProjectionMask::columns(builder.parquet_schema(), ["text"]);
         let reader = builder.with_projection(mask).with_batch_size(1024).build().map_err(pq)?;
-        Ok(ParquetTexts { path, reader, batch: None, row: 0 })
+        Ok(ParquetTexts { rows: BatchRows::new(&path, reader) })
     }
+}
 
-    fn text_at(&self, batch: &RecordBatch, i: usize) -> Result<String, ShardsError> {
-        let col = batch.column(0);
-        let any = col.as_any();
-        let value = if let Some(a) = any.downcast_ref::<StringArray>() {
-            a.is_valid(i).then(|| a.value(i))
-        } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
-            a.is_valid(i).then(|| a.value(i))
-        } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
-            a.is_valid(i).then(|| a.value(i))
-        } else {
-            return Err(ShardsError::Input {
-                path: self.path.clone(),
-                at: String::new(),
-                msg: format!("column 'text' is {}, expected utf8", col.data_type()),
-            });
-        };
-        // A null text is an empty document: it still has its place (and index) in the source.
-        Ok(value.unwrap_or_default().to_string())
-    }
+/// The text at row `i` of `batch` (its one column), read from `path`.
+fn text_at(batch: &RecordBatch, i: usize, path: &Path) -> Result<String, ShardsError> {
+    let col = batch.column(0);
+    let any = col.as_any();
+    let value = if let Some(a) = any.downcast_ref::<StringArray>() {
+        a.is_valid(i).then(|| a.value(i))
+    } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
+        a.is_valid(i).then(|| a.value(i))
+    } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
+        a.is_valid(i).then(|| a.value(i))
+    } else {
+        let msg = format!("column 'text' is {}, expected utf8", col.data_type());
+        return Err(ShardsError::Input { path: path.into(), at: String::new(), msg });
+    };
+    // A null text is an empty document: it still has its place (and index) in the source.
+    Ok(value.unwrap_or_default().to_string())
 }
 
 impl Iterator for ParquetTexts {
     type Item = Result<Doc, ShardsError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(batch) = &self.batch {
-                if self.row < batch.num_rows() {
-                    let r = self.text_at(batch, self.row).map(Doc::Text);
-                    self.row += 1;
-                    return Some(r);
-                }
-            }
-            match self.reader.next()? {
-                Ok(b) => {
-                    self.batch = Some(b);
-                    self.row = 0;
-                }
-                Err(e) => {
-                    return Some(Err(ShardsError::Input {
-                        path: self.path.clone(),
-                        at: String::new(),
-                        msg: e.to_string(),
-                    }))
-                }
-            }
-        }
+        Some(match self.rows.next_row()? {
+            Ok((batch, i, path)) => text_at(batch, i, path).map(Doc::Text),
+            Err(e) => Err(e.into()),
+        })
     }
 }
 

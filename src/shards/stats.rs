@@ -1,5 +1,6 @@
 //! Statistics of token shards computed from the files alone (`shards stats DIR`, and `stats.json`).
-//! Arrow directly, column by column: polars would add minutes to a cold build for a few sums.
+//! Arrow directly, column by column, not polars (which DESIGN.md lists): polars would add more than ten
+//! minutes to the 2-core CI cold build for a few sums and counts.
 
 use std::collections::BTreeMap;
 use std::fs::File;

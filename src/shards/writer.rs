@@ -11,13 +11,13 @@ use arrow::array::{
     UInt8Array, UInt8Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::pack::Row;
 use super::ShardsError;
-use crate::corpus::{ParquetPart, ShardError};
+use crate::corpus::{BatchRows, ParquetPart, ShardError};
 use crate::manifest::ShardMeta;
 
 /// Rows per record batch.
@@ -135,12 +135,16 @@ impl SplitWriter {
         Ok(())
     }
 
-    /// Removes the unfinished part, so a failed run leaves no half-written file.
+    /// Removes every part of this writer, finished or not: a failed build has no manifest to make its
+    /// parts usable, and leaving them would make the directory look like a build.
     pub fn abort(&mut self) {
         if let Some((part, _)) = self.open.take() {
             let tmp = part.tmp_path().to_path_buf();
             drop(part);
             let _ = std::fs::remove_file(tmp);
+        }
+        for (path, _) in self.written.drain(..) {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -160,10 +164,7 @@ pub struct TokenRow {
 
 /// Reads the rows of one token shard.
 pub struct TokenShardReader {
-    path: PathBuf,
-    reader: ParquetRecordBatchReader,
-    batch: Option<RecordBatch>,
-    row: usize,
+    rows: BatchRows,
 }
 
 impl TokenShardReader {
@@ -172,7 +173,7 @@ impl TokenShardReader {
         let pq = |e: parquet::errors::ParquetError| ShardError::Parquet { path: path.into(), msg: e.to_string() };
         let file = File::open(path).map_err(|source| ShardsError::Io { path: path.into(), source })?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
-        Ok(TokenShardReader { path: path.into(), reader: builder.build().map_err(pq)?, batch: None, row: 0 })
+        Ok(TokenShardReader { rows: BatchRows::new(path, builder.build().map_err(pq)?) })
     }
 }
 
@@ -217,34 +218,16 @@ impl Iterator for TokenShardReader {
     type Item = Result<TokenRow, ShardsError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(batch) = &self.batch {
-                if self.row < batch.num_rows() {
-                    let i = self.row;
-                    self.row += 1;
-                    return Some(Columns::of(batch, &self.path).map(|c| {
-                        TokenRow {
-                            input_ids: u32s(c.ids, i),
-                            loss_mask: c
-                                .mask
-                                .value(i)
-                                .as_any()
-                                .downcast_ref::<UInt8Array>()
-                                .map(|a| a.values().to_vec())
-                                .unwrap_or_default(),
-                            source: c.source.value(i).to_string(),
-                            segment_ids: c.segments.map(|s| u32s(s, i)),
-                        }
-                    }));
-                }
-            }
-            match self.reader.next()? {
-                Ok(b) => {
-                    self.batch = Some(b);
-                    self.row = 0;
-                }
-                Err(e) => return Some(Err(ShardError::Parquet { path: self.path.clone(), msg: e.to_string() }.into())),
-            }
-        }
+        let (batch, i, path) = match self.rows.next_row()? {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e.into())),
+        };
+        Some(Columns::of(batch, path).map(|c| TokenRow {
+            input_ids: u32s(c.ids, i),
+            loss_mask:
+                c.mask.value(i).as_any().downcast_ref::<UInt8Array>().map(|a| a.values().to_vec()).unwrap_or_default(),
+            source: c.source.value(i).to_string(),
+            segment_ids: c.segments.map(|s| u32s(s, i)),
+        }))
     }
 }

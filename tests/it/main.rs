@@ -7,5 +7,6 @@ mod instruct;
 mod mock_http;
 mod model;
 mod quickstart;
+mod shards;
 mod train;
 mod wiki;
