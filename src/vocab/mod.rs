@@ -1,5 +1,8 @@
-//! Vocabulary: load tokenizers (tokenizer.json, SentencePiece tokenizer.model), encode and decode.
+//! Vocabulary: SentencePiece model files, tokenizers (tokenizer.json, tokenizer.model), encode and decode.
 
+pub mod proto;
+pub mod spm;
 mod tokenizer;
 
+pub use proto::ModelProto;
 pub use tokenizer::{Tokenizer, VocabError};

@@ -2,4 +2,5 @@
 
 mod common;
 mod quickstart;
+mod vocab;
 mod wiki;
