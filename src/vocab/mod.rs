@@ -1,5 +1,6 @@
 //! Vocabulary: SentencePiece model files, tokenizers (tokenizer.json, tokenizer.model), encode and decode.
 
+pub mod export;
 pub mod proto;
 pub mod spm;
 mod tokenizer;

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::proto::{trainer, ModelProto, PieceType};
+use super::export::special_pieces;
+use super::proto::{ModelProto, PieceType};
 use super::spm::{byte_of_piece, SpmModel};
 
 /// Errors of the vocabulary stage.
@@ -85,11 +86,8 @@ impl Tokenizer {
     pub fn from_proto(proto: ModelProto, path: &Path) -> Result<Self, VocabError> {
         let model = SpmModel::new(proto).map_err(|message| VocabError::Load { path: path.into(), message })?;
         // SentencePiece's bos_id()/eos_id(): the named piece, if it is a control symbol.
-        let control = |field: u32, default: &str| {
-            let name = model.proto().trainer_spec.str_or(field, default);
-            model.lookup(name).filter(|&id| model.proto().pieces[id as usize].kind == PieceType::Control)
-        };
-        let (bos, eos, unk) = (control(trainer::BOS_PIECE, "<s>"), control(trainer::EOS_PIECE, "</s>"), Some(model.unk_id()));
+        let sp = special_pieces(model.proto());
+        let (bos, eos, unk) = (sp.bos.map(|b| b.0), sp.eos.map(|e| e.0), Some(model.unk_id()));
         Ok(Self { inner: Arc::new(Backend::Spm(model)), path: path.to_path_buf(), bos, eos, unk })
     }
 
