@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use langadapt::io::ShardSpec;
 use langadapt::pipeline::Recipe;
-use langadapt::{corpus, wiki, Env, Progress};
+use langadapt::{corpus, vocab, wiki, Env, Progress};
 
 /// Take an English-centric LLaMA-family model to a new language and measure the result.
 #[derive(Debug, Parser)]
@@ -41,6 +41,9 @@ enum Command {
     /// Text shards.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// Vocabulary: train, merge, measure, inspect tokenizers.
+    #[command(subcommand)]
+    Vocab(VocabCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +100,40 @@ enum CorpusCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum VocabCommand {
+    /// Train a SentencePiece model (.model, LLaMA conventions) on text files or Parquet text shards.
+    Train(VocabTrainArgs),
+}
+
+#[derive(Debug, Args)]
+struct VocabTrainArgs {
+    /// Text files (one sentence per line) or Parquet text shards (files or directories).
+    #[arg(long, required = true, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Total pieces (3 special + 256 bytes + alphabet + learned).
+    #[arg(long)]
+    vocab_size: usize,
+    /// bpe or unigram.
+    #[arg(long, default_value = "bpe")]
+    model_type: String,
+    /// The .model file to write (manifest.json goes beside it).
+    #[arg(long)]
+    out: PathBuf,
+    /// Trainer: tokenizers (pure Rust). The sentencepiece backend is not built in.
+    #[arg(long, default_value = "tokenizers")]
+    backend: String,
+    /// Share of character occurrences the alphabet covers; rarer characters fall back to bytes.
+    #[arg(long, default_value_t = 0.9995)]
+    character_coverage: f64,
+    /// Train on a uniform sample of at most this many sentences.
+    #[arg(long)]
+    max_sentences: Option<usize>,
+    /// Seed of the sample.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
 impl Cli {
     /// Runs the parsed command.
     pub fn run(self) -> anyhow::Result<()> {
@@ -105,6 +142,7 @@ impl Cli {
             Command::Run { recipe, out, dry_run } => run_recipe(&recipe, out, dry_run, &env),
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
+            Command::Vocab(VocabCommand::Train(a)) => vocab_train(a, &env),
         }
     }
 }
@@ -144,6 +182,36 @@ fn ingest(a: IngestArgs, env: &Env) -> anyhow::Result<()> {
             report.manifest.display()
         );
     }
+    Ok(())
+}
+
+fn vocab_train(a: VocabTrainArgs, env: &Env) -> anyhow::Result<()> {
+    if a.backend != "tokenizers" {
+        anyhow::bail!("--backend {}: this build trains with the tokenizers backend only (the sentencepiece backend is not built in)", a.backend);
+    }
+    let model_type = serde_json::from_value(serde_json::Value::String(a.model_type.clone()))
+        .map_err(|_| anyhow::anyhow!("--model-type {}: expected bpe or unigram", a.model_type))?;
+    let cfg = vocab::train::TrainConfig {
+        input: a.input,
+        out: a.out,
+        vocab_size: a.vocab_size,
+        model_type,
+        character_coverage: a.character_coverage,
+        max_sentences: a.max_sentences,
+        seed: a.seed,
+    };
+    let r = vocab::train::run(&cfg, env)?;
+    eprintln!(
+        "vocab train: {} pieces ({} characters of {} seen) from {} of {} sentences in {:.1}s -> {}; manifest: {}",
+        r.vocab_size,
+        r.alphabet,
+        r.characters_seen,
+        r.sentences_used,
+        r.sentences_read,
+        r.seconds,
+        r.model.display(),
+        r.manifest.display()
+    );
     Ok(())
 }
 

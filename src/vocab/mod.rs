@@ -4,6 +4,7 @@ pub mod export;
 pub mod proto;
 pub mod spm;
 mod tokenizer;
+pub mod train;
 
 pub use proto::ModelProto;
 pub use tokenizer::{Tokenizer, VocabError};

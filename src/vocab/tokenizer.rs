@@ -34,6 +34,59 @@ pub enum VocabError {
     /// Encoding or decoding failed.
     #[error("tokenizer: {0}")]
     Codec(String),
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
+    /// Reading an input or writing an output failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line of a text input could not be read.
+    #[error("{path}: line {line}: {message}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What went wrong.
+        message: String,
+    },
+    /// No training text.
+    #[error("{0}: no non-empty lines to train on; check the input paths")]
+    EmptyCorpus(String),
+    /// The vocabulary cannot hold the required pieces.
+    #[error("--vocab-size {vocab_size} is smaller than the {needed} pieces required (3 special + 256 byte pieces + {chars} characters for coverage {coverage}); raise --vocab-size or lower --character-coverage")]
+    VocabTooSmall {
+        /// Requested size.
+        vocab_size: usize,
+        /// Minimum size.
+        needed: usize,
+        /// Characters the coverage requires.
+        chars: usize,
+        /// The coverage.
+        coverage: f64,
+    },
+    /// The trainer failed.
+    #[error("training failed: {0}")]
+    Train(String),
+    /// A merge input is unusable.
+    #[error("{path}: {message}")]
+    Merge {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// Text shards could not be read.
+    #[error(transparent)]
+    Shard(#[from] crate::corpus::ShardError),
+    /// Hashing inputs or writing the manifest failed.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
 }
 
 /// What does the work: the tokenizers crate (tokenizer.json) or our SentencePiece port (.model).
