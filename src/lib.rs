@@ -6,6 +6,7 @@
 pub mod corpus;
 pub mod io;
 pub mod manifest;
+pub mod model;
 pub mod parallel;
 pub mod pipeline;
 pub mod progress;

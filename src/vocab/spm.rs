@@ -197,10 +197,15 @@ impl SpmModel {
 
     /// Ids of `text` (no BOS/EOS).
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        let normalized = self.normalize(text);
+        self.encode_normalized(&self.normalize(text))
+    }
+
+    /// Ids of text that is already normalized (`▁` for spaces, no dummy prefix added): segmentation
+    /// and byte fallback only. Used to split a piece of another vocabulary into this one's pieces.
+    pub fn encode_normalized(&self, normalized: &str) -> Vec<u32> {
         let segments = match self.kind {
-            ModelType::Unigram => self.segment_unigram(&normalized),
-            _ => self.segment_bpe(&normalized),
+            ModelType::Unigram => self.segment_unigram(normalized),
+            _ => self.segment_bpe(normalized),
         };
         let mut ids = Vec::with_capacity(segments.len());
         for (piece, id) in segments {

@@ -1,0 +1,3 @@
+//! LLaMA in candle, HF checkpoint load/save, embedding resize.
+
+pub mod resize;
