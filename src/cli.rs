@@ -104,6 +104,33 @@ enum CorpusCommand {
 enum VocabCommand {
     /// Train a SentencePiece model (.model, LLaMA conventions) on text files or Parquet text shards.
     Train(VocabTrainArgs),
+    /// Append a new model's pieces to a LLaMA-style tokenizer.model (base ids kept); optionally resize a checkpoint.
+    Merge(VocabMergeArgs),
+}
+
+#[derive(Debug, Args)]
+struct VocabMergeArgs {
+    /// Base tokenizer.model (SentencePiece BPE) or a directory holding one.
+    #[arg(long)]
+    base: PathBuf,
+    /// SentencePiece model whose pieces are added.
+    #[arg(long)]
+    add: PathBuf,
+    /// Output directory (tokenizer files, merge_report.json, manifest.json, model/).
+    #[arg(long)]
+    out: PathBuf,
+    /// Add at most this many pieces.
+    #[arg(long)]
+    max_added: Option<usize>,
+    /// Hugging Face checkpoint to resize into OUT/model/.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// New embedding rows: mean, subword-mean or random.
+    #[arg(long, default_value = "subword-mean")]
+    init: String,
+    /// Seed for --init random.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +170,7 @@ impl Cli {
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
             Command::Vocab(VocabCommand::Train(a)) => vocab_train(a, &env),
+            Command::Vocab(VocabCommand::Merge(a)) => vocab_merge(a, &env),
         }
     }
 }
@@ -211,6 +239,33 @@ fn vocab_train(a: VocabTrainArgs, env: &Env) -> anyhow::Result<()> {
         r.seconds,
         r.model.display(),
         r.manifest.display()
+    );
+    Ok(())
+}
+
+fn vocab_merge(a: VocabMergeArgs, env: &Env) -> anyhow::Result<()> {
+    let init = serde_json::from_value(serde_json::Value::String(a.init.clone()))
+        .map_err(|_| anyhow::anyhow!("--init {}: expected mean, subword-mean or random", a.init))?;
+    let cfg = vocab::merge::MergeConfig {
+        base: a.base,
+        add: a.add,
+        out: a.out,
+        max_added: a.max_added,
+        model: a.model,
+        init,
+        seed: a.seed,
+    };
+    let r = vocab::merge::run(&cfg, env)?;
+    eprintln!(
+        "vocab merge: {} + {} added = {} pieces ({} candidates: {} already in the base, {} unreachable, {} over --max-added) -> {}",
+        r.base_size,
+        r.added,
+        r.final_size,
+        r.candidates,
+        r.skipped_existing,
+        r.skipped_unreachable,
+        r.skipped_limit,
+        cfg.out.display()
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Vocabulary: SentencePiece model files, tokenizers (tokenizer.json, tokenizer.model), encode and decode.
 
 pub mod export;
+pub mod merge;
 pub mod proto;
 pub mod spm;
 mod tokenizer;
