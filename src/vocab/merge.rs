@@ -128,17 +128,23 @@ pub fn merge_models(base: &ModelProto, add: &ModelProto, max_added: Option<usize
 }
 
 fn base_model_path(base: &Path) -> Result<PathBuf, VocabError> {
-    let file = if base.is_dir() { base.join("tokenizer.model") } else { base.to_path_buf() };
-    if file.is_file() {
-        return Ok(file);
-    }
-    let json = if base.is_dir() { base.join("tokenizer.json") } else { base.to_path_buf() };
-    let message = if json.is_file() || base.extension().is_some_and(|e| e == "json") {
-        "a tokenizer.json base is not supported yet; pass a SentencePiece tokenizer.model (LLaMA-style)".to_string()
-    } else {
-        "no tokenizer.model here".to_string()
+    let unsupported = |path: &Path| VocabError::Merge {
+        path: path.into(),
+        message: "a tokenizer.json base is not supported yet; pass a SentencePiece tokenizer.model (LLaMA-style)".into(),
     };
-    Err(VocabError::Merge { path: base.into(), message })
+    if base.is_dir() {
+        let model = base.join("tokenizer.model");
+        return match (model.is_file(), base.join("tokenizer.json").is_file()) {
+            (true, _) => Ok(model),
+            (false, true) => Err(unsupported(base)),
+            (false, false) => Err(VocabError::NotFound(base.into())),
+        };
+    }
+    let head = std::fs::read(base).map_err(|source| VocabError::Io { path: base.into(), source })?;
+    if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        return Err(unsupported(base));
+    }
+    Ok(base.to_path_buf())
 }
 
 /// The checkpoint's config.json must describe the base vocabulary.

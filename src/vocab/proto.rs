@@ -83,13 +83,19 @@ fn take<'a>(buf: &'a [u8], pos: &mut usize, n: usize, base: usize) -> Result<&'a
     }
 }
 
-/// Reads one field at `*pos`; returns it and the file offset of its value.
-fn read_field(buf: &[u8], pos: &mut usize, base: usize) -> Result<(Field, usize), DecodeError> {
+/// Reads a field key at `*pos`: field number and wire type.
+fn read_key(buf: &[u8], pos: &mut usize, base: usize) -> Result<(u32, u64), DecodeError> {
     let at = *pos;
     let key = read_varint(buf, pos, base)?;
-    let number = u32::try_from(key >> 3).ok().filter(|&n| n > 0);
-    let Some(number) = number else { return err(base + at, "bad field number (not a protobuf message)") };
-    let value = match key & 7 {
+    match u32::try_from(key >> 3) {
+        Ok(n) if n > 0 => Ok((n, key & 7)),
+        _ => err(base + at, "bad field number (not a protobuf message)"),
+    }
+}
+
+/// Reads the value of a field whose key was read at `at`; returns it and its file offset.
+fn read_value(buf: &[u8], pos: &mut usize, base: usize, number: u32, wire: u64, at: usize) -> Result<(Value, usize), DecodeError> {
+    let value = match wire {
         0 => Value::Varint(read_varint(buf, pos, base)?),
         1 => Value::Fixed64(u64::from_le_bytes(take(buf, pos, 8, base)?.try_into().expect("8 bytes"))),
         2 => {
@@ -100,7 +106,7 @@ fn read_field(buf: &[u8], pos: &mut usize, base: usize) -> Result<(Field, usize)
         w => return err(base + at, format!("field {number} has wire type {w}, which SentencePiece never writes")),
     };
     let value_at = base + *pos - if let Value::Bytes(b) = &value { b.len() } else { 0 };
-    Ok((Field { number, value }, value_at))
+    Ok((value, value_at))
 }
 
 impl Message {
@@ -109,7 +115,10 @@ impl Message {
         let mut fields = Vec::new();
         let mut pos = 0;
         while pos < buf.len() {
-            fields.push(read_field(buf, &mut pos, base)?.0);
+            let at = pos;
+            let (number, wire) = read_key(buf, &mut pos, base)?;
+            let (value, _) = read_value(buf, &mut pos, base, number, wire, at)?;
+            fields.push(Field { number, value });
         }
         Ok(Message { fields })
     }
@@ -379,15 +388,16 @@ impl ModelProto {
         let mut pos = 0;
         while pos < buf.len() {
             let at = pos;
-            let (field, body_at) = read_field(buf, &mut pos, 0)?;
-            let (number, is_bytes) = (field.number, matches!(field.value, Value::Bytes(_)));
-            if (1..=5).contains(&number) && !is_bytes {
-                return err(at, format!("field {number} is not length-delimited: not a SentencePiece model"));
+            // Check the key before the value, so foreign files fail on what they are, not on a length.
+            let (number, wire) = read_key(buf, &mut pos, 0)?;
+            if (1..=5).contains(&number) && wire != 2 {
+                return err(at, format!("field {number} has wire type {wire}: not a SentencePiece model"));
             }
             if !(1..=5).contains(&number) && number < 200 {
                 return err(at, format!("unexpected top-level field {number}: not a SentencePiece model"));
             }
-            match (number, field.value) {
+            let (value, body_at) = read_value(buf, &mut pos, 0, number, wire, at)?;
+            match (number, value) {
                 (PIECES, Value::Bytes(b)) => m.pieces.push(decode_piece(&b, body_at, m.pieces.len())?),
                 (TRAINER_SPEC, Value::Bytes(b)) => m.trainer_spec = Message::decode(&b, body_at)?,
                 (NORMALIZER_SPEC, Value::Bytes(b)) => m.normalizer_spec = Message::decode(&b, body_at)?,

@@ -97,3 +97,218 @@ fn truncated_model_is_rejected_naming_file_and_offset() {
     assert!(e.starts_with(&format!("{}: not a valid SentencePiece model at byte ", cut.display())), "{e}");
     assert!(e.contains("cut short"), "{e}");
 }
+
+/// Turkish, Estonian, Persian, Chinese, English, code, emoji, digits, whitespace runs.
+const MULTILINGUAL: &[&str] = &[
+    "İstanbul'da yaşayan öğrenciler, üniversitenin kütüphanesinde sabaha kadar çalıştılar.",
+    "Tallinna vanalinnas jalutades nägime, kuidas päike loojus mere kohale.",
+    "زبان فارسی یکی از زبان‌های هندواروپایی است و در ایران، افغانستان و تاجیکستان صحبت می‌شود.",
+    "北京是中国的首都，也是一座历史悠久的城市。机器学习模型需要大量的数据。",
+    "The quick brown fox jumps over the lazy dog while the model reads 1234567890 tokens.",
+    "fn main() {\n    let x: Vec<u32> = (0..10).map(|i| i * 2).collect();\n    println!(\"{x:?}\");\n}",
+    "Emoji 😀🎉 and symbols → ∑ ≈ ∞, digits 2024-11-23 3.14159",
+    "  two leading spaces, a\ttab, trailing space ",
+];
+
+fn run_ok(args: &[&str]) {
+    let out = crate::common::langadapt(args);
+    assert!(out.status.success(), "{args:?}: {}", crate::common::stderr(&out));
+}
+
+/// Trains `vocab_size` BPE on the lines of tokenizer-train.txt that `keep` selects.
+fn train_on(dir: &std::path::Path, name: &str, vocab_size: usize, keep: impl Fn(&str) -> bool) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(fixture("tokenizer-train.txt")).unwrap();
+    let corpus = dir.join(format!("{name}.txt"));
+    std::fs::write(&corpus, text.lines().filter(|l| keep(l)).collect::<Vec<_>>().join("\n")).unwrap();
+    let model = dir.join(format!("{name}/new.model"));
+    let vs = vocab_size.to_string();
+    run_ok(&["vocab", "train", "--input", corpus.to_str().unwrap(), "--vocab-size", &vs, "--out", model.to_str().unwrap()]);
+    model
+}
+
+fn is_cjk(l: &str) -> bool {
+    l.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+}
+
+#[test]
+fn trained_model_has_llama_layout_round_trips_text_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_on(dir.path(), "a", 1500, |_| true);
+    let again = dir.path().join("again/new.model");
+    let corpus = dir.path().join("a.txt");
+    run_ok(&["vocab", "train", "--input", corpus.to_str().unwrap(), "--vocab-size", "1500", "--out", again.to_str().unwrap()]);
+    assert!(std::fs::read(&model).unwrap() == std::fs::read(&again).unwrap(), "same input and seed, same bytes");
+    let tok = Tokenizer::from_path(&model).unwrap();
+    assert_eq!(tok.vocab_size(), 1500);
+    let pieces: Vec<String> = (0..260).map(|i| tok.id_to_piece(i).unwrap()).collect();
+    assert_eq!(&pieces[..4], ["<unk>", "<s>", "</s>", "<0x00>"]);
+    assert_eq!(pieces[258], "<0xFF>");
+    let proto = tok.sentencepiece().unwrap();
+    assert!(proto.byte_fallback() && proto.add_dummy_prefix() && !proto.remove_extra_whitespaces());
+    // No learned piece joins a digit to anything (split_digits) or has a space after its start.
+    for p in &proto.pieces[259..] {
+        let s = &p.piece;
+        assert!(!(s.chars().count() > 1 && s.chars().any(|c| c.is_ascii_digit())), "{s:?}");
+        assert!(s.chars().all(|c| c == '▁') || !s.chars().skip(1).any(|c| c == '▁'), "{s:?}");
+    }
+    // Lossless, and shorter than the 1000-piece fixture tokenizer trained on the same text.
+    let base = tiny("tokenizer.model");
+    let text = std::fs::read_to_string(fixture("tokenizer-train.txt")).unwrap();
+    let (mut ours, mut theirs) = (0, 0);
+    for line in text.lines().chain(MULTILINGUAL.iter().copied()) {
+        let ids = tok.encode(line, false).unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), line);
+        ours += ids.len();
+        theirs += base.encode(line, false).unwrap().len();
+    }
+    assert!(ours < theirs, "{ours} tokens vs {theirs} with the 1000-piece base");
+    // The manifest names the input with its hash.
+    let m: Value = serde_json::from_slice(&std::fs::read(model.with_file_name("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["stage"], "vocab train");
+    assert_eq!(m["counts"]["vocab_size"], 1500);
+    assert_eq!(m["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn train_rejects_empty_corpus_and_too_small_vocab_writing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let out = dir.path().join("o/x.model");
+    let r = crate::common::langadapt(&["vocab", "train", "--input", empty.to_str().unwrap(), "--vocab-size", "1000", "--out", out.to_str().unwrap()]);
+    assert!(!r.status.success());
+    assert!(crate::common::stderr(&r).contains("no non-empty lines to train on"), "{}", crate::common::stderr(&r));
+    let r = crate::common::langadapt(&[
+        "vocab", "train", "--input", fixture("tokenizer-train.txt").to_str().unwrap(), "--vocab-size", "400", "--out", out.to_str().unwrap(),
+    ]);
+    let e = crate::common::stderr(&r);
+    assert!(e.contains("--vocab-size 400 is smaller than the 663 pieces required (3 special + 256 byte pieces + 404 characters"), "{e}");
+    assert!(!dir.path().join("o").exists());
+}
+
+#[test]
+fn merge_keeps_base_ids_and_model_and_json_encode_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = train_on(dir.path(), "all", 3000, |_| true);
+    let out = dir.path().join("merged");
+    run_ok(&["vocab", "merge", "--base", fixture("tiny-llama").to_str().unwrap(), "--add", add.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let names = crate::common::file_names(&out);
+    let want = ["manifest.json", "merge_report.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json"];
+    assert_eq!(names, want);
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("merge_report.json")).unwrap()).unwrap();
+    let n = |k: &str| report[k].as_u64().unwrap();
+    assert_eq!(n("base_size"), 1000);
+    assert_eq!(n("candidates"), 3000 - 259);
+    assert_eq!(n("candidates"), n("added") + n("skipped_existing") + n("skipped_unreachable") + n("skipped_limit"));
+    assert_eq!(n("final_size"), 1000 + n("added"));
+    assert!(n("added") > 1500, "{report}");
+    let base = tiny("tokenizer.model");
+    let merged = Tokenizer::from_path(&out.join("tokenizer.model")).unwrap();
+    let json = Tokenizer::from_path(&out.join("tokenizer.json")).unwrap();
+    assert_eq!((merged.vocab_size(), json.vocab_size()), (n("final_size") as usize, n("final_size") as usize));
+    for id in 0..1000 {
+        assert_eq!(merged.id_to_piece(id), base.id_to_piece(id), "id {id}");
+    }
+    let text = std::fs::read_to_string(fixture("tokenizer-train.txt")).unwrap();
+    let (mut before, mut after) = (0, 0);
+    for line in MULTILINGUAL.iter().copied().chain(text.lines()) {
+        let ids = merged.encode(line, true).unwrap();
+        assert_eq!(json.encode(line, true).unwrap(), ids, "{line:?}");
+        assert_eq!(merged.decode(&ids).unwrap(), line);
+        before += base.encode(line, false).unwrap().len();
+        after += ids.len() - 1;
+    }
+    assert!((after as f64) < 0.8 * before as f64, "{after} vs {before}");
+}
+
+#[test]
+fn merging_chinese_pieces_leaves_other_languages_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = train_on(dir.path(), "zh", 900, is_cjk);
+    let out = dir.path().join("merged");
+    let base = fixture("tiny-llama/tokenizer.model");
+    run_ok(&["vocab", "merge", "--base", base.to_str().unwrap(), "--add", add.to_str().unwrap(), "--out", out.to_str().unwrap(), "--max-added", "300"]);
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("merge_report.json")).unwrap()).unwrap();
+    assert_eq!((report["added"].as_u64(), report["final_size"].as_u64()), (Some(300), Some(1300)));
+    assert!(report["skipped_limit"].as_u64().unwrap() > 0);
+    let (base, merged) = (tiny("tokenizer.model"), Tokenizer::from_path(&out).unwrap());
+    for r in json("tiny-llama/reference.json")["sequences"].as_array().unwrap() {
+        let text = r["text"].as_str().unwrap();
+        let ids = merged.encode(text, true).unwrap();
+        if !is_cjk(text) {
+            assert_eq!(ids, ids_of(&r["ids"]), "{text:?}");
+        } else {
+            assert!(ids.len() < r["ids"].as_array().unwrap().len(), "{text:?}");
+        }
+        assert_eq!(merged.decode(&ids).unwrap(), base.decode(&ids_of(&r["ids"])).unwrap());
+    }
+}
+
+fn ids_of(v: &Value) -> Vec<u32> {
+    ids(v)
+}
+
+#[test]
+fn merge_rejects_bad_bases_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = fixture("tiny-llama/tokenizer.model");
+    let out = dir.path().join("out");
+    let fail = |base: &std::path::Path| {
+        let r = crate::common::langadapt(&["vocab", "merge", "--base", base.to_str().unwrap(), "--add", add.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(!r.status.success());
+        assert!(!out.exists());
+        crate::common::stderr(&r)
+    };
+    let e = fail(&fixture("tiny-llama/tokenizer.json"));
+    assert!(e.contains("tokenizer.json base is not supported"), "{e}");
+    let cut = dir.path().join("cut.model");
+    std::fs::write(&cut, &std::fs::read(&add).unwrap()[..777]).unwrap();
+    let e = fail(&cut);
+    assert!(e.contains(&format!("{}: not a valid SentencePiece model at byte ", cut.display())), "{e}");
+    let text = dir.path().join("notes.model");
+    std::fs::write(&text, "just some text, not a model\n").unwrap();
+    let e = fail(&text);
+    assert!(e.contains("not a valid SentencePiece model at byte 0"), "{e}");
+}
+
+#[test]
+fn merge_with_model_resizes_embeddings_by_subword_mean() {
+    use safetensors::SafeTensors;
+    let dir = tempfile::tempdir().unwrap();
+    let add = train_on(dir.path(), "zh", 900, is_cjk);
+    let out = dir.path().join("merged");
+    let ckpt = fixture("tiny-llama");
+    run_ok(&["vocab", "merge", "--base", ckpt.to_str().unwrap(), "--add", add.to_str().unwrap(), "--out", out.to_str().unwrap(), "--model", ckpt.to_str().unwrap()]);
+    let merged = Tokenizer::from_path(&out.join("tokenizer.model")).unwrap();
+    let n = merged.vocab_size();
+    let config: Value = serde_json::from_slice(&std::fs::read(out.join("model/config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab_size"].as_u64(), Some(n as u64));
+    assert_eq!(std::fs::read(out.join("model/tokenizer.model")).unwrap(), std::fs::read(out.join("tokenizer.model")).unwrap());
+    assert_eq!(std::fs::read(out.join("model/generation_config.json")).unwrap(), std::fs::read(ckpt.join("generation_config.json")).unwrap());
+    let (old_bytes, new_bytes) = (std::fs::read(ckpt.join("model.safetensors")).unwrap(), std::fs::read(out.join("model/model.safetensors")).unwrap());
+    let (old, new) = (SafeTensors::deserialize(&old_bytes).unwrap(), SafeTensors::deserialize(&new_bytes).unwrap());
+    let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
+    let base = tiny("tokenizer.model");
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        let (o, w) = (old.tensor(name).unwrap(), new.tensor(name).unwrap());
+        assert_eq!(w.shape(), [n, 64]);
+        let (o, w) = (f32s(o.data()), f32s(w.data()));
+        assert_eq!(&w[..1000 * 64], &o[..], "{name}: base rows unchanged");
+        for id in [1000u32, 1100, n as u32 - 1] {
+            let piece = merged.id_to_piece(id).unwrap();
+            // The base segmentation of the piece text (no dummy prefix: it is already normalized).
+            let sub = base.encode(&piece.replace('▁', " "), false).unwrap();
+            let sub = if piece.starts_with('▁') { sub } else { sub[usize::from(sub.first() == Some(&259) || base.id_to_piece(sub[0]).unwrap() == "▁")..].to_vec() };
+            assert!(!sub.is_empty());
+            for h in 0..64 {
+                let mean = sub.iter().map(|&s| f64::from(o[s as usize * 64 + h])).sum::<f64>() / sub.len() as f64;
+                assert!((f64::from(w[id as usize * 64 + h]) - mean).abs() < 1e-6, "{name} row {id} ({piece:?})");
+            }
+        }
+    }
+    for t in old.names() {
+        if !t.ends_with("embed_tokens.weight") && t != "lm_head.weight" {
+            assert_eq!(old.tensor(t).unwrap().data(), new.tensor(t).unwrap().data(), "{t}");
+        }
+    }
+}
