@@ -106,6 +106,27 @@ enum VocabCommand {
     Train(VocabTrainArgs),
     /// Append a new model's pieces to a LLaMA-style tokenizer.model (base ids kept); optionally resize a checkpoint.
     Merge(VocabMergeArgs),
+    /// Tokens per word/char, bytes per token, byte-fallback and unknown rates, per input and tokenizer.
+    Stats {
+        /// Tokenizer (tokenizer.model, tokenizer.json or a directory); repeat to compare.
+        #[arg(long = "tokenizer", required = true)]
+        tokenizers: Vec<PathBuf>,
+        /// Text files or Parquet text shards.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Encode stdin line by line: pieces (default) or ids.
+    Encode {
+        /// Tokenizer (tokenizer.model, tokenizer.json or a directory).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Print ids instead of pieces.
+        #[arg(long)]
+        ids: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +192,8 @@ impl Cli {
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
             Command::Vocab(VocabCommand::Train(a)) => vocab_train(a, &env),
             Command::Vocab(VocabCommand::Merge(a)) => vocab_merge(a, &env),
+            Command::Vocab(VocabCommand::Stats { tokenizers, input, json }) => vocab_stats(&tokenizers, &input, json, &env),
+            Command::Vocab(VocabCommand::Encode { tokenizer, ids }) => vocab_encode(&tokenizer, ids),
         }
     }
 }
@@ -268,6 +291,39 @@ fn vocab_merge(a: VocabMergeArgs, env: &Env) -> anyhow::Result<()> {
         cfg.out.display()
     );
     Ok(())
+}
+
+fn vocab_stats(tokenizers: &[PathBuf], input: &[PathBuf], json: bool, env: &Env) -> anyhow::Result<()> {
+    let rows = vocab::stats::run(tokenizers, input, env)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("input\ttokenizer\ttokens\ttokens/word\ttokens/char\tbytes/token\tbyte_fallback\tunk");
+    for r in rows {
+        println!(
+            "{}\t{}\t{}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{:.4}",
+            r.input, r.tokenizer, r.tokens, r.tokens_per_word, r.tokens_per_char, r.bytes_per_token, r.byte_fallback_rate, r.unk_rate
+        );
+    }
+    Ok(())
+}
+
+fn vocab_encode(path: &std::path::Path, ids: bool) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let tok = vocab::Tokenizer::from_path(path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for line in std::io::stdin().lock().lines() {
+        let enc = tok.encode(&line?, false)?;
+        let fields: Vec<String> = if ids {
+            enc.iter().map(u32::to_string).collect()
+        } else {
+            enc.iter().map(|&i| tok.id_to_piece(i).unwrap_or_default()).collect()
+        };
+        writeln!(out, "{}", fields.join(" "))?;
+    }
+    Ok(out.flush()?)
 }
 
 fn cat(path: &std::path::Path, limit: Option<usize>) -> anyhow::Result<()> {

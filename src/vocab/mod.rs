@@ -4,7 +4,9 @@ pub mod export;
 pub mod merge;
 pub mod proto;
 pub mod spm;
+pub mod stats;
 mod tokenizer;
+pub mod text;
 pub mod train;
 
 pub use proto::ModelProto;

@@ -4,7 +4,6 @@
 //! identity normalizer with a dummy prefix and spaces kept as `▁`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,8 +14,8 @@ use tokenizers::Trainer;
 
 use super::proto::{normalizer, trainer, Message, ModelProto, ModelType, Piece, PieceType};
 use super::spm::{byte_piece, SPACE};
+use super::text::{input_files, total_bytes, Lines};
 use super::VocabError;
-use crate::corpus;
 use crate::manifest::ManifestBuilder;
 use crate::Env;
 
@@ -88,12 +87,11 @@ pub fn run(cfg: &TrainConfig, env: &Env) -> Result<TrainReport, VocabError> {
         return Err(VocabError::Config(format!("--model-type {:?}: only bpe and unigram can be trained", cfg.model_type)));
     }
     let mut manifest = ManifestBuilder::new("vocab train", serde_json::to_value(cfg).unwrap_or_default(), Some(cfg.seed));
-    for p in &cfg.input {
-        for f in input_files(p)? {
-            manifest.add_input(&f, &env.progress)?;
-        }
+    let files = input_files(&cfg.input)?;
+    for f in &files {
+        manifest.add_input(f, &env.progress)?;
     }
-    let (sentences, read) = read_sentences(&cfg.input, cfg.max_sentences, cfg.seed, env)?;
+    let (sentences, read) = read_sentences(files, cfg.max_sentences, cfg.seed, env)?;
     if sentences.is_empty() {
         let inputs: Vec<String> = cfg.input.iter().map(|p| p.display().to_string()).collect();
         return Err(VocabError::EmptyCorpus(inputs.join(", ")));
@@ -171,16 +169,6 @@ pub fn run(cfg: &TrainConfig, env: &Env) -> Result<TrainReport, VocabError> {
     })
 }
 
-fn input_files(path: &Path) -> Result<Vec<PathBuf>, VocabError> {
-    if path.is_dir() || path.extension().is_some_and(|e| e == "parquet") {
-        Ok(corpus::list_shards(path)?)
-    } else if path.is_file() {
-        Ok(vec![path.to_path_buf()])
-    } else {
-        Err(VocabError::Io { path: path.into(), source: std::io::Error::from(std::io::ErrorKind::NotFound) })
-    }
-}
-
 /// SplitMix64: a small seeded generator, enough for reservoir sampling.
 pub(crate) struct SplitMix(pub(crate) u64);
 
@@ -196,53 +184,22 @@ impl SplitMix {
 
 /// Non-empty lines of every input (Parquet shards: lines of each record's text); at most `max` of
 /// them, a uniform sample (reservoir) when there are more. Returns the sample and the lines read.
-fn read_sentences(inputs: &[PathBuf], max: Option<usize>, seed: u64, env: &Env) -> Result<(Vec<String>, u64), VocabError> {
-    let files: Vec<PathBuf> = inputs.iter().map(|p| input_files(p)).collect::<Result<Vec<_>, _>>()?.concat();
-    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-    let bar = env.progress.bytes(total, "reading sentences");
+fn read_sentences(files: Vec<PathBuf>, max: Option<usize>, seed: u64, env: &Env) -> Result<(Vec<String>, u64), VocabError> {
+    let bar = env.progress.bytes(total_bytes(&files), "reading sentences");
     let mut rng = SplitMix(seed);
     let mut kept: Vec<String> = Vec::new();
     let mut read = 0u64;
-    let mut offer = |line: &str| {
-        if line.is_empty() {
-            return;
-        }
+    for line in Lines::new(files, bar.clone()) {
+        let line = line?;
         read += 1;
         match max {
             Some(m) if kept.len() >= m => {
-                let j = rng.next() % read;
-                if (j as usize) < m {
-                    kept[j as usize] = line.to_string();
+                let j = (rng.next() % read) as usize;
+                if j < m {
+                    kept[j] = line;
                 }
             }
-            _ => kept.push(line.to_string()),
-        }
-    };
-    for file in &files {
-        let io_err = |source| VocabError::Io { path: file.clone(), source };
-        if file.extension().is_some_and(|e| e == "parquet") {
-            for rec in corpus::TextShardReader::open(file)? {
-                rec?.text.lines().for_each(&mut offer);
-            }
-            bar.inc(std::fs::metadata(file).map_or(0, |m| m.len()));
-        } else {
-            let mut reader = std::io::BufReader::new(std::fs::File::open(file).map_err(io_err)?);
-            let mut line = String::new();
-            let mut line_no = 0u64;
-            loop {
-                line.clear();
-                line_no += 1;
-                let n = reader.read_line(&mut line).map_err(|e| VocabError::Input {
-                    path: file.clone(),
-                    line: line_no,
-                    message: e.to_string(),
-                })?;
-                if n == 0 {
-                    break;
-                }
-                bar.inc(n as u64);
-                offer(line.trim_end_matches(['\n', '\r']));
-            }
+            _ => kept.push(line),
         }
     }
     bar.finish_and_clear();

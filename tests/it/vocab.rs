@@ -312,3 +312,41 @@ fn merge_with_model_resizes_embeddings_by_subword_mean() {
         }
     }
 }
+
+#[test]
+fn stats_and_encode_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.txt");
+    std::fs::write(&input, "Zed 😀\n\nEesti keel\n").unwrap();
+    let model = fixture("tiny-llama/tokenizer.model");
+    let out = crate::common::langadapt(&[
+        "vocab", "stats", "--tokenizer", model.to_str().unwrap(), "--tokenizer", fixture("tiny-llama/tokenizer.json").to_str().unwrap(),
+        "--input", input.to_str().unwrap(), "--json",
+    ]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tok = tiny("tokenizer.model");
+    let tokens = tok.encode("Zed 😀", false).unwrap().len() + tok.encode("Eesti keel", false).unwrap().len();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    for r in rows.as_array().unwrap() {
+        assert_eq!((r["lines"].as_u64(), r["words"].as_u64(), r["chars"].as_u64(), r["bytes"].as_u64()), (Some(2), Some(4), Some(15), Some(18)));
+        assert_eq!(r["tokens"].as_u64(), Some(tokens as u64));
+        assert_eq!(r["byte_tokens"].as_u64(), Some(5));
+        assert_eq!(r["bytes_per_token"].as_f64(), Some(18.0 / tokens as f64));
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_langadapt"))
+        .args(["vocab", "encode", "--tokenizer", model.to_str().unwrap(), "--ids"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all("Eesti keel\nZ\n".as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let want = format!("{}\n{}\n", join(&tok.encode("Eesti keel", false).unwrap()), join(&tok.encode("Z", false).unwrap()));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+}
