@@ -350,3 +350,26 @@ fn stats_and_encode_commands() {
 fn join(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
 }
+
+/// Models written by `vocab train`/`vocab merge`, loaded by the Python sentencepiece library 0.2.3
+/// (tests/fixtures/vocab/make_spm_reference.py): our encoder and decoder give its ids and text, for
+/// BPE, unigram and the merged model; the merged tokenizer.json gives the same ids too.
+#[test]
+fn written_models_load_in_python_sentencepiece_with_identical_ids() {
+    let reference = json("vocab/spm-reference.json");
+    assert_eq!(reference["merged_tokenizer_json_equals_spm"], true);
+    let merged_json = Tokenizer::from_path(&fixture("vocab/merged.tokenizer.json")).unwrap();
+    for (name, m) in reference["models"].as_object().unwrap() {
+        let tok = Tokenizer::from_path(&fixture(&format!("vocab/{name}"))).unwrap();
+        assert_eq!(tok.vocab_size() as u64, m["vocab_size"].as_u64().unwrap());
+        for case in m["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want = ids(&case["ids"]);
+            assert_eq!(tok.encode(text, false).unwrap(), want, "{name}: {text:?}");
+            assert_eq!(tok.decode(&want).unwrap(), case["decoded"].as_str().unwrap(), "{name}: {text:?}");
+            if name == "merged.model" {
+                assert_eq!(merged_json.encode(text, false).unwrap(), want, "{text:?}");
+            }
+        }
+    }
+}
