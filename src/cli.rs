@@ -192,7 +192,9 @@ impl Cli {
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
             Command::Vocab(VocabCommand::Train(a)) => vocab_train(a, &env),
             Command::Vocab(VocabCommand::Merge(a)) => vocab_merge(a, &env),
-            Command::Vocab(VocabCommand::Stats { tokenizers, input, json }) => vocab_stats(&tokenizers, &input, json, &env),
+            Command::Vocab(VocabCommand::Stats { tokenizers, input, json }) => {
+                vocab_stats(&tokenizers, &input, json, &env)
+            }
             Command::Vocab(VocabCommand::Encode { tokenizer, ids }) => vocab_encode(&tokenizer, ids),
         }
     }
@@ -303,7 +305,14 @@ fn vocab_stats(tokenizers: &[PathBuf], input: &[PathBuf], json: bool, env: &Env)
     for r in rows {
         println!(
             "{}\t{}\t{}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{:.4}",
-            r.input, r.tokenizer, r.tokens, r.tokens_per_word, r.tokens_per_char, r.bytes_per_token, r.byte_fallback_rate, r.unk_rate
+            r.input,
+            r.tokenizer,
+            r.tokens,
+            r.tokens_per_word,
+            r.tokens_per_char,
+            r.bytes_per_token,
+            r.byte_fallback_rate,
+            r.unk_rate
         );
     }
     Ok(())

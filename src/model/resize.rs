@@ -66,7 +66,13 @@ fn is_vocab_matrix(name: &str) -> bool {
 /// Copies checkpoint `src` to `dst` with `embed_tokens` and `lm_head` (only the embedding when the
 /// head is tied) grown to `new_vocab` rows and `config.json`'s `vocab_size` updated. Files named in
 /// `skip` (e.g. tokenizer files the caller writes itself) are not copied.
-pub fn resize_checkpoint(src: &Path, dst: &Path, new_vocab: usize, init: &RowInit, skip: &[&str]) -> Result<ResizeReport, ResizeError> {
+pub fn resize_checkpoint(
+    src: &Path,
+    dst: &Path,
+    new_vocab: usize,
+    init: &RowInit,
+    skip: &[&str],
+) -> Result<ResizeReport, ResizeError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ResizeError::Io { path: path.clone(), source }
@@ -76,21 +82,31 @@ pub fn resize_checkpoint(src: &Path, dst: &Path, new_vocab: usize, init: &RowIni
         .map_err(|e| ckpt_err(&config_path, format!("not JSON: {e}")))?;
     let old_vocab = config["vocab_size"].as_u64().ok_or_else(|| ckpt_err(&config_path, "no vocab_size"))? as usize;
     if new_vocab < old_vocab {
-        return Err(ckpt_err(&config_path, format!("new vocabulary ({new_vocab}) is smaller than the checkpoint's ({old_vocab})")));
+        return Err(ckpt_err(
+            &config_path,
+            format!("new vocabulary ({new_vocab}) is smaller than the checkpoint's ({old_vocab})"),
+        ));
     }
     let index_path = src.join("model.safetensors.index.json");
     let weight_files: Vec<String> = if index_path.is_file() {
         let index: Value = serde_json::from_slice(&std::fs::read(&index_path).map_err(io(&index_path))?)
             .map_err(|e| ckpt_err(&index_path, format!("not JSON: {e}")))?;
-        let mut files: Vec<String> =
-            index["weight_map"].as_object().into_iter().flatten().filter_map(|(_, f)| f.as_str().map(String::from)).collect();
+        let mut files: Vec<String> = index["weight_map"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, f)| f.as_str().map(String::from))
+            .collect();
         files.sort();
         files.dedup();
         files
     } else if src.join("model.safetensors").is_file() {
         vec!["model.safetensors".into()]
     } else {
-        return Err(ckpt_err(src, "no model.safetensors or model.safetensors.index.json; langadapt resizes safetensors checkpoints"));
+        return Err(ckpt_err(
+            src,
+            "no model.safetensors or model.safetensors.index.json; langadapt resizes safetensors checkpoints",
+        ));
     };
     std::fs::create_dir_all(dst).map_err(io(dst))?;
     let mut resized = Vec::new();
@@ -98,7 +114,8 @@ pub fn resize_checkpoint(src: &Path, dst: &Path, new_vocab: usize, init: &RowIni
     for file in &weight_files {
         let path = src.join(file);
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(&path, format!("not a safetensors file: {e}")))?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(&path, format!("not a safetensors file: {e}")))?;
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| ckpt_err(&path, e.to_string()))?;
         let mut grown: HashMap<String, Vec<u8>> = HashMap::new();
         for (name, view) in st.iter() {
@@ -129,7 +146,8 @@ pub fn resize_checkpoint(src: &Path, dst: &Path, new_vocab: usize, init: &RowIni
             };
             views.push((name.to_string(), v));
         }
-        let serialized = safetensors::serialize(views, meta.metadata().clone()).map_err(|e| ckpt_err(&out, e.to_string()))?;
+        let serialized =
+            safetensors::serialize(views, meta.metadata().clone()).map_err(|e| ckpt_err(&out, e.to_string()))?;
         crate::io::write_atomic(&out, &serialized).map_err(io(&out))?;
     }
     if !resized.iter().any(|n| n.ends_with("embed_tokens.weight")) {
@@ -247,6 +265,8 @@ mod tests {
         let a = grow_rows(Dtype::F32, &data, 2, 3, &RowInit::Random { seed: 1 }).unwrap();
         assert_eq!(a, grow_rows(Dtype::F32, &data, 2, 3, &RowInit::Random { seed: 1 }).unwrap());
         assert_ne!(a, grow_rows(Dtype::F32, &data, 2, 3, &RowInit::Random { seed: 2 }).unwrap());
-        assert!(grow_rows(Dtype::F32, &data, 2, 1, &RowInit::SubwordMean(vec![vec![5]])).unwrap_err().contains("outside"));
+        assert!(grow_rows(Dtype::F32, &data, 2, 1, &RowInit::SubwordMean(vec![vec![5]]))
+            .unwrap_err()
+            .contains("outside"));
     }
 }

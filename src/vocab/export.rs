@@ -27,7 +27,9 @@ pub fn bpe_merges(proto: &ModelProto) -> Vec<(String, String)> {
     }
     // Stable: equal keys keep their order, as Python's sorted(reverse=True) does.
     merges.sort_by(|a, b| {
-        b.2.total_cmp(&a.2).then(b.0.chars().count().cmp(&a.0.chars().count())).then(b.1.chars().count().cmp(&a.1.chars().count()))
+        b.2.total_cmp(&a.2)
+            .then(b.0.chars().count().cmp(&a.0.chars().count()))
+            .then(b.1.chars().count().cmp(&a.1.chars().count()))
     });
     merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
 }
@@ -49,7 +51,8 @@ pub fn tokenizer_json(proto: &ModelProto) -> Result<Value, String> {
     }
     let mut normalizers = Vec::new();
     if let Some(map) = proto.precompiled_charsmap() {
-        let p = tokenizers::normalizers::Precompiled::from(map).map_err(|e| format!("bad precompiled_charsmap: {e}"))?;
+        let p =
+            tokenizers::normalizers::Precompiled::from(map).map_err(|e| format!("bad precompiled_charsmap: {e}"))?;
         normalizers.push(serde_json::to_value(&p).map_err(|e| e.to_string())?);
     }
     if proto.remove_extra_whitespaces() {
@@ -124,7 +127,12 @@ pub fn special_pieces(proto: &ModelProto) -> SpecialPieces<'_> {
     use super::proto::trainer;
     let find = |field: u32, default: &str, kind: PieceType| {
         let name = proto.trainer_spec.str_or(field, default);
-        proto.pieces.iter().enumerate().find(|(_, p)| p.piece == name && p.kind == kind).map(|(i, p)| (i as u32, p.piece.as_str()))
+        proto
+            .pieces
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.piece == name && p.kind == kind)
+            .map(|(i, p)| (i as u32, p.piece.as_str()))
     };
     SpecialPieces {
         bos: find(trainer::BOS_PIECE, "<s>", PieceType::Control),
@@ -136,9 +144,7 @@ pub fn special_pieces(proto: &ModelProto) -> SpecialPieces<'_> {
 /// `tokenizer_config.json` and `special_tokens_map.json` for a LLaMA-style checkpoint.
 pub fn hf_configs(proto: &ModelProto) -> (Value, Value) {
     let sp = special_pieces(proto);
-    let entry = |p: &str, special: bool| {
-        json!({"content": p, "lstrip": false, "normalized": false, "rstrip": false, "single_word": false, "special": special})
-    };
+    let entry = |p: &str, special: bool| json!({"content": p, "lstrip": false, "normalized": false, "rstrip": false, "single_word": false, "special": special});
     let mut decoder = serde_json::Map::new();
     for (i, p) in proto.pieces.iter().enumerate() {
         match p.kind {
@@ -186,7 +192,16 @@ mod tests {
         let want: Value = serde_json::from_slice(&std::fs::read(fixture("special_tokens_map.json")).unwrap()).unwrap();
         assert_eq!(map, want);
         let want: Value = serde_json::from_slice(&std::fs::read(fixture("tokenizer_config.json")).unwrap()).unwrap();
-        for key in ["add_bos_token", "add_eos_token", "add_prefix_space", "added_tokens_decoder", "bos_token", "eos_token", "legacy", "tokenizer_class"] {
+        for key in [
+            "add_bos_token",
+            "add_eos_token",
+            "add_prefix_space",
+            "added_tokens_decoder",
+            "bos_token",
+            "eos_token",
+            "legacy",
+            "tokenizer_class",
+        ] {
             assert_eq!(config[key], want[key], "{key}");
         }
     }

@@ -100,7 +100,10 @@ pub fn merge_models(base: &ModelProto, add: &ModelProto, max_added: Option<usize
     for p in ordered {
         let reachable = p.kind == PieceType::UserDefined
             || is_char(&p)
-            || p.piece.char_indices().skip(1).any(|(at, _)| have.contains(&p.piece[..at]) && have.contains(&p.piece[at..]));
+            || p.piece
+                .char_indices()
+                .skip(1)
+                .any(|(at, _)| have.contains(&p.piece[..at]) && have.contains(&p.piece[at..]));
         if !reachable {
             unreachable += 1;
             continue;
@@ -130,7 +133,8 @@ pub fn merge_models(base: &ModelProto, add: &ModelProto, max_added: Option<usize
 fn base_model_path(base: &Path) -> Result<PathBuf, VocabError> {
     let unsupported = |path: &Path| VocabError::Merge {
         path: path.into(),
-        message: "a tokenizer.json base is not supported yet; pass a SentencePiece tokenizer.model (LLaMA-style)".into(),
+        message: "a tokenizer.json base is not supported yet; pass a SentencePiece tokenizer.model (LLaMA-style)"
+            .into(),
     };
     if base.is_dir() {
         let model = base.join("tokenizer.model");
@@ -151,8 +155,8 @@ fn base_model_path(base: &Path) -> Result<PathBuf, VocabError> {
 fn check_checkpoint(ckpt: &Path, base_size: usize) -> Result<(), VocabError> {
     let path = ckpt.join("config.json");
     let bytes = std::fs::read(&path).map_err(|source| VocabError::Io { path: path.clone(), source })?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| VocabError::Merge { path: path.clone(), message: format!("not JSON: {e}") })?;
+    let config: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| VocabError::Merge { path: path.clone(), message: format!("not JSON: {e}") })?;
     match config["vocab_size"].as_u64() {
         Some(n) if n as usize == base_size => Ok(()),
         n => Err(VocabError::Merge {
@@ -170,10 +174,13 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
     if base.model_type() != Ok(ModelType::Bpe) {
         return Err(VocabError::Merge {
             path: base_path,
-            message: "the base is not a SentencePiece BPE model (LLaMA-style); merging into unigram bases is not supported".into(),
+            message:
+                "the base is not a SentencePiece BPE model (LLaMA-style); merging into unigram bases is not supported"
+                    .into(),
         });
     }
-    let base_tok = SpmModel::new(base.clone()).map_err(|message| VocabError::Load { path: base_path.clone(), message })?;
+    let base_tok =
+        SpmModel::new(base.clone()).map_err(|message| VocabError::Load { path: base_path.clone(), message })?;
     let add = ModelProto::read(&cfg.add)?;
     SpmModel::new(add.clone()).map_err(|message| VocabError::Load { path: cfg.add.clone(), message })?;
     let (merged, report) = merge_models(&base, &add, cfg.max_added);
@@ -184,7 +191,8 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
     }
     let json = tokenizer_json(&merged).map_err(|message| VocabError::Merge { path: cfg.out.clone(), message })?;
     let (config, special) = hf_configs(&merged);
-    let mut manifest = ManifestBuilder::new("vocab merge", serde_json::to_value(cfg).unwrap_or_default(), Some(cfg.seed));
+    let mut manifest =
+        ManifestBuilder::new("vocab merge", serde_json::to_value(cfg).unwrap_or_default(), Some(cfg.seed));
     manifest.add_input(&base_path, &env.progress)?;
     manifest.add_input(&cfg.add, &env.progress)?;
 
@@ -204,7 +212,12 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
     merged.write(&model_path).map_err(io_err(&model_path))?;
     let mut outputs = vec![model_path];
     let report_json = serde_json::to_value(&report).unwrap_or_default();
-    for (name, v) in [("tokenizer.json", &json), ("tokenizer_config.json", &config), ("special_tokens_map.json", &special), ("merge_report.json", &report_json)] {
+    for (name, v) in [
+        ("tokenizer.json", &json),
+        ("tokenizer_config.json", &config),
+        ("special_tokens_map.json", &special),
+        ("merge_report.json", &report_json),
+    ] {
         outputs.push(write_json(name, v)?);
     }
     if let Some(ckpt) = &cfg.model {
@@ -214,7 +227,9 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
             Init::Mean => RowInit::Mean,
             Init::Random => RowInit::Random { seed: cfg.seed },
             // The piece is already in normalized form (`▁` for spaces): segment it as is.
-            Init::SubwordMean => RowInit::SubwordMean(new_pieces.iter().map(|p| base_tok.encode_normalized(&p.piece)).collect()),
+            Init::SubwordMean => {
+                RowInit::SubwordMean(new_pieces.iter().map(|p| base_tok.encode_normalized(&p.piece)).collect())
+            }
         };
         let dst = cfg.out.join("model");
         let tokenizer_files = ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
@@ -226,7 +241,12 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
         }
         manifest.count("resized_tensors", r.resized.len() as u64);
     }
-    for (k, v) in [("base_size", report.base_size), ("candidates", report.candidates), ("added", report.added), ("final_size", report.final_size)] {
+    for (k, v) in [
+        ("base_size", report.base_size),
+        ("candidates", report.candidates),
+        ("added", report.added),
+        ("final_size", report.final_size),
+    ] {
         manifest.count(k, v as u64);
     }
     manifest.timings.insert("merge_s".into(), start.elapsed().as_secs_f64());

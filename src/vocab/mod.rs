@@ -5,8 +5,8 @@ pub mod merge;
 pub mod proto;
 pub mod spm;
 pub mod stats;
-mod tokenizer;
 pub mod text;
+mod tokenizer;
 pub mod train;
 
 pub use proto::ModelProto;

@@ -94,7 +94,14 @@ fn read_key(buf: &[u8], pos: &mut usize, base: usize) -> Result<(u32, u64), Deco
 }
 
 /// Reads the value of a field whose key was read at `at`; returns it and its file offset.
-fn read_value(buf: &[u8], pos: &mut usize, base: usize, number: u32, wire: u64, at: usize) -> Result<(Value, usize), DecodeError> {
+fn read_value(
+    buf: &[u8],
+    pos: &mut usize,
+    base: usize,
+    number: u32,
+    wire: u64,
+    at: usize,
+) -> Result<(Value, usize), DecodeError> {
     let value = match wire {
         0 => Value::Varint(read_varint(buf, pos, base)?),
         1 => Value::Fixed64(u64::from_le_bytes(take(buf, pos, 8, base)?.try_into().expect("8 bytes"))),
@@ -412,8 +419,13 @@ impl ModelProto {
 
     /// Reads and decodes a `.model` file.
     pub fn read(path: &Path) -> Result<Self, super::VocabError> {
-        let bytes = std::fs::read(path).map_err(|e| super::VocabError::Load { path: path.into(), message: e.to_string() })?;
-        Self::from_bytes(&bytes).map_err(|e| super::VocabError::Proto { path: path.into(), offset: e.offset, message: e.message })
+        let bytes =
+            std::fs::read(path).map_err(|e| super::VocabError::Load { path: path.into(), message: e.to_string() })?;
+        Self::from_bytes(&bytes).map_err(|e| super::VocabError::Proto {
+            path: path.into(),
+            offset: e.offset,
+            message: e.message,
+        })
     }
 
     /// Encodes the model in SentencePiece's field order.
@@ -501,15 +513,15 @@ fn decode_piece(buf: &[u8], base: usize, index: usize) -> Result<Piece, DecodeEr
     for f in msg.fields {
         match (f.number, f.value) {
             (1, Value::Bytes(b)) => {
-                piece.piece = String::from_utf8(b).map_err(|_| DecodeError {
-                    offset: base,
-                    message: format!("piece {index} is not UTF-8"),
-                })?
+                piece.piece = String::from_utf8(b)
+                    .map_err(|_| DecodeError { offset: base, message: format!("piece {index} is not UTF-8") })?
             }
             (2, Value::Fixed32(v)) => piece.score = f32::from_bits(v),
             (3, Value::Varint(v)) => {
-                piece.kind = PieceType::from_wire(v)
-                    .ok_or_else(|| DecodeError { offset: base, message: format!("piece {index} has unknown type {v}") })?
+                piece.kind = PieceType::from_wire(v).ok_or_else(|| DecodeError {
+                    offset: base,
+                    message: format!("piece {index} has unknown type {v}"),
+                })?
             }
             (1..=3, _) => return err(base, format!("piece {index}: field with the wrong wire type")),
             (number, value) => piece.extra.fields.push(Field { number, value }),

@@ -257,7 +257,11 @@ impl SpmModel {
         }
         let mut agenda = BinaryHeap::new();
         let mut rev_merge: HashMap<&str, (&str, &str)> = HashMap::new();
-        let add_pair = |syms: &[Sym], l: usize, r: usize, agenda: &mut BinaryHeap<Pair>, rev: &mut HashMap<&'a str, (&'a str, &'a str)>| {
+        let add_pair = |syms: &[Sym],
+                        l: usize,
+                        r: usize,
+                        agenda: &mut BinaryHeap<Pair>,
+                        rev: &mut HashMap<&'a str, (&'a str, &'a str)>| {
             if l == NONE || r == NONE || syms[l].freeze || syms[r].freeze {
                 return;
             }
@@ -376,7 +380,11 @@ impl SpmModel {
         let mut pending: Vec<u8> = Vec::new();
         let mut bos_ws = self.proto.add_dummy_prefix() && !self.proto.treat_whitespace_as_suffix();
         for &id in ids {
-            let p = self.proto.pieces.get(id as usize).ok_or_else(|| format!("id {id} is out of range (vocabulary size {})", self.len()))?;
+            let p = self
+                .proto
+                .pieces
+                .get(id as usize)
+                .ok_or_else(|| format!("id {id} is out of range (vocabulary size {})", self.len()))?;
             if p.kind == PieceType::Byte {
                 pending.push(byte_of_piece(&p.piece).ok_or_else(|| format!("byte piece {:?} is invalid", p.piece))?);
                 continue;

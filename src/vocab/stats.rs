@@ -79,7 +79,11 @@ pub fn run(tokenizers: &[PathBuf], inputs: &[PathBuf], env: &Env) -> Result<Vec<
         let bar = env.progress.bytes(total_bytes(&files), &format!("stats {}", input.display()));
         let mut acc: Vec<Fertility> = toks
             .iter()
-            .map(|t| Fertility { tokenizer: t.path().display().to_string(), input: input.display().to_string(), ..Default::default() })
+            .map(|t| Fertility {
+                tokenizer: t.path().display().to_string(),
+                input: input.display().to_string(),
+                ..Default::default()
+            })
             .collect();
         let work = |line: String| -> Result<(String, Vec<Vec<u32>>), VocabError> {
             let ids = toks.iter().map(|t| t.encode(&line, false)).collect::<Result<Vec<_>, _>>()?;
@@ -104,7 +108,11 @@ mod tests {
 
     #[test]
     fn rates_follow_the_counts() {
-        let tok = Tokenizer::from_path(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-llama/tokenizer.model"))).unwrap();
+        let tok = Tokenizer::from_path(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/tiny-llama/tokenizer.model"
+        )))
+        .unwrap();
         let mut f = Fertility::default();
         // "Z" and the emoji are not in the vocabulary: byte fallback (1 + 4 bytes).
         let line = "Zed 😀";

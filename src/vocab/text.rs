@@ -20,7 +20,10 @@ pub fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, VocabError> {
         } else if path.is_file() {
             out.push(path.clone());
         } else {
-            return Err(VocabError::Io { path: path.clone(), source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+            return Err(VocabError::Io {
+                path: path.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
         }
     }
     Ok(out)

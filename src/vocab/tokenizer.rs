@@ -11,7 +11,9 @@ use super::spm::{byte_of_piece, SpmModel};
 #[derive(Debug, thiserror::Error)]
 pub enum VocabError {
     /// No tokenizer file where one was expected.
-    #[error("{0}: no tokenizer.json or tokenizer.model here; pass a tokenizer file or a checkpoint directory holding one")]
+    #[error(
+        "{0}: no tokenizer.json or tokenizer.model here; pass a tokenizer file or a checkpoint directory holding one"
+    )]
     NotFound(PathBuf),
     /// The tokenizer file could not be read or parsed.
     #[error("{path}: cannot load tokenizer: {message}")]
@@ -90,6 +92,8 @@ pub enum VocabError {
 }
 
 /// What does the work: the tokenizers crate (tokenizer.json) or our SentencePiece port (.model).
+// Built once per tokenizer and shared behind an Arc: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Json(tokenizers::Tokenizer),
     Spm(SpmModel),
@@ -130,8 +134,11 @@ impl Tokenizer {
             let (bos, eos, unk) = (id("<s>"), id("</s>"), id("<unk>"));
             return Ok(Self { inner: Arc::new(Backend::Json(inner)), path: file, bos, eos, unk });
         }
-        let proto = ModelProto::from_bytes(&head)
-            .map_err(|e| VocabError::Proto { path: file.clone(), offset: e.offset, message: e.message })?;
+        let proto = ModelProto::from_bytes(&head).map_err(|e| VocabError::Proto {
+            path: file.clone(),
+            offset: e.offset,
+            message: e.message,
+        })?;
         Self::from_proto(proto, &file)
     }
 

@@ -84,9 +84,13 @@ pub fn run(cfg: &TrainConfig, env: &Env) -> Result<TrainReport, VocabError> {
         return Err(VocabError::Config(format!("--character-coverage {} must be in (0, 1]", cfg.character_coverage)));
     }
     if !matches!(cfg.model_type, ModelType::Bpe | ModelType::Unigram) {
-        return Err(VocabError::Config(format!("--model-type {:?}: only bpe and unigram can be trained", cfg.model_type)));
+        return Err(VocabError::Config(format!(
+            "--model-type {:?}: only bpe and unigram can be trained",
+            cfg.model_type
+        )));
     }
-    let mut manifest = ManifestBuilder::new("vocab train", serde_json::to_value(cfg).unwrap_or_default(), Some(cfg.seed));
+    let mut manifest =
+        ManifestBuilder::new("vocab train", serde_json::to_value(cfg).unwrap_or_default(), Some(cfg.seed));
     let files = input_files(&cfg.input)?;
     for f in &files {
         manifest.add_input(f, &env.progress)?;
@@ -97,12 +101,13 @@ pub fn run(cfg: &TrainConfig, env: &Env) -> Result<TrainReport, VocabError> {
         return Err(VocabError::EmptyCorpus(inputs.join(", ")));
     }
     let (alphabet, seen) = alphabet(&sentences, cfg.character_coverage);
-    let learned = cfg.vocab_size.checked_sub(RESERVED_PIECES + alphabet.len()).ok_or_else(|| VocabError::VocabTooSmall {
-        vocab_size: cfg.vocab_size,
-        needed: RESERVED_PIECES + alphabet.len(),
-        chars: alphabet.len(),
-        coverage: cfg.character_coverage,
-    })?;
+    let learned =
+        cfg.vocab_size.checked_sub(RESERVED_PIECES + alphabet.len()).ok_or_else(|| VocabError::VocabTooSmall {
+            vocab_size: cfg.vocab_size,
+            needed: RESERVED_PIECES + alphabet.len(),
+            chars: alphabet.len(),
+            coverage: cfg.character_coverage,
+        })?;
     let allowed: HashSet<char> = alphabet.iter().copied().collect();
     let split = |s: &str| -> tokenizers::Result<Vec<String>> { Ok(training_words(s, &allowed)) };
     let show = !env.progress.quiet;
@@ -184,7 +189,12 @@ impl SplitMix {
 
 /// Non-empty lines of every input (Parquet shards: lines of each record's text); at most `max` of
 /// them, a uniform sample (reservoir) when there are more. Returns the sample and the lines read.
-fn read_sentences(files: Vec<PathBuf>, max: Option<usize>, seed: u64, env: &Env) -> Result<(Vec<String>, u64), VocabError> {
+fn read_sentences(
+    files: Vec<PathBuf>,
+    max: Option<usize>,
+    seed: u64,
+    env: &Env,
+) -> Result<(Vec<String>, u64), VocabError> {
     let bar = env.progress.bytes(total_bytes(&files), "reading sentences");
     let mut rng = SplitMix(seed);
     let mut kept: Vec<String> = Vec::new();
@@ -238,12 +248,20 @@ fn alphabet(sentences: &[String], coverage: f64) -> (Vec<char>, usize) {
 fn script(c: char) -> Option<u32> {
     let u = c as u32;
     Some(match u {
-        0x0300..=0x036F | 0x0483..=0x0489 | 0x0591..=0x05C7 | 0x0610..=0x061A | 0x064B..=0x065F | 0x0670 | 0x06D6..=0x06ED | 0x200C | 0x200D => return None,
+        0x0300..=0x036F
+        | 0x0483..=0x0489
+        | 0x0591..=0x05C7
+        | 0x0610..=0x061A
+        | 0x064B..=0x065F
+        | 0x0670
+        | 0x06D6..=0x06ED
+        | 0x200C
+        | 0x200D => return None,
         _ if !c.is_alphanumeric() => 0, // punctuation and symbols ("Common")
         0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3FFFF => 1, // Han + kana
-        0x0000..=0x024F | 0x1E00..=0x1EFF => 2,                                                          // Latin
-        0x0600..=0x06FF | 0x0750..=0x077F | 0xFB50..=0xFDFF | 0xFE70..=0xFEFF => 3,                      // Arabic
-        _ => 16 + (u >> 7), // other scripts by 128-code-point block
+        0x0000..=0x024F | 0x1E00..=0x1EFF => 2, // Latin
+        0x0600..=0x06FF | 0x0750..=0x077F | 0xFB50..=0xFDFF | 0xFE70..=0xFEFF => 3, // Arabic
+        _ => 16 + (u >> 7),             // other scripts by 128-code-point block
     })
 }
 
@@ -323,8 +341,11 @@ fn bpe_pieces(model: &BPE, alphabet: &[char]) -> Result<Vec<Piece>, VocabError> 
         }
     }
     let n = pieces.len();
-    let mut out: Vec<Piece> = pieces.into_iter().enumerate().map(|(i, p)| Piece::new(p, -(i as f32), PieceType::Normal)).collect();
-    out.extend(alphabet.iter().enumerate().map(|(j, c)| Piece::new(c.to_string(), -((n + j) as f32), PieceType::Normal)));
+    let mut out: Vec<Piece> =
+        pieces.into_iter().enumerate().map(|(i, p)| Piece::new(p, -(i as f32), PieceType::Normal)).collect();
+    out.extend(
+        alphabet.iter().enumerate().map(|(j, c)| Piece::new(c.to_string(), -((n + j) as f32), PieceType::Normal)),
+    );
     Ok(out)
 }
 

@@ -74,7 +74,10 @@ fn decoders_match_their_reference_tools() {
         assert_eq!(model.decode(&full).unwrap(), g["full_text"].as_str().unwrap());
         assert_eq!(hf.decode(&new).unwrap(), g["text_tokenizers"].as_str().unwrap());
     }
-    assert_eq!(model.decode(&[0, 1, 300]).unwrap(), format!(" \u{2047} {}", model.id_to_piece(300).unwrap().replace('▁', " ")));
+    assert_eq!(
+        model.decode(&[0, 1, 300]).unwrap(),
+        format!(" \u{2047} {}", model.id_to_piece(300).unwrap().replace('▁', " "))
+    );
 }
 
 #[test]
@@ -110,6 +113,14 @@ const MULTILINGUAL: &[&str] = &[
     "  two leading spaces, a\ttab, trailing space ",
 ];
 
+/// `langadapt vocab merge --base BASE --add ADD --out OUT EXTRA...`, which must succeed.
+fn merge(base: &std::path::Path, add: &std::path::Path, out: &std::path::Path, extra: &[&str]) {
+    let paths = [base, add, out].map(|p| p.to_str().unwrap());
+    let mut args = vec!["vocab", "merge", "--base", paths[0], "--add", paths[1], "--out", paths[2]];
+    args.extend_from_slice(extra);
+    run_ok(&args);
+}
+
 fn run_ok(args: &[&str]) {
     let out = crate::common::langadapt(args);
     assert!(out.status.success(), "{args:?}: {}", crate::common::stderr(&out));
@@ -121,9 +132,23 @@ fn train_on(dir: &std::path::Path, name: &str, vocab_size: usize, keep: impl Fn(
     let corpus = dir.join(format!("{name}.txt"));
     std::fs::write(&corpus, text.lines().filter(|l| keep(l)).collect::<Vec<_>>().join("\n")).unwrap();
     let model = dir.join(format!("{name}/new.model"));
-    let vs = vocab_size.to_string();
-    run_ok(&["vocab", "train", "--input", corpus.to_str().unwrap(), "--vocab-size", &vs, "--out", model.to_str().unwrap()]);
+    train(&corpus, vocab_size, &model);
     model
+}
+
+/// `langadapt vocab train --input CORPUS --vocab-size N --out MODEL`, which must succeed.
+fn train(corpus: &std::path::Path, vocab_size: usize, model: &std::path::Path) {
+    let vs = vocab_size.to_string();
+    run_ok(&[
+        "vocab",
+        "train",
+        "--input",
+        corpus.to_str().unwrap(),
+        "--vocab-size",
+        &vs,
+        "--out",
+        model.to_str().unwrap(),
+    ]);
 }
 
 fn is_cjk(l: &str) -> bool {
@@ -135,8 +160,7 @@ fn trained_model_has_llama_layout_round_trips_text_and_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let model = train_on(dir.path(), "a", 1500, |_| true);
     let again = dir.path().join("again/new.model");
-    let corpus = dir.path().join("a.txt");
-    run_ok(&["vocab", "train", "--input", corpus.to_str().unwrap(), "--vocab-size", "1500", "--out", again.to_str().unwrap()]);
+    train(&dir.path().join("a.txt"), 1500, &again);
     assert!(std::fs::read(&model).unwrap() == std::fs::read(&again).unwrap(), "same input and seed, same bytes");
     let tok = Tokenizer::from_path(&model).unwrap();
     assert_eq!(tok.vocab_size(), 1500);
@@ -175,14 +199,35 @@ fn train_rejects_empty_corpus_and_too_small_vocab_writing_nothing() {
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
     let out = dir.path().join("o/x.model");
-    let r = crate::common::langadapt(&["vocab", "train", "--input", empty.to_str().unwrap(), "--vocab-size", "1000", "--out", out.to_str().unwrap()]);
+    let r = crate::common::langadapt(&[
+        "vocab",
+        "train",
+        "--input",
+        empty.to_str().unwrap(),
+        "--vocab-size",
+        "1000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!r.status.success());
     assert!(crate::common::stderr(&r).contains("no non-empty lines to train on"), "{}", crate::common::stderr(&r));
     let r = crate::common::langadapt(&[
-        "vocab", "train", "--input", fixture("tokenizer-train.txt").to_str().unwrap(), "--vocab-size", "400", "--out", out.to_str().unwrap(),
+        "vocab",
+        "train",
+        "--input",
+        fixture("tokenizer-train.txt").to_str().unwrap(),
+        "--vocab-size",
+        "400",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let e = crate::common::stderr(&r);
-    assert!(e.contains("--vocab-size 400 is smaller than the 663 pieces required (3 special + 256 byte pieces + 404 characters"), "{e}");
+    assert!(
+        e.contains(
+            "--vocab-size 400 is smaller than the 663 pieces required (3 special + 256 byte pieces + 404 characters"
+        ),
+        "{e}"
+    );
     assert!(!dir.path().join("o").exists());
 }
 
@@ -191,9 +236,16 @@ fn merge_keeps_base_ids_and_model_and_json_encode_identically() {
     let dir = tempfile::tempdir().unwrap();
     let add = train_on(dir.path(), "all", 3000, |_| true);
     let out = dir.path().join("merged");
-    run_ok(&["vocab", "merge", "--base", fixture("tiny-llama").to_str().unwrap(), "--add", add.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    merge(&fixture("tiny-llama"), &add, &out, &[]);
     let names = crate::common::file_names(&out);
-    let want = ["manifest.json", "merge_report.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json"];
+    let want = [
+        "manifest.json",
+        "merge_report.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer.model",
+        "tokenizer_config.json",
+    ];
     assert_eq!(names, want);
     let report: Value = serde_json::from_slice(&std::fs::read(out.join("merge_report.json")).unwrap()).unwrap();
     let n = |k: &str| report[k].as_u64().unwrap();
@@ -227,7 +279,7 @@ fn merging_chinese_pieces_leaves_other_languages_unchanged() {
     let add = train_on(dir.path(), "zh", 900, is_cjk);
     let out = dir.path().join("merged");
     let base = fixture("tiny-llama/tokenizer.model");
-    run_ok(&["vocab", "merge", "--base", base.to_str().unwrap(), "--add", add.to_str().unwrap(), "--out", out.to_str().unwrap(), "--max-added", "300"]);
+    merge(&base, &add, &out, &["--max-added", "300"]);
     let report: Value = serde_json::from_slice(&std::fs::read(out.join("merge_report.json")).unwrap()).unwrap();
     assert_eq!((report["added"].as_u64(), report["final_size"].as_u64()), (Some(300), Some(1300)));
     assert!(report["skipped_limit"].as_u64().unwrap() > 0);
@@ -254,7 +306,16 @@ fn merge_rejects_bad_bases_and_writes_nothing() {
     let add = fixture("tiny-llama/tokenizer.model");
     let out = dir.path().join("out");
     let fail = |base: &std::path::Path| {
-        let r = crate::common::langadapt(&["vocab", "merge", "--base", base.to_str().unwrap(), "--add", add.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let r = crate::common::langadapt(&[
+            "vocab",
+            "merge",
+            "--base",
+            base.to_str().unwrap(),
+            "--add",
+            add.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(!r.status.success());
         assert!(!out.exists());
         crate::common::stderr(&r)
@@ -278,14 +339,23 @@ fn merge_with_model_resizes_embeddings_by_subword_mean() {
     let add = train_on(dir.path(), "zh", 900, is_cjk);
     let out = dir.path().join("merged");
     let ckpt = fixture("tiny-llama");
-    run_ok(&["vocab", "merge", "--base", ckpt.to_str().unwrap(), "--add", add.to_str().unwrap(), "--out", out.to_str().unwrap(), "--model", ckpt.to_str().unwrap()]);
+    merge(&ckpt, &add, &out, &["--model", ckpt.to_str().unwrap()]);
     let merged = Tokenizer::from_path(&out.join("tokenizer.model")).unwrap();
     let n = merged.vocab_size();
     let config: Value = serde_json::from_slice(&std::fs::read(out.join("model/config.json")).unwrap()).unwrap();
     assert_eq!(config["vocab_size"].as_u64(), Some(n as u64));
-    assert_eq!(std::fs::read(out.join("model/tokenizer.model")).unwrap(), std::fs::read(out.join("tokenizer.model")).unwrap());
-    assert_eq!(std::fs::read(out.join("model/generation_config.json")).unwrap(), std::fs::read(ckpt.join("generation_config.json")).unwrap());
-    let (old_bytes, new_bytes) = (std::fs::read(ckpt.join("model.safetensors")).unwrap(), std::fs::read(out.join("model/model.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(out.join("model/tokenizer.model")).unwrap(),
+        std::fs::read(out.join("tokenizer.model")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(out.join("model/generation_config.json")).unwrap(),
+        std::fs::read(ckpt.join("generation_config.json")).unwrap()
+    );
+    let (old_bytes, new_bytes) = (
+        std::fs::read(ckpt.join("model.safetensors")).unwrap(),
+        std::fs::read(out.join("model/model.safetensors")).unwrap(),
+    );
     let (old, new) = (SafeTensors::deserialize(&old_bytes).unwrap(), SafeTensors::deserialize(&new_bytes).unwrap());
     let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
     let base = tiny("tokenizer.model");
@@ -298,7 +368,11 @@ fn merge_with_model_resizes_embeddings_by_subword_mean() {
             let piece = merged.id_to_piece(id).unwrap();
             // The base segmentation of the piece text (no dummy prefix: it is already normalized).
             let sub = base.encode(&piece.replace('▁', " "), false).unwrap();
-            let sub = if piece.starts_with('▁') { sub } else { sub[usize::from(sub.first() == Some(&259) || base.id_to_piece(sub[0]).unwrap() == "▁")..].to_vec() };
+            let sub = if piece.starts_with('▁') {
+                sub
+            } else {
+                sub[usize::from(sub.first() == Some(&259) || base.id_to_piece(sub[0]).unwrap() == "▁")..].to_vec()
+            };
             assert!(!sub.is_empty());
             for h in 0..64 {
                 let mean = sub.iter().map(|&s| f64::from(o[s as usize * 64 + h])).sum::<f64>() / sub.len() as f64;
@@ -320,8 +394,15 @@ fn stats_and_encode_commands() {
     std::fs::write(&input, "Zed 😀\n\nEesti keel\n").unwrap();
     let model = fixture("tiny-llama/tokenizer.model");
     let out = crate::common::langadapt(&[
-        "vocab", "stats", "--tokenizer", model.to_str().unwrap(), "--tokenizer", fixture("tiny-llama/tokenizer.json").to_str().unwrap(),
-        "--input", input.to_str().unwrap(), "--json",
+        "vocab",
+        "stats",
+        "--tokenizer",
+        model.to_str().unwrap(),
+        "--tokenizer",
+        fixture("tiny-llama/tokenizer.json").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
     ]);
     assert!(out.status.success(), "{}", crate::common::stderr(&out));
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -329,7 +410,10 @@ fn stats_and_encode_commands() {
     let tokens = tok.encode("Zed 😀", false).unwrap().len() + tok.encode("Eesti keel", false).unwrap().len();
     assert_eq!(rows.as_array().unwrap().len(), 2);
     for r in rows.as_array().unwrap() {
-        assert_eq!((r["lines"].as_u64(), r["words"].as_u64(), r["chars"].as_u64(), r["bytes"].as_u64()), (Some(2), Some(4), Some(15), Some(18)));
+        assert_eq!(
+            (r["lines"].as_u64(), r["words"].as_u64(), r["chars"].as_u64(), r["bytes"].as_u64()),
+            (Some(2), Some(4), Some(15), Some(18))
+        );
         assert_eq!(r["tokens"].as_u64(), Some(tokens as u64));
         assert_eq!(r["byte_tokens"].as_u64(), Some(5));
         assert_eq!(r["bytes_per_token"].as_f64(), Some(18.0 / tokens as f64));
@@ -343,7 +427,8 @@ fn stats_and_encode_commands() {
     use std::io::Write;
     child.stdin.take().unwrap().write_all("Eesti keel\nZ\n".as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    let want = format!("{}\n{}\n", join(&tok.encode("Eesti keel", false).unwrap()), join(&tok.encode("Z", false).unwrap()));
+    let want =
+        format!("{}\n{}\n", join(&tok.encode("Eesti keel", false).unwrap()), join(&tok.encode("Z", false).unwrap()));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
 }
 
@@ -370,6 +455,24 @@ fn written_models_load_in_python_sentencepiece_with_identical_ids() {
             if name == "merged.model" {
                 assert_eq!(merged_json.encode(text, false).unwrap(), want, "{text:?}");
             }
+        }
+    }
+}
+
+/// tokenizer.json exported from the trained unigram and BPE models encodes like the .model.
+#[test]
+fn exported_tokenizer_json_matches_trained_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = json("vocab/spm-reference.json");
+    for name in ["tokenizer-train-bpe.model", "tokenizer-train-unigram.model"] {
+        let proto = langadapt::vocab::ModelProto::read(&fixture(&format!("vocab/{name}"))).unwrap();
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec(&langadapt::vocab::export::tokenizer_json(&proto).unwrap()).unwrap())
+            .unwrap();
+        let hf = Tokenizer::from_path(&path).unwrap();
+        for case in reference["models"][name]["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            assert_eq!(hf.encode(text, false).unwrap(), ids(&case["ids"]), "{name}: {text:?}");
         }
     }
 }
