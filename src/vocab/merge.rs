@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::bytelevel::merge_into_byte_level;
 use super::export::{hf_configs, tokenizer_json};
 use super::proto::{trainer, ModelProto, ModelType, Piece, PieceType};
 use super::spm::SpmModel;
@@ -38,7 +39,8 @@ pub enum Init {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MergeConfig {
-    /// The base `tokenizer.model` (SentencePiece BPE) or a directory holding one.
+    /// The base: a SentencePiece BPE `tokenizer.model`, a byte-level BPE `tokenizer.json`, or a
+    /// directory holding one (tokenizer.model first).
     pub base: PathBuf,
     /// The SentencePiece model whose pieces are added.
     pub add: PathBuf,
@@ -130,25 +132,90 @@ pub fn merge_models(base: &ModelProto, add: &ModelProto, max_added: Option<usize
     (merged, report)
 }
 
-fn base_model_path(base: &Path) -> Result<PathBuf, VocabError> {
-    let unsupported = |path: &Path| VocabError::Merge {
-        path: path.into(),
-        message: "a tokenizer.json base is not supported yet; pass a SentencePiece tokenizer.model (LLaMA-style)"
-            .into(),
-    };
+/// The base file: a SentencePiece `.model` or a Hugging Face `tokenizer.json` (a directory: its
+/// tokenizer.model, else its tokenizer.json).
+fn base_file(base: &Path) -> Result<(PathBuf, bool), VocabError> {
     if base.is_dir() {
-        let model = base.join("tokenizer.model");
-        return match (model.is_file(), base.join("tokenizer.json").is_file()) {
-            (true, _) => Ok(model),
-            (false, true) => Err(unsupported(base)),
-            (false, false) => Err(VocabError::NotFound(base.into())),
+        return match (base.join("tokenizer.model"), base.join("tokenizer.json")) {
+            (m, _) if m.is_file() => Ok((m, false)),
+            (_, j) if j.is_file() => Ok((j, true)),
+            _ => Err(VocabError::NotFound(base.into())),
         };
     }
     let head = std::fs::read(base).map_err(|source| VocabError::Io { path: base.into(), source })?;
-    if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        return Err(unsupported(base));
+    let is_json = head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    Ok((base.to_path_buf(), is_json))
+}
+
+/// What a merge produces before anything is written.
+struct Prepared {
+    /// Output files (name, bytes), merge_report.json included.
+    files: Vec<(&'static str, Vec<u8>)>,
+    report: MergeReport,
+    /// Per new id: the base ids of its text (for subword-mean).
+    subwords: Vec<Vec<u32>>,
+}
+
+fn pretty(v: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+fn prepare_sentencepiece(base_path: &Path, add: &ModelProto, cfg: &MergeConfig) -> Result<Prepared, VocabError> {
+    let base = ModelProto::read(base_path)?;
+    if base.model_type() != Ok(ModelType::Bpe) {
+        let message =
+            "the base is not a SentencePiece BPE model (LLaMA-style); merging into unigram bases is not supported";
+        return Err(VocabError::Merge { path: base_path.into(), message: message.into() });
     }
-    Ok(base.to_path_buf())
+    let base_tok =
+        SpmModel::new(base.clone()).map_err(|message| VocabError::Load { path: base_path.into(), message })?;
+    let (merged, report) = merge_models(&base, add, cfg.max_added);
+    // The merged model must load as SentencePiece would load it.
+    Tokenizer::from_proto(merged.clone(), &cfg.out.join("tokenizer.model"))?;
+    let json = tokenizer_json(&merged).map_err(|message| VocabError::Merge { path: cfg.out.clone(), message })?;
+    let (config, special) = hf_configs(&merged);
+    // A piece is already in normalized form (`▁` for spaces): segment it as is.
+    let subwords = merged.pieces[base.pieces.len()..].iter().map(|p| base_tok.encode_normalized(&p.piece)).collect();
+    let files = vec![
+        ("tokenizer.model", merged.to_bytes()),
+        ("tokenizer.json", pretty(&json)),
+        ("tokenizer_config.json", pretty(&config)),
+        ("special_tokens_map.json", pretty(&special)),
+        ("merge_report.json", pretty(&serde_json::to_value(&report).unwrap_or_default())),
+    ];
+    Ok(Prepared { files, report, subwords })
+}
+
+fn prepare_byte_level(base_path: &Path, add: &ModelProto, cfg: &MergeConfig) -> Result<Prepared, VocabError> {
+    let (json, report) = merge_into_byte_level(base_path, add, cfg.max_added)?;
+    let bytes = pretty(&json);
+    let load = |b: &[u8], path: &Path| {
+        tokenizers::Tokenizer::from_bytes(b).map_err(|e| VocabError::Load { path: path.into(), message: e.to_string() })
+    };
+    let merged = load(&bytes, &cfg.out.join("tokenizer.json"))?;
+    let base = load(
+        &std::fs::read(base_path).map_err(|source| VocabError::Io { path: base_path.into(), source })?,
+        base_path,
+    )?;
+    let mut subwords = Vec::with_capacity(report.added);
+    for id in report.base_size..report.final_size {
+        let token = merged.id_to_token(id as u32).unwrap_or_default();
+        // The token's text, decoded from its byte-level form, as the base encodes it.
+        let text = merged.decode(&[id as u32], false).map_err(|e| VocabError::Codec(e.to_string()))?;
+        let enc = base.encode(text.as_str(), false).map_err(|e| VocabError::Codec(format!("{token}: {e}")))?;
+        subwords.push(enc.get_ids().to_vec());
+    }
+    let mut files = vec![("tokenizer.json", bytes)];
+    let dir = base_path.parent().unwrap_or(Path::new("."));
+    for name in ["tokenizer_config.json", "special_tokens_map.json"] {
+        if let Ok(b) = std::fs::read(dir.join(name)) {
+            files.push((name, b));
+        }
+    }
+    files.push(("merge_report.json", pretty(&serde_json::to_value(&report).unwrap_or_default())));
+    Ok(Prepared { files, report, subwords })
 }
 
 /// The checkpoint's config.json must describe the base vocabulary.
@@ -169,28 +236,18 @@ fn check_checkpoint(ckpt: &Path, base_size: usize) -> Result<(), VocabError> {
 /// Runs `vocab merge`: checks everything, then writes the output directory.
 pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
     let start = Instant::now();
-    let base_path = base_model_path(&cfg.base)?;
-    let base = ModelProto::read(&base_path)?;
-    if base.model_type() != Ok(ModelType::Bpe) {
-        return Err(VocabError::Merge {
-            path: base_path,
-            message:
-                "the base is not a SentencePiece BPE model (LLaMA-style); merging into unigram bases is not supported"
-                    .into(),
-        });
-    }
-    let base_tok =
-        SpmModel::new(base.clone()).map_err(|message| VocabError::Load { path: base_path.clone(), message })?;
+    let (base_path, is_json) = base_file(&cfg.base)?;
     let add = ModelProto::read(&cfg.add)?;
     SpmModel::new(add.clone()).map_err(|message| VocabError::Load { path: cfg.add.clone(), message })?;
-    let (merged, report) = merge_models(&base, &add, cfg.max_added);
-    // The merged model must load as SentencePiece would load it.
-    Tokenizer::from_proto(merged.clone(), &cfg.out.join("tokenizer.model"))?;
+    let prepared = if is_json {
+        prepare_byte_level(&base_path, &add, cfg)?
+    } else {
+        prepare_sentencepiece(&base_path, &add, cfg)?
+    };
+    let report = prepared.report.clone();
     if let Some(ckpt) = &cfg.model {
-        check_checkpoint(ckpt, base.pieces.len())?;
+        check_checkpoint(ckpt, report.base_size)?;
     }
-    let json = tokenizer_json(&merged).map_err(|message| VocabError::Merge { path: cfg.out.clone(), message })?;
-    let (config, special) = hf_configs(&merged);
     let mut manifest =
         ManifestBuilder::new("vocab merge", serde_json::to_value(cfg).unwrap_or_default(), Some(cfg.seed));
     manifest.add_input(&base_path, &env.progress)?;
@@ -201,43 +258,27 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
         move |source| VocabError::Io { path: path.clone(), source }
     };
     std::fs::create_dir_all(&cfg.out).map_err(io_err(&cfg.out))?;
-    let write_json = |name: &str, v: &serde_json::Value| -> Result<PathBuf, VocabError> {
+    let mut outputs = Vec::new();
+    for (name, bytes) in &prepared.files {
         let path = cfg.out.join(name);
-        let mut bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
-        bytes.push(b'\n');
-        crate::io::write_atomic(&path, &bytes).map_err(io_err(&path))?;
-        Ok(path)
-    };
-    let model_path = cfg.out.join("tokenizer.model");
-    merged.write(&model_path).map_err(io_err(&model_path))?;
-    let mut outputs = vec![model_path];
-    let report_json = serde_json::to_value(&report).unwrap_or_default();
-    for (name, v) in [
-        ("tokenizer.json", &json),
-        ("tokenizer_config.json", &config),
-        ("special_tokens_map.json", &special),
-        ("merge_report.json", &report_json),
-    ] {
-        outputs.push(write_json(name, v)?);
+        crate::io::write_atomic(&path, bytes).map_err(io_err(&path))?;
+        outputs.push((path, None));
     }
     if let Some(ckpt) = &cfg.model {
         manifest.add_input(&ckpt.join("config.json"), &env.progress)?;
-        let new_pieces = &merged.pieces[base.pieces.len()..];
         let init = match cfg.init {
             Init::Mean => RowInit::Mean,
             Init::Random => RowInit::Random { seed: cfg.seed },
-            // The piece is already in normalized form (`▁` for spaces): segment it as is.
-            Init::SubwordMean => {
-                RowInit::SubwordMean(new_pieces.iter().map(|p| base_tok.encode_normalized(&p.piece)).collect())
-            }
+            Init::SubwordMean => RowInit::SubwordMean(prepared.subwords),
         };
         let dst = cfg.out.join("model");
+        // The base's tokenizer files are replaced by the merged ones.
         let tokenizer_files = ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
-        let r = resize_checkpoint(ckpt, &dst, merged.pieces.len(), &init, &tokenizer_files)
+        let r = resize_checkpoint(ckpt, &dst, report.final_size, &init, &tokenizer_files)
             .map_err(|e| VocabError::Merge { path: ckpt.clone(), message: e.to_string() })?;
-        for name in tokenizer_files {
+        for (name, bytes) in prepared.files.iter().filter(|(n, _)| tokenizer_files.contains(n)) {
             let to = dst.join(name);
-            std::fs::copy(cfg.out.join(name), &to).map_err(io_err(&to))?;
+            crate::io::write_atomic(&to, bytes).map_err(io_err(&to))?;
         }
         manifest.count("resized_tensors", r.resized.len() as u64);
     }
@@ -250,7 +291,6 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
         manifest.count(k, v as u64);
     }
     manifest.timings.insert("merge_s".into(), start.elapsed().as_secs_f64());
-    let outputs: Vec<(PathBuf, Option<u64>)> = outputs.into_iter().map(|p| (p, None)).collect();
     manifest.finish(&cfg.out, &outputs)?.write(&cfg.out.join("manifest.json"))?;
     Ok(report)
 }

@@ -1,5 +1,6 @@
 //! Vocabulary: SentencePiece model files, tokenizers (tokenizer.json, tokenizer.model), encode and decode.
 
+pub mod bytelevel;
 pub mod export;
 pub mod merge;
 pub mod proto;

@@ -321,7 +321,7 @@ fn merge_rejects_bad_bases_and_writes_nothing() {
         crate::common::stderr(&r)
     };
     let e = fail(&fixture("tiny-llama/tokenizer.json"));
-    assert!(e.contains("tokenizer.json base is not supported"), "{e}");
+    assert!(e.contains("not a byte-level BPE tokenizer.json (model BPE with a ByteLevel pre-tokenizer)"), "{e}");
     let cut = dir.path().join("cut.model");
     std::fs::write(&cut, &std::fs::read(&add).unwrap()[..777]).unwrap();
     let e = fail(&cut);
@@ -475,4 +475,55 @@ fn exported_tokenizer_json_matches_trained_models() {
             assert_eq!(hf.encode(text, false).unwrap(), ids(&case["ids"]), "{name}: {text:?}");
         }
     }
+}
+
+/// A byte-level BPE tokenizer.json (LLaMA-3 style: no prefix space) trained here on the English lines.
+fn byte_level_base(path: &std::path::Path) {
+    use tokenizers::models::bpe::{BpeTrainer, BPE};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{NormalizerWrapper, PostProcessorWrapper, TokenizerBuilder};
+    let mut tok = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, PostProcessorWrapper, ByteLevel>::new()
+        .with_model(BPE::default())
+        .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+        .with_decoder(Some(ByteLevel::default()))
+        .build()
+        .unwrap();
+    let mut trainer = BpeTrainer::builder()
+        .vocab_size(600)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .show_progress(false)
+        .build();
+    let text = std::fs::read_to_string(fixture("tokenizer-train.txt")).unwrap();
+    let english: Vec<&str> = text.lines().filter(|l| l.is_ascii()).collect();
+    tok.train(&mut trainer, english.iter()).unwrap();
+    tok.save(path, false).unwrap();
+}
+
+#[test]
+fn merge_into_byte_level_tokenizer_json_keeps_ids_and_shortens_new_languages() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_path = dir.path().join("base/tokenizer.json");
+    std::fs::create_dir_all(base_path.parent().unwrap()).unwrap();
+    byte_level_base(&base_path);
+    let out = dir.path().join("merged");
+    merge(&base_path, &fixture("vocab/tokenizer-train-bpe.model"), &out, &[]);
+    assert_eq!(crate::common::file_names(&out), ["manifest.json", "merge_report.json", "tokenizer.json"]);
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("merge_report.json")).unwrap()).unwrap();
+    let n = |k: &str| report[k].as_u64().unwrap() as usize;
+    assert_eq!(n("base_size"), 600);
+    assert_eq!(n("final_size"), 600 + n("added"));
+    assert!(n("added") > 500 && n("skipped_existing") > 0, "{report}");
+    let (base, merged) = (Tokenizer::from_path(&base_path).unwrap(), Tokenizer::from_path(&out).unwrap());
+    assert_eq!(merged.vocab_size(), n("final_size"));
+    for id in 0..600 {
+        assert_eq!(merged.id_to_piece(id), base.id_to_piece(id), "id {id}");
+    }
+    let (mut before, mut after) = (0, 0);
+    for text in MULTILINGUAL {
+        let ids = merged.encode(text, false).unwrap();
+        assert_eq!(merged.decode(&ids).unwrap(), *text);
+        before += base.encode(text, false).unwrap().len();
+        after += ids.len();
+    }
+    assert!((after as f64) < 0.7 * before as f64, "{after} vs {before}");
 }
