@@ -150,6 +150,14 @@ pub fn run(cfg: &TrainConfig, env: &Env) -> Result<TrainReport, VocabError> {
         }
     };
     let proto = llama_model(pieces, cfg);
+    // SentencePiece's hard_vocab_limit: a smaller model than asked for is an error, not a surprise.
+    if proto.pieces.len() < cfg.vocab_size {
+        return Err(VocabError::Config(format!(
+            "--vocab-size {} is more than this corpus yields ({} pieces); lower --vocab-size or add text",
+            cfg.vocab_size,
+            proto.pieces.len()
+        )));
+    }
     // Check the result loads as a tokenizer before it is written.
     super::Tokenizer::from_proto(proto.clone(), &cfg.out)?;
     let io_err = |source| VocabError::Io { path: cfg.out.clone(), source };

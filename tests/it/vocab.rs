@@ -228,6 +228,18 @@ fn train_rejects_empty_corpus_and_too_small_vocab_writing_nothing() {
         ),
         "{e}"
     );
+    let r = crate::common::langadapt(&[
+        "vocab",
+        "train",
+        "--input",
+        fixture("tokenizer-train.txt").to_str().unwrap(),
+        "--vocab-size",
+        "100000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let e = crate::common::stderr(&r);
+    assert!(e.contains("--vocab-size 100000 is more than this corpus yields"), "{e}");
     assert!(!dir.path().join("o").exists());
 }
 
