@@ -340,34 +340,59 @@ pub enum ModelType {
 
 /// Field numbers of `TrainerSpec` that this crate reads or writes.
 pub mod trainer {
+    /// `TrainerSpec.input` (field 1).
     pub const INPUT: u32 = 1;
+    /// `TrainerSpec.model_prefix` (field 2).
     pub const MODEL_PREFIX: u32 = 2;
+    /// `TrainerSpec.model_type` (field 3).
     pub const MODEL_TYPE: u32 = 3;
+    /// `TrainerSpec.vocab_size` (field 4).
     pub const VOCAB_SIZE: u32 = 4;
+    /// `TrainerSpec.character_coverage` (field 10).
     pub const CHARACTER_COVERAGE: u32 = 10;
+    /// `TrainerSpec.input_sentence_size` (field 11).
     pub const INPUT_SENTENCE_SIZE: u32 = 11;
+    /// `TrainerSpec.num_threads` (field 16).
     pub const NUM_THREADS: u32 = 16;
+    /// `TrainerSpec.max_sentencepiece_length` (field 20).
     pub const MAX_SENTENCEPIECE_LENGTH: u32 = 20;
+    /// `TrainerSpec.treat_whitespace_as_suffix` (field 24).
     pub const TREAT_WHITESPACE_AS_SUFFIX: u32 = 24;
+    /// `TrainerSpec.split_digits` (field 25).
     pub const SPLIT_DIGITS: u32 = 25;
+    /// `TrainerSpec.allow_whitespace_only_pieces` (field 26).
     pub const ALLOW_WHITESPACE_ONLY_PIECES: u32 = 26;
+    /// `TrainerSpec.byte_fallback` (field 35).
     pub const BYTE_FALLBACK: u32 = 35;
+    /// `TrainerSpec.unk_id` (field 40).
     pub const UNK_ID: u32 = 40;
+    /// `TrainerSpec.bos_id` (field 41).
     pub const BOS_ID: u32 = 41;
+    /// `TrainerSpec.eos_id` (field 42).
     pub const EOS_ID: u32 = 42;
+    /// `TrainerSpec.pad_id` (field 43).
     pub const PAD_ID: u32 = 43;
+    /// `TrainerSpec.unk_surface` (field 44).
     pub const UNK_SURFACE: u32 = 44;
+    /// `TrainerSpec.unk_piece` (field 45).
     pub const UNK_PIECE: u32 = 45;
+    /// `TrainerSpec.bos_piece` (field 46).
     pub const BOS_PIECE: u32 = 46;
+    /// `TrainerSpec.eos_piece` (field 47).
     pub const EOS_PIECE: u32 = 47;
 }
 
 /// Field numbers of `NormalizerSpec`.
 pub mod normalizer {
+    /// `NormalizerSpec.name` (field 1).
     pub const NAME: u32 = 1;
+    /// `NormalizerSpec.precompiled_charsmap` (field 2).
     pub const PRECOMPILED_CHARSMAP: u32 = 2;
+    /// `NormalizerSpec.add_dummy_prefix` (field 3).
     pub const ADD_DUMMY_PREFIX: u32 = 3;
+    /// `NormalizerSpec.remove_extra_whitespaces` (field 4).
     pub const REMOVE_EXTRA_WHITESPACES: u32 = 4;
+    /// `NormalizerSpec.escape_whitespaces` (field 5).
     pub const ESCAPE_WHITESPACES: u32 = 5;
 }
 

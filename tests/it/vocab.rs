@@ -194,51 +194,33 @@ fn trained_model_has_llama_layout_round_trips_text_and_is_deterministic() {
 }
 
 #[test]
-fn train_rejects_empty_corpus_and_too_small_vocab_writing_nothing() {
+fn train_rejects_empty_corpus_and_wrong_vocab_sizes_writing_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
     let out = dir.path().join("o/x.model");
-    let r = crate::common::langadapt(&[
-        "vocab",
-        "train",
-        "--input",
-        empty.to_str().unwrap(),
-        "--vocab-size",
-        "1000",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!r.status.success());
-    assert!(crate::common::stderr(&r).contains("no non-empty lines to train on"), "{}", crate::common::stderr(&r));
-    let r = crate::common::langadapt(&[
-        "vocab",
-        "train",
-        "--input",
-        fixture("tokenizer-train.txt").to_str().unwrap(),
-        "--vocab-size",
-        "400",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let e = crate::common::stderr(&r);
-    assert!(
-        e.contains(
-            "--vocab-size 400 is smaller than the 663 pieces required (3 special + 256 byte pieces + 404 characters"
-        ),
-        "{e}"
-    );
-    let r = crate::common::langadapt(&[
-        "vocab",
-        "train",
-        "--input",
-        fixture("tokenizer-train.txt").to_str().unwrap(),
-        "--vocab-size",
-        "100000",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let e = crate::common::stderr(&r);
+    let fail = |input: &std::path::Path, vocab_size: &str| {
+        let args = [
+            "vocab",
+            "train",
+            "--input",
+            input.to_str().unwrap(),
+            "--vocab-size",
+            vocab_size,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let r = crate::common::langadapt(&args);
+        assert!(!r.status.success());
+        crate::common::stderr(&r)
+    };
+    let e = fail(&empty, "1000");
+    assert!(e.contains("no non-empty lines to train on"), "{e}");
+    let text = fixture("tokenizer-train.txt");
+    let e = fail(&text, "400");
+    let want = "--vocab-size 400 is smaller than the 663 pieces required (3 special + 256 byte pieces + 404 characters";
+    assert!(e.contains(want), "{e}");
+    let e = fail(&text, "100000");
     assert!(e.contains("--vocab-size 100000 is more than this corpus yields"), "{e}");
     assert!(!dir.path().join("o").exists());
 }
