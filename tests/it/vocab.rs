@@ -432,7 +432,8 @@ fn join(ids: &[u32]) -> String {
 
 /// Models written by `vocab train`/`vocab merge`, loaded by the Python sentencepiece library 0.2.3
 /// (tests/fixtures/vocab/make_spm_reference.py): our encoder and decoder give its ids and text, for
-/// BPE, unigram and the merged model; the merged tokenizer.json gives the same ids too.
+/// BPE, unigram, the merged model and a model with unused and user-defined pieces; the merged
+/// tokenizer.json gives the same ids too.
 #[test]
 fn written_models_load_in_python_sentencepiece_with_identical_ids() {
     let reference = json("vocab/spm-reference.json");
