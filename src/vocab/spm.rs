@@ -314,7 +314,7 @@ impl SpmModel {
     }
 
     /// `unigram_model.cc` `Model::EncodeOptimized`: Viterbi over all pieces, one-character unknown
-    /// nodes scored `min_score - 10` where no piece covers a character.
+    /// nodes scored `min_score - 10` where no piece covers a character; runs of unknowns merged.
     fn segment_unigram<'a>(&self, text: &'a str) -> Vec<(&'a str, u32)> {
         const UNK_PENALTY: f32 = 10.0;
         #[derive(Clone, Copy)]
@@ -361,11 +361,17 @@ impl SpmModel {
             }
             start += ch_len;
         }
-        let mut out = Vec::new();
+        let mut out: Vec<(&str, u32)> = Vec::new();
         let mut end = n;
         while end > 0 {
             let b = best[end];
-            out.push((&text[b.start..end], b.id));
+            match out.last_mut() {
+                // Consecutive unknown characters become one unknown token, as SentencePiece emits them.
+                Some(last) if b.id == self.unk && last.1 == self.unk => {
+                    *last = (&text[b.start..end + last.0.len()], self.unk)
+                }
+                _ => out.push((&text[b.start..end], b.id)),
+            }
             end = b.start;
         }
         out.reverse();

@@ -432,8 +432,8 @@ fn join(ids: &[u32]) -> String {
 
 /// Models written by `vocab train`/`vocab merge`, loaded by the Python sentencepiece library 0.2.3
 /// (tests/fixtures/vocab/make_spm_reference.py): our encoder and decoder give its ids and text, for
-/// BPE, unigram, the merged model and a model with unused and user-defined pieces; the merged
-/// tokenizer.json gives the same ids too.
+/// BPE, unigram, the merged model, a model with unused and user-defined pieces, and spm_train's
+/// default nmt_nfkc unigram model; the merged tokenizer.json gives the same ids too.
 #[test]
 fn written_models_load_in_python_sentencepiece_with_identical_ids() {
     let reference = json("vocab/spm-reference.json");
@@ -454,12 +454,13 @@ fn written_models_load_in_python_sentencepiece_with_identical_ids() {
     }
 }
 
-/// tokenizer.json exported from the trained unigram and BPE models encodes like the .model.
+/// tokenizer.json exported from the trained unigram and BPE models and from spm_train's nmt_nfkc
+/// unigram model encodes like the .model.
 #[test]
 fn exported_tokenizer_json_matches_trained_models() {
     let dir = tempfile::tempdir().unwrap();
     let reference = json("vocab/spm-reference.json");
-    for name in ["tokenizer-train-bpe.model", "tokenizer-train-unigram.model"] {
+    for name in ["tokenizer-train-bpe.model", "tokenizer-train-unigram.model", "nfkc-unigram.model"] {
         let proto = langadapt::vocab::ModelProto::read(&fixture(&format!("vocab/{name}"))).unwrap();
         let path = dir.path().join(format!("{name}.json"));
         std::fs::write(&path, serde_json::to_vec(&langadapt::vocab::export::tokenizer_json(&proto).unwrap()).unwrap())
