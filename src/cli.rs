@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use langadapt::io::ShardSpec;
 use langadapt::pipeline::Recipe;
-use langadapt::{corpus, instruct, model, shards, train, wiki, Env, Progress};
+use langadapt::{corpus, instruct, model, shards, train, vocab, wiki, Env, Progress};
 
 mod eval;
 use eval::EvalCommand;
@@ -57,6 +57,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Vocabulary: train, merge, measure, inspect tokenizers.
+    #[command(subcommand)]
+    Vocab(VocabCommand),
     /// Token shards for training: mix, tokenize, pack.
     #[command(subcommand)]
     Shards(ShardsCommand),
@@ -120,6 +123,88 @@ enum CorpusCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum VocabCommand {
+    /// Train a SentencePiece model (.model, LLaMA conventions) on text files or Parquet text shards.
+    Train(VocabTrainArgs),
+    /// Append a new model's pieces to a LLaMA-style tokenizer.model (base ids kept); optionally resize a checkpoint.
+    Merge(VocabMergeArgs),
+    /// Tokens per word/char, bytes per token, byte-fallback and unknown rates, per input and tokenizer.
+    Stats {
+        /// Tokenizer (tokenizer.model, tokenizer.json or a directory); repeat to compare.
+        #[arg(long = "tokenizer", required = true)]
+        tokenizers: Vec<PathBuf>,
+        /// Text files or Parquet text shards.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Encode stdin line by line: pieces (default) or ids.
+    Encode {
+        /// Tokenizer (tokenizer.model, tokenizer.json or a directory).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Print ids instead of pieces.
+        #[arg(long)]
+        ids: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct VocabMergeArgs {
+    /// Base tokenizer.model (SentencePiece BPE) or a directory holding one.
+    #[arg(long)]
+    base: PathBuf,
+    /// SentencePiece model whose pieces are added.
+    #[arg(long)]
+    add: PathBuf,
+    /// Output directory (tokenizer files, merge_report.json, manifest.json, model/).
+    #[arg(long)]
+    out: PathBuf,
+    /// Add at most this many pieces.
+    #[arg(long)]
+    max_added: Option<usize>,
+    /// Hugging Face checkpoint to resize into OUT/model/.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// New embedding rows: mean, subword-mean or random.
+    #[arg(long, default_value = "subword-mean")]
+    init: String,
+    /// Seed for --init random.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+struct VocabTrainArgs {
+    /// Text files (one sentence per line) or Parquet text shards (files or directories).
+    #[arg(long, required = true, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Total pieces (3 special + 256 bytes + alphabet + learned).
+    #[arg(long)]
+    vocab_size: usize,
+    /// bpe or unigram.
+    #[arg(long, default_value = "bpe")]
+    model_type: String,
+    /// The .model file to write (manifest.json goes beside it).
+    #[arg(long)]
+    out: PathBuf,
+    /// Trainer: tokenizers (pure Rust). The sentencepiece backend is not built in.
+    #[arg(long, default_value = "tokenizers")]
+    backend: String,
+    /// Share of character occurrences the alphabet covers; rarer characters fall back to bytes.
+    #[arg(long, default_value_t = 0.9995)]
+    character_coverage: f64,
+    /// Train on a uniform sample of at most this many sentences.
+    #[arg(long)]
+    max_sentences: Option<usize>,
+    /// Seed of the sample.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +389,12 @@ impl Cli {
             Command::Shards(ShardsCommand::Build(a)) => shards_build(*a, &env),
             Command::Shards(ShardsCommand::Stats { dir, json }) => shards_stats(&dir, json),
             Command::Eval(c) => eval::run(c, &env),
+            Command::Vocab(VocabCommand::Train(a)) => vocab_train(a, &env),
+            Command::Vocab(VocabCommand::Merge(a)) => vocab_merge(a, &env),
+            Command::Vocab(VocabCommand::Stats { tokenizers, input, json }) => {
+                vocab_stats(&tokenizers, &input, json, &env)
+            }
+            Command::Vocab(VocabCommand::Encode { tokenizer, ids }) => vocab_encode(&tokenizer, ids),
             Command::Instruct(InstructCommand::Translate(a)) => translate(a, &env),
             Command::Instruct(InstructCommand::TranslationPairs(a)) => translation_pairs(a, &env),
         }
@@ -824,4 +915,101 @@ fn audit_command(dir: &std::path::Path, json: bool, env: &Env) -> anyhow::Result
     } else {
         Err(CheckFailed(format!("audit: {} findings under {}", report.findings.len(), dir.display())).into())
     }
+}
+
+fn vocab_train(a: VocabTrainArgs, env: &Env) -> anyhow::Result<()> {
+    if a.backend != "tokenizers" {
+        anyhow::bail!("--backend {}: this build trains with the tokenizers backend only (the sentencepiece backend is not built in)", a.backend);
+    }
+    let model_type = serde_json::from_value(serde_json::Value::String(a.model_type.clone()))
+        .map_err(|_| anyhow::anyhow!("--model-type {}: expected bpe or unigram", a.model_type))?;
+    let cfg = vocab::train::TrainConfig {
+        input: a.input,
+        out: a.out,
+        vocab_size: a.vocab_size,
+        model_type,
+        character_coverage: a.character_coverage,
+        max_sentences: a.max_sentences,
+        seed: a.seed,
+    };
+    let r = vocab::train::run(&cfg, env)?;
+    eprintln!(
+        "vocab train: {} pieces ({} characters of {} seen) from {} of {} sentences in {:.1}s -> {}; manifest: {}",
+        r.vocab_size,
+        r.alphabet,
+        r.characters_seen,
+        r.sentences_used,
+        r.sentences_read,
+        r.seconds,
+        r.model.display(),
+        r.manifest.display()
+    );
+    Ok(())
+}
+
+fn vocab_merge(a: VocabMergeArgs, env: &Env) -> anyhow::Result<()> {
+    let init = serde_json::from_value(serde_json::Value::String(a.init.clone()))
+        .map_err(|_| anyhow::anyhow!("--init {}: expected mean, subword-mean or random", a.init))?;
+    let cfg = vocab::merge::MergeConfig {
+        base: a.base,
+        add: a.add,
+        out: a.out,
+        max_added: a.max_added,
+        model: a.model,
+        init,
+        seed: a.seed,
+    };
+    let r = vocab::merge::run(&cfg, env)?;
+    eprintln!(
+        "vocab merge: {} + {} added = {} pieces ({} candidates: {} already in the base, {} unreachable, {} over --max-added) -> {}",
+        r.base_size,
+        r.added,
+        r.final_size,
+        r.candidates,
+        r.skipped_existing,
+        r.skipped_unreachable,
+        r.skipped_limit,
+        cfg.out.display()
+    );
+    Ok(())
+}
+
+fn vocab_stats(tokenizers: &[PathBuf], input: &[PathBuf], json: bool, env: &Env) -> anyhow::Result<()> {
+    let rows = vocab::stats::run(tokenizers, input, env)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("input\ttokenizer\ttokens\ttokens/word\ttokens/char\tbytes/token\tbyte_fallback\tunk");
+    for r in rows {
+        println!(
+            "{}\t{}\t{}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{:.4}",
+            r.input,
+            r.tokenizer,
+            r.tokens,
+            r.tokens_per_word,
+            r.tokens_per_char,
+            r.bytes_per_token,
+            r.byte_fallback_rate,
+            r.unk_rate
+        );
+    }
+    Ok(())
+}
+
+fn vocab_encode(path: &std::path::Path, ids: bool) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let tok = vocab::Tokenizer::from_path(path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for line in std::io::stdin().lock().lines() {
+        let enc = tok.encode(&line?, false)?;
+        let fields: Vec<String> = if ids {
+            enc.iter().map(u32::to_string).collect()
+        } else {
+            enc.iter().map(|&i| tok.id_to_piece(i).unwrap_or_default()).collect()
+        };
+        writeln!(out, "{}", fields.join(" "))?;
+    }
+    Ok(out.flush()?)
 }

@@ -8,6 +8,7 @@ mod config;
 mod generate;
 mod llama;
 mod lora;
+pub mod resize;
 mod score;
 
 pub use checkpoint::{write_sharded, parse_device, parse_dtype, Checkpoint, CheckpointInfo, SaveOptions, Trainable};

@@ -3,11 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::export::special_pieces;
+use super::proto::{ModelProto, PieceType};
+use super::spm::{byte_of_piece, SpmModel};
+
 /// Errors of the vocabulary stage.
 #[derive(Debug, thiserror::Error)]
 pub enum VocabError {
     /// No tokenizer file where one was expected.
-    #[error("{0}: no tokenizer.json or tokenizer.model here; pass a tokenizer file or a checkpoint directory holding one")]
+    #[error(
+        "{0}: no tokenizer.json or tokenizer.model here; pass a tokenizer file or a checkpoint directory holding one"
+    )]
     NotFound(PathBuf),
     /// The tokenizer file could not be read or parsed.
     #[error("{path}: cannot load tokenizer: {message}")]
@@ -17,15 +23,86 @@ pub enum VocabError {
         /// What went wrong.
         message: String,
     },
+    /// A `.model` file that is not a valid SentencePiece model.
+    #[error("{path}: not a valid SentencePiece model at byte {offset}: {message}")]
+    Proto {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the problem.
+        offset: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// Encoding or decoding failed.
     #[error("tokenizer: {0}")]
     Codec(String),
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
+    /// Reading an input or writing an output failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line of a text input could not be read.
+    #[error("{path}: line {line}: {message}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What went wrong.
+        message: String,
+    },
+    /// No training text.
+    #[error("{0}: no non-empty lines to train on; check the input paths")]
+    EmptyCorpus(String),
+    /// The vocabulary cannot hold the required pieces.
+    #[error("--vocab-size {vocab_size} is smaller than the {needed} pieces required (3 special + 256 byte pieces + {chars} characters for coverage {coverage}); raise --vocab-size or lower --character-coverage")]
+    VocabTooSmall {
+        /// Requested size.
+        vocab_size: usize,
+        /// Minimum size.
+        needed: usize,
+        /// Characters the coverage requires.
+        chars: usize,
+        /// The coverage.
+        coverage: f64,
+    },
+    /// The trainer failed.
+    #[error("training failed: {0}")]
+    Train(String),
+    /// A merge input is unusable.
+    #[error("{path}: {message}")]
+    Merge {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// Text shards could not be read.
+    #[error(transparent)]
+    Shard(#[from] crate::corpus::ShardError),
+    /// Hashing inputs or writing the manifest failed.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+}
+
+/// What does the work: the tokenizers crate (tokenizer.json) or our SentencePiece port (.model).
+// Built once per tokenizer and shared behind an Arc: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    Json(tokenizers::Tokenizer),
+    Spm(SpmModel),
 }
 
 /// A loaded tokenizer. Cheap to clone; safe to share between threads.
 #[derive(Clone)]
 pub struct Tokenizer {
-    inner: Arc<tokenizers::Tokenizer>,
+    inner: Arc<Backend>,
     path: PathBuf,
     bos: Option<u32>,
     eos: Option<u32>,
@@ -39,43 +116,104 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Loads `tokenizer.json`, or a directory holding one.
+    /// Loads `tokenizer.json`, a SentencePiece `tokenizer.model`, or a directory holding either
+    /// (tokenizer.json first when both are there: they encode identically).
     pub fn from_path(path: &Path) -> Result<Self, VocabError> {
-        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
-        if !file.is_file() {
-            return Err(VocabError::NotFound(path.to_path_buf()));
+        let file = if path.is_dir() {
+            ["tokenizer.json", "tokenizer.model"].iter().map(|n| path.join(n)).find(|p| p.is_file())
+        } else {
+            Some(path.to_path_buf()).filter(|p| p.is_file())
+        };
+        let file = file.ok_or_else(|| VocabError::NotFound(path.to_path_buf()))?;
+        let load_err = |message: String| VocabError::Load { path: file.clone(), message };
+        let head = std::fs::read(&file).map_err(|e| load_err(e.to_string()))?;
+        let is_json = head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if is_json {
+            let inner = tokenizers::Tokenizer::from_bytes(&head).map_err(|e| load_err(e.to_string()))?;
+            let id = |t: &str| inner.token_to_id(t);
+            let (bos, eos, unk) = (id("<s>"), id("</s>"), id("<unk>"));
+            return Ok(Self { inner: Arc::new(Backend::Json(inner)), path: file, bos, eos, unk });
         }
-        let inner = tokenizers::Tokenizer::from_file(&file)
-            .map_err(|e| VocabError::Load { path: file.clone(), message: e.to_string() })?;
-        let id = |t: &str| inner.token_to_id(t);
-        let (bos, eos, unk) = (id("<s>"), id("</s>"), id("<unk>"));
-        Ok(Self { inner: Arc::new(inner), path: file, bos, eos, unk })
+        let proto = ModelProto::from_bytes(&head).map_err(|e| VocabError::Proto {
+            path: file.clone(),
+            offset: e.offset,
+            message: e.message,
+        })?;
+        Self::from_proto(proto, &file)
+    }
+
+    /// A tokenizer for an in-memory SentencePiece model; `path` names it in messages.
+    pub fn from_proto(proto: ModelProto, path: &Path) -> Result<Self, VocabError> {
+        let model = SpmModel::new(proto).map_err(|message| VocabError::Load { path: path.into(), message })?;
+        // SentencePiece's bos_id()/eos_id(): the named piece, if it is a control symbol.
+        let sp = special_pieces(model.proto());
+        let (bos, eos, unk) = (sp.bos.map(|b| b.0), sp.eos.map(|e| e.0), Some(model.unk_id()));
+        Ok(Self { inner: Arc::new(Backend::Spm(model)), path: path.to_path_buf(), bos, eos, unk })
     }
 
     /// Token ids of `text`, with the BOS id first when `add_bos` (never EOS).
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, VocabError> {
-        let enc = self.inner.encode(text, false).map_err(|e| VocabError::Codec(e.to_string()))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let mut ids = Vec::with_capacity(text.len() / 3 + 2);
         if add_bos {
             ids.extend(self.bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        match self.inner.as_ref() {
+            Backend::Json(t) => {
+                let enc = t.encode(text, false).map_err(|e| VocabError::Codec(e.to_string()))?;
+                ids.extend_from_slice(enc.get_ids());
+            }
+            Backend::Spm(m) => ids.extend(m.encode(text)),
+        }
         Ok(ids)
     }
 
-    /// Text of `ids`, special tokens skipped.
+    /// Text of `ids`, special tokens skipped (a `.model` decodes by SentencePiece's rules, a
+    /// tokenizer.json by its decoder).
     pub fn decode(&self, ids: &[u32]) -> Result<String, VocabError> {
-        self.inner.decode(ids, true).map_err(|e| VocabError::Codec(e.to_string()))
+        match self.inner.as_ref() {
+            Backend::Json(t) => t.decode(ids, true).map_err(|e| VocabError::Codec(e.to_string())),
+            Backend::Spm(m) => m.decode(ids).map_err(VocabError::Codec),
+        }
     }
 
     /// The piece of `id`, if it is in the vocabulary.
     pub fn id_to_piece(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
+        match self.inner.as_ref() {
+            Backend::Json(t) => t.id_to_token(id),
+            Backend::Spm(m) => m.proto().pieces.get(id as usize).map(|p| p.piece.clone()),
+        }
+    }
+
+    /// The id of `piece`, if it is in the vocabulary.
+    pub fn piece_to_id(&self, piece: &str) -> Option<u32> {
+        match self.inner.as_ref() {
+            Backend::Json(t) => t.token_to_id(piece),
+            Backend::Spm(m) => m.lookup(piece),
+        }
+    }
+
+    /// True when `id` is a byte-fallback piece `<0xNN>`.
+    pub fn is_byte(&self, id: u32) -> bool {
+        match self.inner.as_ref() {
+            Backend::Json(t) => t.id_to_token(id).is_some_and(|p| byte_of_piece(&p).is_some()),
+            Backend::Spm(m) => m.proto().pieces.get(id as usize).is_some_and(|p| p.kind == PieceType::Byte),
+        }
     }
 
     /// Number of ids (added tokens included).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match self.inner.as_ref() {
+            Backend::Json(t) => t.get_vocab_size(true),
+            Backend::Spm(m) => m.len(),
+        }
+    }
+
+    /// The SentencePiece model, when this tokenizer was loaded from one.
+    pub fn sentencepiece(&self) -> Option<&ModelProto> {
+        match self.inner.as_ref() {
+            Backend::Json(_) => None,
+            Backend::Spm(m) => Some(m.proto()),
+        }
     }
 
     /// Beginning-of-sequence id.

@@ -9,4 +9,5 @@ mod model;
 mod quickstart;
 mod shards;
 mod train;
+mod vocab;
 mod wiki;
