@@ -81,13 +81,10 @@ else:
 "#;
 
 fn main() {
-    let threads: usize = std::env::var("LANGADAPT_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let kb: usize = std::env::var("LANGADAPT_BENCH_PPL_KB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let rounds: usize = std::env::var("LANGADAPT_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    let python = std::env::var("LANGADAPT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let threads = common::bench_threads();
+    let kb = common::env_number("LANGADAPT_BENCH_PPL_KB").unwrap_or(100);
+    let rounds = common::env_number("LANGADAPT_BENCH_RUNS").unwrap_or(2);
+    let python = common::bench_python();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("target/bench-data/eval-score");
     std::fs::create_dir_all(&data).unwrap();
@@ -128,7 +125,13 @@ fn main() {
             let peer_data = if task == "xcopa" { xcopa.join("xcopa/tr/test.tr.jsonl") } else { text.clone() };
             let p = Command::new(&python)
                 .arg(data.join("peer.py"))
-                .args([ckpt.to_str().unwrap(), task, peer_data.to_str().unwrap(), &threads.to_string(), &BATCH.to_string()])
+                .args([
+                    ckpt.to_str().unwrap(),
+                    task,
+                    peer_data.to_str().unwrap(),
+                    &threads.to_string(),
+                    &BATCH.to_string(),
+                ])
                 .output()
                 .expect("run the Python peer (set LANGADAPT_BENCH_PYTHON)");
             assert!(p.status.success(), "peer: {}", String::from_utf8_lossy(&p.stderr));
@@ -138,11 +141,18 @@ fn main() {
                 (format!("acc {}", results["results"]["xcopa_tr"]["acc,none"]), format!("acc {}", peer["acc"]))
             } else {
                 (
-                    format!("bits/byte {:.6}", results["results"]["perplexity"]["bits_per_byte,none"].as_f64().unwrap_or(f64::NAN)),
+                    format!(
+                        "bits/byte {:.6}",
+                        results["results"]["perplexity"]["bits_per_byte,none"].as_f64().unwrap_or(f64::NAN)
+                    ),
                     format!("bits/byte {:.6} ({} tokens)", peer["bits_per_byte"].as_f64().unwrap(), peer["tokens"]),
                 )
             };
-            eprintln!("{task}: langadapt {:.2}s, transformers {:.2}s", ours[k].last().unwrap(), theirs[k].last().unwrap());
+            eprintln!(
+                "{task}: langadapt {:.2}s, transformers {:.2}s",
+                ours[k].last().unwrap(),
+                theirs[k].last().unwrap()
+            );
         }
     }
     let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -154,12 +164,18 @@ fn main() {
          | job | langadapt s | transformers s | ratio (transformers / ours) | langadapt result | transformers result |\n\
          |---|---|---|---|---|---|\n"
     );
-    for (k, job) in ["XCOPA-tr test, 500 docs (1000 requests)", &format!("perplexity, {kb} KB of text, max length 1024")]
-        .iter()
-        .enumerate()
+    for (k, job) in
+        ["XCOPA-tr test, 500 docs (1000 requests)", &format!("perplexity, {kb} KB of text, max length 1024")]
+            .iter()
+            .enumerate()
     {
         let (o, t) = (best(&ours[k]), best(&theirs[k]));
-        section.push_str(&format!("| {job} | {o:.2} | {t:.2} | {:.2} | {} | {} |\n", t / o, numbers[k].0, numbers[k].1));
+        section.push_str(&format!(
+            "| {job} | {o:.2} | {t:.2} | {:.2} | {} | {} |\n",
+            t / o,
+            numbers[k].0,
+            numbers[k].1
+        ));
     }
     println!("{section}");
     common::update_results(&root.join("benches/RESULTS.md"), "eval_score", &section);
@@ -167,7 +183,25 @@ fn main() {
 
 /// Generated Turkish-like prose of about `bytes` bytes (fixed seed).
 fn turkish_text(bytes: usize) -> String {
-    let words = ["kedi", "köpek", "evde", "bahçede", "uyuyor", "koşuyor", "ve", "bir", "çok", "güzel", "yıl", "şehir", "ırmak", "öğretmen", "çocuklar", "okula", "gidiyor"];
+    let words = [
+        "kedi",
+        "köpek",
+        "evde",
+        "bahçede",
+        "uyuyor",
+        "koşuyor",
+        "ve",
+        "bir",
+        "çok",
+        "güzel",
+        "yıl",
+        "şehir",
+        "ırmak",
+        "öğretmen",
+        "çocuklar",
+        "okula",
+        "gidiyor",
+    ];
     let mut rng = common::XorShift(11);
     let mut s = String::with_capacity(bytes + 64);
     while s.len() < bytes {
@@ -181,4 +215,3 @@ fn turkish_text(bytes: usize) -> String {
     }
     s
 }
-

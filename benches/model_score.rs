@@ -43,12 +43,9 @@ print(json.dumps({"seconds": secs, "first": first, "torch": torch.__version__}))
 "#;
 
 fn main() {
-    let threads: usize = std::env::var("LANGADAPT_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let rounds: usize = std::env::var("LANGADAPT_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let python = std::env::var("LANGADAPT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let threads = common::bench_threads();
+    let rounds = common::env_number("LANGADAPT_BENCH_RUNS").unwrap_or(3);
+    let python = common::bench_python();
     // candle's CPU matmul (gemm) sizes its pool from RAYON_NUM_THREADS.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -90,7 +87,10 @@ fn main() {
     let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let (o, t) = (best(&ours), best(&theirs));
     let mut section = String::new();
-    let _ = writeln!(section, "## model scoring (`cargo bench --bench model_score`): full-sequence log-probabilities, CPU\n");
+    let _ = writeln!(
+        section,
+        "## model scoring (`cargo bench --bench model_score`): full-sequence log-probabilities, CPU\n"
+    );
     let _ = writeln!(
         section,
         "Random LLaMA, {:.1}M parameters (vocab {VOCAB}, hidden 512, 8 layers, 8 heads, MLP 1376), f32; {SEQS} \

@@ -43,11 +43,8 @@ print(json.dumps({"times": times, "losses": losses, "torch": torch.__version__})
 "#;
 
 fn main() {
-    let threads: usize = std::env::var("LANGADAPT_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let python = std::env::var("LANGADAPT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let threads = common::bench_threads();
+    let python = common::bench_python();
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("target/bench-data/train-step");
@@ -59,19 +56,28 @@ fn main() {
     // Rows from Turkish-like text, tokenized with the tiny fixture tokenizer (ids < 1000 fit any vocab).
     let mut rng = common::XorShift(7);
     let words = ["kedi", "köpek", "ev", "bahçe", "uyuyor", "koşuyor", "ve", "bir", "çok", "güzel", "yıl"];
-    let docs: Vec<String> =
-        (0..200).map(|_| (0..120).map(|_| words[(rng.next() % words.len() as u64) as usize]).collect::<Vec<_>>().join(" ")).collect();
+    let docs: Vec<String> = (0..200)
+        .map(|_| (0..120).map(|_| words[(rng.next() % words.len() as u64) as usize]).collect::<Vec<_>>().join(" "))
+        .collect();
     std::fs::write(data.join("text.txt"), docs.join("\n\n")).unwrap();
     let env = Env { threads, progress: Progress { quiet: true } };
-    let src = SourceConfig { name: "tr".into(), path: data.join("text.txt"), lang: "tr".into(), share: Some(1.0), epochs: None };
+    let src = SourceConfig {
+        name: "tr".into(),
+        path: data.join("text.txt"),
+        lang: "tr".into(),
+        share: Some(1.0),
+        epochs: None,
+    };
     let shards_dir = data.join("shards");
-    shards::run(&BuildConfig::single(root.join("tests/fixtures/tiny-llama"), src, SEQ_LEN, shards_dir.clone()), &data, &env)
-        .unwrap();
+    shards::run(
+        &BuildConfig::single(root.join("tests/fixtures/tiny-llama"), src, SEQ_LEN, shards_dir.clone()),
+        &data,
+        &env,
+    )
+    .unwrap();
     let files = langadapt::corpus::list_shards(&shards_dir.join("train")).unwrap();
-    let rows: Vec<Vec<u32>> = files
-        .iter()
-        .flat_map(|f| TokenShardReader::open(f).unwrap().map(|r| r.unwrap().input_ids))
-        .collect();
+    let rows: Vec<Vec<u32>> =
+        files.iter().flat_map(|f| TokenShardReader::open(f).unwrap().map(|r| r.unwrap().input_ids)).collect();
     std::fs::write(data.join("rows.json"), serde_json::to_string(&rows).unwrap()).unwrap();
     std::fs::write(data.join("peer.py"), PEER).unwrap();
 

@@ -798,13 +798,12 @@ fn report(tools: &[Tool], skipped: &[String], d: &DumpInfo, runs: usize, root: &
     r
 }
 
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{key}={v} is not a number")))
-}
-
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (mb, runs) = (env_usize("LANGADAPT_BENCH_MB", 64), env_usize("LANGADAPT_BENCH_RUNS", 3).max(1));
+    let (mb, runs) = (
+        common::env_number("LANGADAPT_BENCH_MB").unwrap_or(64),
+        common::env_number("LANGADAPT_BENCH_RUNS").unwrap_or(3).max(1),
+    );
     let data = root.join("target/bench-data");
     let dump = load_or_generate(&data, mb);
     // Scratch next to the dump: one disk for every tool, never a RAM-backed /tmp for some of them.

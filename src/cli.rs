@@ -501,7 +501,10 @@ fn shards_build(a: ShardsBuildArgs, env: &Env) -> anyhow::Result<()> {
             s.name, s.documents, s.val_documents, s.empty, s.truncated, s.too_long, s.factor, s.achieved_share
         );
         if s.requested_share.is_some_and(|p| (p - s.achieved_share).abs() > 0.005) {
-            eprintln!("  warning: {} is more than 0.5% off its share (its documents are large next to its tokens)", s.name);
+            eprintln!(
+                "  warning: {} is more than 0.5% off its share (its documents are large next to its tokens)",
+                s.name
+            );
         }
     }
     Ok(())
@@ -867,8 +870,9 @@ fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
         }
     }
     let origin = a.config.as_ref().map_or("flags".to_string(), |p| p.display().to_string());
-    let cfg: train::TrainConfig =
-        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
+    let cfg: train::TrainConfig = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
     let report = train::run(&cfg, a.resume.as_deref(), env)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

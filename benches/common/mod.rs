@@ -7,6 +7,21 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+/// `LANGADAPT_BENCH_THREADS`, or all cores.
+pub fn bench_threads() -> usize {
+    env_number("LANGADAPT_BENCH_THREADS").unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A numeric environment variable, if set.
+pub fn env_number(key: &str) -> Option<usize> {
+    std::env::var(key).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{key}={v} is not a number")))
+}
+
+/// The Python with torch and transformers for the peers: `LANGADAPT_BENCH_PYTHON`, or `python3`.
+pub fn bench_python() -> String {
+    std::env::var("LANGADAPT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// Replaces bench `name`'s section of RESULTS.md (between its markers), keeping anything else in the file.
 pub fn update_results(path: &Path, name: &str, section: &str) {
     let begin = format!("<!-- {name}: begin (written by `cargo bench --bench {name}`) -->");
@@ -17,7 +32,9 @@ pub fn update_results(path: &Path, name: &str, section: &str) {
         (Some(b), Some(e)) if b < e => {
             format!("{}{block}{}", &old[..b], &old[e + end.len()..].trim_start_matches('\n'))
         }
-        _ if old.is_empty() => format!("# Benchmark results\n\nHow to run and what is compared: benches/README.md.\n\n{block}"),
+        _ if old.is_empty() => {
+            format!("# Benchmark results\n\nHow to run and what is compared: benches/README.md.\n\n{block}")
+        }
         _ => format!("{}\n{block}", old.trim_end()),
     };
     std::fs::write(path, new).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));

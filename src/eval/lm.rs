@@ -4,7 +4,6 @@
 //! `loglikelihood_rolling`, `utils.get_rolling_token_windows` / `make_disjoint_window`, left
 //! truncation to the last `max_length + 1` tokens).
 
-
 use serde::{Deserialize, Serialize};
 
 use super::EvalError;

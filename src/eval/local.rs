@@ -56,9 +56,9 @@ impl TokenScorer for CandleScorer {
             let same = |r: &TokenGenerateRequest| {
                 r.max_new_tokens == first.max_new_tokens && r.until == first.until && r.stop_at_eos == first.stop_at_eos
             };
-            let end = (start..requests.len().min(start + self.batch_size)).find(|&i| !same(&requests[i])).unwrap_or(
-                requests.len().min(start + self.batch_size),
-            );
+            let end = (start..requests.len().min(start + self.batch_size))
+                .find(|&i| !same(&requests[i]))
+                .unwrap_or(requests.len().min(start + self.batch_size));
             let prompts: Vec<Vec<u32>> = requests[start..end].iter().map(|r| r.prompt.clone()).collect();
             let opts = GenerateOptions {
                 max_new_tokens: first.max_new_tokens,

@@ -15,11 +15,11 @@ pub mod task;
 
 use std::path::PathBuf;
 
-pub use local::{open_local_scorer, CandleScorer};
 pub use lm::{
-    GenerateUntil, LanguageModel, LocalLm, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling,
-    RollingResult, TokenGenerateRequest, TokenScore, TokenScoreRequest, TokenScorer,
+    GenerateUntil, LanguageModel, LocalLm, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling, RollingResult,
+    TokenGenerateRequest, TokenScore, TokenScoreRequest, TokenScorer,
 };
+pub use local::{open_local_scorer, CandleScorer};
 pub use results::Results;
 pub use run::{run, score_requests, write_requests, RunConfig};
 pub use task::{TaskRegistry, TaskSpec};

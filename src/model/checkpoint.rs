@@ -14,13 +14,8 @@ use super::ModelError;
 use crate::vocab::Tokenizer;
 
 /// Files copied unchanged from the source checkpoint when saving (tokenizer and generation settings).
-const SIDE_FILES: [&str; 5] = [
-    "tokenizer.model",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-];
+const SIDE_FILES: [&str; 5] =
+    ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
 
 /// Parses `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(spec: &str) -> Result<Device, ModelError> {
@@ -256,7 +251,9 @@ impl Checkpoint {
     pub fn save(&self, weights: &BTreeMap<String, Tensor>, out: &Path, opts: &SaveOptions) -> Result<(), ModelError> {
         std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
         let weights: BTreeMap<String, Tensor> = match opts.dtype {
-            Some(dt) => weights.iter().map(|(k, t)| Ok((k.clone(), t.to_dtype(dt)?))).collect::<Result<_, ModelError>>()?,
+            Some(dt) => {
+                weights.iter().map(|(k, t)| Ok((k.clone(), t.to_dtype(dt)?))).collect::<Result<_, ModelError>>()?
+            }
             None => weights.clone(),
         };
         let mut hf = self.hf.clone();
@@ -342,7 +339,8 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
             .ok_or_else(|| ModelError::checkpoint(&index, "no weight_map object"))?;
         let mut files: Vec<PathBuf> = Vec::new();
         for v in map.values() {
-            let name = v.as_str().ok_or_else(|| ModelError::checkpoint(&index, "weight_map values must be file names"))?;
+            let name =
+                v.as_str().ok_or_else(|| ModelError::checkpoint(&index, "weight_map values must be file names"))?;
             let path = dir.join(name);
             if !files.contains(&path) {
                 if !path.is_file() {

@@ -197,7 +197,9 @@ impl HfConfig {
             sliding_window: self.sliding_window,
             bos_token_id: self.bos_token_id.as_ref().and_then(|v| v.as_u64()).map(|v| v as u32),
             eos_token_ids: match &self.eos_token_id {
-                Some(serde_json::Value::Array(ids)) => ids.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+                Some(serde_json::Value::Array(ids)) => {
+                    ids.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
+                }
                 Some(v) => v.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
                 None => Vec::new(),
             },
@@ -244,7 +246,7 @@ impl LlamaConfig {
                         let wavelen = 2.0 * std::f64::consts::PI / f;
                         let scaled = if wavelen > low_wavelen { f / factor } else { f };
                         let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-                        let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                        let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
                         let out = if medium { (1.0 - smooth) * scaled / factor + smooth * scaled } else { scaled };
                         out as f32
                     })

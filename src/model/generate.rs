@@ -92,8 +92,8 @@ pub fn generate(
     let mut ids = Vec::with_capacity(b * longest);
     let mut mask = Vec::with_capacity(b * longest);
     for p in prompts {
-        ids.extend(std::iter::repeat(0).take(longest - p.len()).chain(p.iter().copied()));
-        mask.extend(std::iter::repeat(0u32).take(longest - p.len()).chain(std::iter::repeat(1).take(p.len())));
+        ids.extend(std::iter::repeat_n(0, longest - p.len()).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0u32, longest - p.len()).chain(std::iter::repeat_n(1, p.len())));
     }
     let mut cache = KvCache::new(model.config().num_layers);
     let mut input = Tensor::from_vec(ids, (b, longest), device)?;
@@ -102,7 +102,8 @@ pub fn generate(
         (0..b).map(|_| Generation { ids: Vec::new(), text: String::new(), stop_reason: StopReason::Length }).collect();
     let mut done = vec![false; b];
     for _ in 0..opts.max_new_tokens {
-        let hidden = model.hidden(&input, ForwardOptions { mask: Some(&step_mask), cache: Some(&mut cache), ..Default::default() })?;
+        let hidden = model
+            .hidden(&input, ForwardOptions { mask: Some(&step_mask), cache: Some(&mut cache), ..Default::default() })?;
         let t = hidden.dim(1)?;
         let logits = model.logits(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?)?;
         let mut next = Vec::with_capacity(b);

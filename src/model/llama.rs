@@ -68,10 +68,11 @@ impl Proj {
             Some((cfg, vb)) => {
                 // PEFT's default init: A Kaiming-uniform, B zero, so the adapter starts as the identity update.
                 let bound = (1.0 / in_dim as f64).sqrt();
-                let a = vb.pp("lora_A").get_with_hints((cfg.r, in_dim), "weight", candle_nn::Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                })?;
+                let a = vb.pp("lora_A").get_with_hints(
+                    (cfg.r, in_dim),
+                    "weight",
+                    candle_nn::Init::Uniform { lo: -bound, up: bound },
+                )?;
                 let b = vb.pp("lora_B").get_with_hints((out_dim, cfg.r), "weight", candle_nn::Init::Const(0.0))?;
                 Some(LoraPair { a, b, scale: cfg.scale(), dropout: cfg.dropout })
             }
@@ -84,7 +85,9 @@ impl Proj {
         let out = self.base.forward(xs)?;
         let Some(l) = &self.lora else { return Ok(out) };
         let xs = match train {
-            Some(seed) if l.dropout > 0.0 => dropout(xs, l.dropout, seed ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15))?,
+            Some(seed) if l.dropout > 0.0 => {
+                dropout(xs, l.dropout, seed ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15))?
+            }
             _ => xs.clone(),
         };
         let update = xs.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
@@ -215,13 +218,14 @@ impl Llama {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let m = vb.pp("model");
         let lm = lora.as_ref().map(|(c, vb)| (*c, vb.pp("base_model").pp("model").pp("model")));
-        let proj = |l: usize, target: LoraTarget, i: usize, o: usize, bias: bool, vb: VarBuilder, lvb: Option<VarBuilder>| {
-            let lora = match (lora.as_ref(), lvb) {
-                (Some((c, _)), Some(lvb)) if c.targets.contains(&target) => Some((*c, lvb)),
-                _ => None,
+        let proj =
+            |l: usize, target: LoraTarget, i: usize, o: usize, bias: bool, vb: VarBuilder, lvb: Option<VarBuilder>| {
+                let lora = match (lora.as_ref(), lvb) {
+                    (Some((c, _)), Some(lvb)) if c.targets.contains(&target) => Some((*c, lvb)),
+                    _ => None,
+                };
+                Proj::new((l * LoraTarget::ALL.len() + target as usize) as u64, i, o, bias, vb, lora)
             };
-            Proj::new((l * LoraTarget::ALL.len() + target as usize) as u64, i, o, bias, vb, lora)
-        };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let vb = m.pp("layers").pp(l);
@@ -256,10 +260,11 @@ impl Llama {
                 mlp,
             });
         }
-        let embed = m.pp("embed_tokens").get_with_hints((cfg.vocab_size, h), "weight", candle_nn::Init::Randn {
-            mean: 0.0,
-            stdev: 0.02,
-        })?;
+        let embed = m.pp("embed_tokens").get_with_hints(
+            (cfg.vocab_size, h),
+            "weight",
+            candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+        )?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
@@ -355,7 +360,7 @@ impl Llama {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
             xs = block.forward(&xs, &positions, bias.as_ref(), &self.rope, kv, train)?;
         }
-        if let Some(c) = cache.as_deref_mut() {
+        if let Some(c) = cache {
             c.key_mask = Some(key_mask);
             c.next_pos = next;
         }
@@ -386,7 +391,7 @@ impl Llama {
     ) -> Result<Option<Tensor>> {
         let (b, s) = key_mask.dims2()?;
         let all_real = key_mask.min_all()?.to_scalar::<u32>()? == 1;
-        if t == 1 && all_real && self.cfg.sliding_window.map_or(true, |w| s <= w) {
+        if t == 1 && all_real && self.cfg.sliding_window.is_none_or(|w| s <= w) {
             return Ok(None);
         }
         let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
@@ -397,7 +402,7 @@ impl Llama {
             for i in 0..t {
                 let q = offset + i;
                 bias.extend(row.iter().enumerate().map(|(j, &real)| {
-                    let same_example = seg.map_or(true, |seg| seg[j] == seg[q]);
+                    let same_example = seg.is_none_or(|seg| seg[j] == seg[q]);
                     let visible = j <= q && q - j < window && same_example && (real == 1 || j == q);
                     if visible {
                         0f32

@@ -237,7 +237,7 @@ pub fn merge_lora(base: &Path, adapter: &Path, out: &Path) -> Result<MergeReport
             "no adapter_model.safetensors (pickle adapter_model.bin is not loaded; re-save the adapter with safetensors)",
         ));
     }
-    let adapter_tensors = read_tensors(&[adapter_file.clone()], &candle_core::Device::Cpu)?;
+    let adapter_tensors = read_tensors(std::slice::from_ref(&adapter_file), &candle_core::Device::Cpu)?;
     let mut weights = ckpt.read_all(&candle_core::Device::Cpu)?;
     let mut merged = 0;
     let mut replaced = Vec::new();

@@ -11,7 +11,7 @@ mod lora;
 pub mod resize;
 mod score;
 
-pub use checkpoint::{write_sharded, parse_device, parse_dtype, Checkpoint, CheckpointInfo, SaveOptions, Trainable};
+pub use checkpoint::{parse_device, parse_dtype, write_sharded, Checkpoint, CheckpointInfo, SaveOptions, Trainable};
 pub use config::{HfConfig, LlamaConfig, RopeScaling};
 pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use llama::{ForwardOptions, KvCache, Llama};

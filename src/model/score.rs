@@ -83,9 +83,9 @@ impl Scorer {
         for (tokens, _) in batch {
             let input = &tokens[..tokens.len() - 1];
             ids.extend_from_slice(input);
-            ids.extend(std::iter::repeat(0).take(t - input.len()));
-            mask.extend(std::iter::repeat(1u32).take(input.len()));
-            mask.extend(std::iter::repeat(0u32).take(t - input.len()));
+            ids.extend(std::iter::repeat_n(0, t - input.len()));
+            mask.extend(std::iter::repeat_n(1u32, input.len()));
+            mask.extend(std::iter::repeat_n(0u32, t - input.len()));
         }
         let ids = Tensor::from_vec(ids, (batch.len(), t), device)?;
         let mask = Tensor::from_vec(mask, (batch.len(), t), device)?;

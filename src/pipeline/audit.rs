@@ -155,9 +155,9 @@ pub fn audit(dir: &Path, progress: &Progress) -> Result<AuditReport, ManifestErr
                 }
                 // Not on disk any more, but another stage's output with the same bytes explains it.
                 None if produced.contains_key(&input.sha256) => report.inputs_chained += 1,
-                None => report
-                    .findings
-                    .push(Finding::MissingInput { manifest: mpath.clone(), path: input.path.clone() }),
+                None => {
+                    report.findings.push(Finding::MissingInput { manifest: mpath.clone(), path: input.path.clone() })
+                }
             }
         }
     }

@@ -222,7 +222,8 @@ impl TrainConfig {
         if self.max_steps.is_none() && self.epochs.is_none() {
             return bad("set max_steps or epochs".into());
         }
-        if !(self.lr > 0.0) || self.min_lr < 0.0 || self.min_lr > self.lr {
+        // NaN fails every comparison, so it is refused too.
+        if self.lr.is_nan() || self.lr <= 0.0 || self.min_lr < 0.0 || self.min_lr > self.lr {
             return bad(format!("need 0 <= min_lr ({}) <= lr ({}) and lr > 0", self.min_lr, self.lr));
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {

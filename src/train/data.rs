@@ -34,7 +34,10 @@ impl Rows {
     pub fn load(path: &Path) -> Result<Self, TrainError> {
         let files = list_shards(path).map_err(|e| TrainError::Data(e.to_string()))?;
         if files.is_empty() {
-            return Err(TrainError::Data(format!("{}: no .parquet token shards here (run `langadapt shards build`)", path.display())));
+            return Err(TrainError::Data(format!(
+                "{}: no .parquet token shards here (run `langadapt shards build`)",
+                path.display()
+            )));
         }
         let mut rows = Vec::new();
         let mut seq_len = None;
@@ -57,7 +60,8 @@ impl Rows {
                 rows.push(row);
             }
         }
-        let seq_len = seq_len.ok_or_else(|| TrainError::Data(format!("{}: the shards hold no rows", path.display())))?;
+        let seq_len =
+            seq_len.ok_or_else(|| TrainError::Data(format!("{}: the shards hold no rows", path.display())))?;
         Ok(Self { rows, seq_len })
     }
 
@@ -80,7 +84,7 @@ impl Rows {
             .map(|k| {
                 let pos = micro * size as u64 + k;
                 let (epoch, at) = (pos / n, pos % n);
-                if perm.as_ref().map_or(true, |(e, _)| *e != epoch) {
+                if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
                     perm = Some((epoch, permutation(seed, epoch, n as usize)));
                 }
                 perm.as_ref().map_or(0, |(_, p)| p[at as usize])
@@ -104,7 +108,7 @@ impl Rows {
             if packed {
                 match &row.segment_ids {
                     Some(s) => segments.extend_from_slice(&s[..t]),
-                    None => segments.extend(std::iter::repeat(1).take(t)),
+                    None => segments.extend(std::iter::repeat_n(1, t)),
                 }
             }
         }

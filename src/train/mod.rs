@@ -220,15 +220,19 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         let tokens = (batches.len() * cfg.micro_batch * (rows.seq_len() - 1)) as f64;
         let done = step + 1;
         let tokens_per_s = tokens / t0.elapsed().as_secs_f64().max(1e-9);
-        write_metrics(&mut metrics, &metrics_path, &Metrics {
-            step: done,
-            loss: Some(loss),
-            lr: Some(lr),
-            grad_norm: Some(grad_norm),
-            tokens_per_s: Some(tokens_per_s),
-            val_loss: None,
-            val_ppl: None,
-        })?;
+        write_metrics(
+            &mut metrics,
+            &metrics_path,
+            &Metrics {
+                step: done,
+                loss: Some(loss),
+                lr: Some(lr),
+                grad_norm: Some(grad_norm),
+                tokens_per_s: Some(tokens_per_s),
+                val_loss: None,
+                val_ppl: None,
+            },
+        )?;
         report.first_loss.get_or_insert(loss);
         report.last_loss = Some(loss);
         report.steps = done;
@@ -238,24 +242,35 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         if let (Some(val), true) = (&val, eval_now || done == total_steps) {
             let vl = validation_loss(&trainable.cast_model(compute)?, val, cfg, &device)?;
             report.val_loss = Some(vl);
-            write_metrics(&mut metrics, &metrics_path, &Metrics {
-                step: done,
-                loss: None,
-                lr: None,
-                grad_norm: None,
-                tokens_per_s: None,
-                val_loss: Some(vl),
-                val_ppl: Some(vl.exp()),
-            })?;
+            write_metrics(
+                &mut metrics,
+                &metrics_path,
+                &Metrics {
+                    step: done,
+                    loss: None,
+                    lr: None,
+                    grad_norm: None,
+                    tokens_per_s: None,
+                    val_loss: Some(vl),
+                    val_ppl: Some(vl.exp()),
+                },
+            )?;
         }
         if cfg.save_every > 0 && done % cfg.save_every == 0 && done < total_steps {
             let dir = cfg.out.join("checkpoints").join(format!("step-{done}"));
-            save_checkpoint(&ckpt, &trainable, lora.as_ref(), &opt, &dir, &TrainerState {
-                step: done,
-                total_steps,
-                run_id: run_id.clone(),
-                micro_batches_done: (done * cfg.grad_accum) as u64,
-            })?;
+            save_checkpoint(
+                &ckpt,
+                &trainable,
+                lora.as_ref(),
+                &opt,
+                &dir,
+                &TrainerState {
+                    step: done,
+                    total_steps,
+                    run_id: run_id.clone(),
+                    micro_batches_done: (done * cfg.grad_accum) as u64,
+                },
+            )?;
         }
     }
     bar.finish_and_clear();

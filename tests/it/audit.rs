@@ -16,11 +16,33 @@ fn chain(root: &Path) {
     let dump = fixture("wiki/trwiki-sample-pages-articles-multistream.xml.bz2");
     run_ok(&["wiki", "ingest", &s(&dump), "--out", &s(&wiki), "-q"]);
     let tok = fixture("tiny-llama");
-    run_ok(&["shards", "build", "--tokenizer", &s(&tok), "--source", &s(&wiki), "--seq-len", "32", "--out", &s(&shards), "-q"]);
+    run_ok(&[
+        "shards",
+        "build",
+        "--tokenizer",
+        &s(&tok),
+        "--source",
+        &s(&wiki),
+        "--seq-len",
+        "32",
+        "--out",
+        &s(&shards),
+        "-q",
+    ]);
     let model = fixture("tiny-llama");
     run_ok(&[
-        "train", "--model", &s(&model), "--train", &s(&shards.join("train")), "--out", &s(&train), "--max-steps", "2",
-        "--micro-batch", "2", "-q",
+        "train",
+        "--model",
+        &s(&model),
+        "--train",
+        &s(&shards.join("train")),
+        "--out",
+        &s(&train),
+        "--max-steps",
+        "2",
+        "--micro-batch",
+        "2",
+        "-q",
     ]);
 }
 

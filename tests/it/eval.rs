@@ -202,12 +202,9 @@ fn rolling_windows_reproduce_reference() {
     }
 }
 
-#[test]
-fn local_lm_assembles_reference_scores_perplexities_and_greedy_text() {
-    let r = reference();
-    // Loglikelihood: the model's numbers replayed; LocalLm must ask exactly the reference token lists.
-    let mut lm = LocalLm::new(ReplayScorer::new(256), 5, quiet());
-    let reqs: Vec<Loglikelihood> = r["continuations"]
+/// The reference's continuation pairs as loglikelihood requests.
+fn reference_loglikelihoods(r: &Value) -> Vec<Loglikelihood> {
+    r["continuations"]
         .as_array()
         .unwrap()
         .iter()
@@ -215,7 +212,15 @@ fn local_lm_assembles_reference_scores_perplexities_and_greedy_text() {
             context: c["context"].as_str().unwrap().into(),
             continuation: c["continuation"].as_str().unwrap().into(),
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn local_lm_assembles_reference_scores_perplexities_and_greedy_text() {
+    let r = reference();
+    // Loglikelihood: the model's numbers replayed; LocalLm must ask exactly the reference token lists.
+    let mut lm = LocalLm::new(ReplayScorer::new(256), 5, quiet());
+    let reqs = reference_loglikelihoods(&r);
     let got = lm.loglikelihood(&reqs).unwrap();
     for (c, g) in r["continuations"].as_array().unwrap().iter().zip(&got) {
         assert_eq!(g.ll, c["ll"].as_f64().unwrap(), "{}", c["id"]);
@@ -840,15 +845,7 @@ fn candle_backend_matches_transformers_end_to_end() {
     let r = reference();
     let scorer = langadapt::eval::open_local_scorer(&fixture("tiny-llama"), "cpu", 4).unwrap();
     let mut lm = LocalLm::new(scorer, 4, quiet());
-    let reqs: Vec<Loglikelihood> = r["continuations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Loglikelihood {
-            context: c["context"].as_str().unwrap().into(),
-            continuation: c["continuation"].as_str().unwrap().into(),
-        })
-        .collect();
+    let reqs = reference_loglikelihoods(&r);
     for (c, g) in r["continuations"].as_array().unwrap().iter().zip(lm.loglikelihood(&reqs).unwrap()) {
         let n = c["n_cont_tokens"].as_f64().unwrap();
         assert!((g.ll - c["ll"].as_f64().unwrap()).abs() <= 1e-4 * n, "{}: {} vs {}", c["id"], g.ll, c["ll"]);

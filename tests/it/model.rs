@@ -165,7 +165,12 @@ fn generation_stops_at_eos_and_stop_sequences() {
         let chars: Vec<char> = text.chars().collect();
         if chars.len() > 6 {
             let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
-            let opts = GenerateOptions { max_new_tokens: 24, stop_at_eos: false, stop: vec![stop.clone()], ..Default::default() };
+            let opts = GenerateOptions {
+                max_new_tokens: 24,
+                stop_at_eos: false,
+                stop: vec![stop.clone()],
+                ..Default::default()
+            };
             let out = generate(&model, &tok, &[ids(&g["prompt_ids"])], &opts).unwrap().remove(0);
             assert_eq!(out.text, &text[..text.find(&stop).unwrap()]);
         }
@@ -178,7 +183,14 @@ fn sampling_is_reproducible_with_a_seed() {
     let model = ckpt.load(&Device::Cpu, DType::F32).unwrap();
     let tok = ckpt.tokenizer().unwrap();
     let prompt = vec![tok.encode("Merhaba dünya", true).unwrap()];
-    let opts = |seed| GenerateOptions { max_new_tokens: 16, temperature: 1.0, top_p: 0.9, seed, stop_at_eos: false, ..Default::default() };
+    let opts = |seed| GenerateOptions {
+        max_new_tokens: 16,
+        temperature: 1.0,
+        top_p: 0.9,
+        seed,
+        stop_at_eos: false,
+        ..Default::default()
+    };
     let a = generate(&model, &tok, &prompt, &opts(7)).unwrap();
     let b = generate(&model, &tok, &prompt, &opts(7)).unwrap();
     let c = generate(&model, &tok, &prompt, &opts(8)).unwrap();
@@ -279,7 +291,8 @@ fn lora_merge_equals_adapter_forward() {
 fn loss(model: &langadapt::model::Llama, ids: &[u32]) -> Tensor {
     let input = Tensor::new(&ids[..ids.len() - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let target = Tensor::new(&ids[1..], &Device::Cpu).unwrap();
-    let logits = model.forward(&input, ForwardOptions { train: Some(0), ..Default::default() }).unwrap().squeeze(0).unwrap();
+    let logits =
+        model.forward(&input, ForwardOptions { train: Some(0), ..Default::default() }).unwrap().squeeze(0).unwrap();
     candle_nn::loss::cross_entropy(&logits, &target).unwrap()
 }
 
@@ -299,7 +312,9 @@ fn gradients_reach_every_parameter_and_match_finite_differences() {
     }
     // Central differences in f64-sized steps on a few single weights.
     let mut checked = 0;
-    for (name, var) in vars.iter().filter(|(n, _)| n.contains("layers.1") || n.contains("norm.weight") || n.contains("embed")) {
+    for (name, var) in
+        vars.iter().filter(|(n, _)| n.contains("layers.1") || n.contains("norm.weight") || n.contains("embed"))
+    {
         let g = grads.get(var).unwrap().flatten_all().unwrap();
         let flat: Vec<f32> = g.to_vec1().unwrap();
         let (idx, &analytic) = flat.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
@@ -361,12 +376,17 @@ fn gqa_and_llama3_rope_configs_load() {
             continue;
         }
         // k/v projections keep 2 of the 4 heads (rows 0..32 of 64).
-        let t = if k.ends_with("k_proj.weight") || k.ends_with("v_proj.weight") { t.narrow(0, 0, 32).unwrap() } else { t.clone() };
+        let t = if k.ends_with("k_proj.weight") || k.ends_with("v_proj.weight") {
+            t.narrow(0, 0, 32).unwrap()
+        } else {
+            t.clone()
+        };
         gqa.insert(k.clone(), t);
     }
     let dir = tempfile::tempdir().unwrap();
     ckpt.save(&gqa, dir.path(), &Default::default()).unwrap();
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
     cfg["num_key_value_heads"] = 2.into();
     cfg["tie_word_embeddings"] = true.into();
     cfg["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -410,7 +430,17 @@ fn cli_info_and_generate() {
     let r = reference();
     let g = &r["greedy"][0];
     let prompt = g["prompt"].as_str().unwrap();
-    let out = langadapt(&["model", "generate", ckpt.to_str().unwrap(), "--prompt", prompt, "--greedy", "--ignore-eos", "--max-new-tokens", "24"]);
+    let out = langadapt(&[
+        "model",
+        "generate",
+        ckpt.to_str().unwrap(),
+        "--prompt",
+        prompt,
+        "--greedy",
+        "--ignore-eos",
+        "--max-new-tokens",
+        "24",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}\n", g["text_tokenizers"].as_str().unwrap()));
 

@@ -15,9 +15,8 @@ const ENV: Env = Env { threads: 2, progress: Progress { quiet: true } };
 
 /// Repetitive Turkish documents, blank-line separated, the kind of text a model memorizes in a few steps.
 fn corpus(dir: &Path) -> PathBuf {
-    let docs: Vec<String> = (0..24)
-        .map(|i| format!("Kedi {} evde uyuyor. Köpek bahçede koşuyor. Kedi ve köpek arkadaş.", i % 3))
-        .collect();
+    let docs: Vec<String> =
+        (0..24).map(|i| format!("Kedi {} evde uyuyor. Köpek bahçede koşuyor. Kedi ve köpek arkadaş.", i % 3)).collect();
     let path = dir.join("corpus.txt");
     std::fs::write(&path, docs.join("\n\n")).unwrap();
     path
@@ -159,7 +158,8 @@ fn resumed_run_equals_uninterrupted_run_bit_for_bit() {
         assert!(same(&t, &want[&name]), "{name} differs after resume");
     }
     let again = std::fs::read_to_string(cfg.out.join("metrics.jsonl")).unwrap();
-    let losses = |m: &str| m.lines().map(|l| l.split("\"tokens_per_s\"").next().unwrap().to_string()).collect::<Vec<_>>();
+    let losses =
+        |m: &str| m.lines().map(|l| l.split("\"tokens_per_s\"").next().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(losses(&again), losses(&metrics), "the resumed metrics repeat the same losses");
     // Another run's checkpoint is refused.
     let mut other = cfg.clone();
