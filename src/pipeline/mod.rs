@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wiki;
-use crate::Env;
+use crate::manifest::Manifest;
+use crate::{shards, train, wiki, Env};
 
 /// Errors reading or running a recipe.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,15 @@ pub enum RecipeError {
     /// The `wiki` stage failed.
     #[error("stage wiki: {0}")]
     Wiki(#[from] wiki::WikiError),
+    /// The `shards` stage failed.
+    #[error("stage shards: {0}")]
+    Shards(#[from] shards::ShardsError),
+    /// The `train` stage failed.
+    #[error("stage train: {0}")]
+    Train(#[from] train::TrainError),
+    /// Checking an earlier output failed.
+    #[error("{0}")]
+    Manifest(#[from] crate::manifest::ManifestError),
 }
 
 /// A recipe file.
@@ -38,9 +47,27 @@ pub enum RecipeError {
 pub struct Recipe {
     /// Output root; each stage writes into `out/<stage>/`.
     pub out: PathBuf,
+    /// The recipe file's folder (relative paths start there).
+    #[serde(skip)]
+    base: PathBuf,
     /// `wiki ingest` settings (`out` is set by the runner).
     #[serde(default)]
     pub wiki: Option<wiki::IngestConfig>,
+    /// `shards build` settings (`out` is set by the runner).
+    #[serde(default)]
+    pub shards: Option<shards::BuildConfig>,
+    /// `train` settings (`out` is set by the runner).
+    #[serde(default)]
+    pub train: Option<train::TrainConfig>,
+}
+
+/// `@stage/rest` names a file under an earlier stage's output (`OUT/stage/rest`); other relative paths are
+/// relative to the recipe file.
+fn resolve(path: &Path, base: &Path, out: &Path) -> PathBuf {
+    match path.to_str().and_then(|p| p.strip_prefix('@')) {
+        Some(rest) => out.join(rest),
+        None => base.join(path),
+    }
 }
 
 /// What a recipe run did.
@@ -73,14 +100,39 @@ impl Recipe {
                 }
             }
         }
+        recipe.base = base.to_path_buf();
         Ok(recipe)
+    }
+
+    /// Resolves `@stage` references against the output root (call after `out` is final).
+    fn resolved(&self) -> Recipe {
+        let mut r = self.clone();
+        let (base, out) = (self.base.clone(), self.out.clone());
+        if let Some(s) = &mut r.shards {
+            s.tokenizer = resolve(&s.tokenizer, &base, &out);
+            for src in &mut s.sources {
+                src.path = resolve(&src.path, &base, &out);
+            }
+            s.out = out.join("shards");
+        }
+        if let Some(t) = &mut r.train {
+            t.model = resolve(&t.model, &base, &out);
+            t.train = resolve(&t.train, &base, &out);
+            t.val = t.val.as_ref().map(|v| resolve(v, &base, &out));
+            t.out = out.join("train");
+        }
+        r
     }
 
     /// The stages this recipe runs, in order, with their output directories.
     pub fn plan(&self) -> Vec<(String, PathBuf)> {
         let mut stages = Vec::new();
-        if self.wiki.is_some() {
-            stages.push(("wiki".to_string(), self.out.join("wiki")));
+        for (name, present) in
+            [("wiki", self.wiki.is_some()), ("shards", self.shards.is_some()), ("train", self.train.is_some())]
+        {
+            if present {
+                stages.push((name.to_string(), self.out.join(name)));
+            }
         }
         stages
     }
@@ -94,8 +146,31 @@ impl Recipe {
             cfg.resume = true;
             wiki::run(&cfg, env)?;
         }
+        let r = self.resolved();
+        if let Some(cfg) = &r.shards {
+            if !up_to_date(&cfg.out, &cfg.output_settings(), env)? {
+                let _ = std::fs::remove_dir_all(&cfg.out);
+                shards::run(cfg, &self.base, env)?;
+            }
+        }
+        if let Some(cfg) = &r.train {
+            let args = serde_json::to_value(cfg).unwrap_or_default();
+            if !up_to_date(&cfg.out, &args, env)? {
+                let _ = std::fs::remove_dir_all(&cfg.out);
+                train::run(cfg, None, env)?;
+            }
+        }
         Ok(RunReport { out: self.out.clone(), stages: self.plan() })
     }
+}
+
+/// A stage is done when its manifest records these settings and everything it lists re-hashes the same.
+fn up_to_date(dir: &Path, args: &serde_json::Value, env: &Env) -> Result<bool, RecipeError> {
+    let Ok(m) = Manifest::read(&dir.join("manifest.json")) else { return Ok(false) };
+    if &m.args != args {
+        return Ok(false);
+    }
+    Ok(audit(dir, &env.progress)?.ok())
 }
 
 /// toml's errors span several lines (a source excerpt); keep the message with its line and column.

@@ -253,7 +253,7 @@ impl BuildConfig {
 
     /// The settings that decide the output bytes (not paths or out): the run id. `--shard` is left out so
     /// every shard of one run carries the same id, as with `wiki ingest`.
-    pub(super) fn output_settings(&self) -> serde_json::Value {
+    pub fn output_settings(&self) -> serde_json::Value {
         let sources: Vec<_> = self
             .sources
             .iter()

@@ -80,7 +80,8 @@ pub struct TrainConfig {
     /// Token shards to validate on.
     #[serde(default)]
     pub val: Option<PathBuf>,
-    /// Output directory: `final/`, `checkpoints/step-N/`, `metrics.jsonl`, `manifest.json`.
+    /// Output directory: `final/`, `checkpoints/step-N/`, `metrics.jsonl`, `manifest.json` (a recipe sets it).
+    #[serde(default)]
     pub out: PathBuf,
     /// What is trained.
     #[serde(default)]
@@ -216,6 +217,9 @@ impl TrainConfig {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
+        if self.out.as_os_str().is_empty() {
+            return bad("out is required (the output directory)".into());
+        }
         if self.micro_batch == 0 || self.grad_accum == 0 {
             return bad("micro_batch and grad_accum must be >= 1".into());
         }
