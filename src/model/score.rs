@@ -62,52 +62,74 @@ impl Scorer {
                 )));
             }
         }
+        // Requests that feed the model the same ids (the choices " A".." D" after one prompt, or continuations
+        // sharing all but their last token) share one forward pass: the numbers are the same by construction.
+        let mut inputs: Vec<&[u32]> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut index: std::collections::HashMap<&[u32], usize> = std::collections::HashMap::new();
+        for (i, (tokens, _)) in requests.iter().enumerate() {
+            let input = &tokens[..tokens.len() - 1];
+            let g = *index.entry(input).or_insert_with(|| {
+                inputs.push(input);
+                members.push(Vec::new());
+                inputs.len() - 1
+            });
+            members[g].push(i);
+        }
         // Longest first, as lm-evaluation-harness does: padding stays small and memory peaks early.
-        let mut order: Vec<usize> = (0..requests.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(requests[i].0.len()));
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&g| std::cmp::Reverse(inputs[g].len()));
         let mut out: Vec<Option<ContinuationScore>> = vec![None; requests.len()];
         for chunk in order.chunks(self.batch_size) {
-            let batch: Vec<&(Vec<u32>, usize)> = chunk.iter().map(|&i| &requests[i]).collect();
-            for (&i, score) in chunk.iter().zip(self.score_batch(&batch)?) {
-                out[i] = Some(score);
-            }
+            self.score_batch(chunk, &inputs, &members, requests, &mut out)?;
         }
         Ok(out.into_iter().map(|s| s.expect("every request scored")).collect())
     }
 
-    fn score_batch(&self, batch: &[&(Vec<u32>, usize)]) -> Result<Vec<ContinuationScore>, ModelError> {
+    fn score_batch(
+        &self,
+        chunk: &[usize],
+        inputs: &[&[u32]],
+        members: &[Vec<usize>],
+        requests: &[(Vec<u32>, usize)],
+        out: &mut [Option<ContinuationScore>],
+    ) -> Result<(), ModelError> {
         let device = self.model.device();
-        let t = batch.iter().map(|(tokens, _)| tokens.len() - 1).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(batch.len() * t);
-        let mut mask = Vec::with_capacity(batch.len() * t);
-        for (tokens, _) in batch {
-            let input = &tokens[..tokens.len() - 1];
+        let t = chunk.iter().map(|&g| inputs[g].len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(chunk.len() * t);
+        let mut mask = Vec::with_capacity(chunk.len() * t);
+        for &g in chunk {
+            let input = inputs[g];
             ids.extend_from_slice(input);
             ids.extend(std::iter::repeat_n(0, t - input.len()));
             mask.extend(std::iter::repeat_n(1u32, input.len()));
             mask.extend(std::iter::repeat_n(0u32, t - input.len()));
         }
-        let ids = Tensor::from_vec(ids, (batch.len(), t), device)?;
-        let mask = Tensor::from_vec(mask, (batch.len(), t), device)?;
+        let ids = Tensor::from_vec(ids, (chunk.len(), t), device)?;
+        let mask = Tensor::from_vec(mask, (chunk.len(), t), device)?;
         let hidden = self.model.hidden(&ids, ForwardOptions { mask: Some(&mask), ..Default::default() })?;
-        let mut scores = Vec::with_capacity(batch.len());
-        for (row, (tokens, n_cont)) in batch.iter().enumerate() {
-            let input_len = tokens.len() - 1;
-            let start = input_len - n_cont;
+        for (row, &g) in chunk.iter().enumerate() {
+            let input_len = inputs[g].len();
+            let span = members[g].iter().map(|&i| requests[i].1).max().unwrap_or(1);
             // Only the scored positions go through the LM head and the softmax.
-            let h = hidden.get(row)?.narrow(0, start, *n_cont)?;
+            let h = hidden.get(row)?.narrow(0, input_len - span, span)?;
             let logprobs = candle_nn::ops::log_softmax(&self.model.logits(&h)?, D::Minus1)?;
-            let targets = &tokens[tokens.len() - n_cont..];
-            let target_t = Tensor::from_slice(targets, (*n_cont, 1), device)?;
-            let picked: Vec<f32> = logprobs.gather(&target_t, 1)?.squeeze(1)?.to_vec1()?;
             let argmax: Vec<u32> = logprobs.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1()?;
-            // Ties count as greedy: the target's log-prob equals the max.
             let maxes: Vec<f32> = logprobs.max(D::Minus1)?.to_vec1()?;
-            let is_greedy =
-                targets.iter().zip(&argmax).zip(picked.iter().zip(&maxes)).all(|((t, a), (p, m))| t == a || p >= m);
-            let ll = picked.iter().map(|&p| f64::from(p)).sum();
-            scores.push(ContinuationScore { ll, is_greedy, logprobs: picked });
+            for &i in &members[g] {
+                let (tokens, n_cont) = (&requests[i].0, requests[i].1);
+                let targets = &tokens[tokens.len() - n_cont..];
+                let rows = logprobs.narrow(0, span - n_cont, n_cont)?;
+                let target_t = Tensor::from_slice(targets, (n_cont, 1), device)?;
+                let picked: Vec<f32> = rows.gather(&target_t, 1)?.squeeze(1)?.to_vec1()?;
+                let (argmax, maxes) = (&argmax[span - n_cont..], &maxes[span - n_cont..]);
+                // Ties count as greedy: the target's log-prob equals the max.
+                let is_greedy =
+                    targets.iter().zip(argmax).zip(picked.iter().zip(maxes)).all(|((t, a), (p, m))| t == a || p >= m);
+                let ll = picked.iter().map(|&p| f64::from(p)).sum();
+                out[i] = Some(ContinuationScore { ll, is_greedy, logprobs: picked });
+            }
         }
-        Ok(scores)
+        Ok(())
     }
 }

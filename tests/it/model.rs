@@ -447,3 +447,19 @@ fn cli_info_and_generate() {
     let out = langadapt(&["model", "generate", "/nonexistent", "--prompt", "x"]);
     assert_eq!(stderr(&out).trim(), "error: /nonexistent: not a directory (expected a Hugging Face checkpoint folder)");
 }
+
+#[test]
+fn choices_after_one_prompt_share_a_forward_pass_with_identical_numbers() {
+    let s = scorer(1);
+    let ctx = vec![1u32, 300, 415, 520, 9, 640];
+    // " A".." D"-style one-token choices, and two-token continuations sharing their first token.
+    let mut requests: Vec<(Vec<u32>, usize)> =
+        [700u32, 701, 702, 703].iter().map(|&c| ([&ctx[..], &[c]].concat(), 1)).collect();
+    requests.push(([&ctx[..], &[800, 801]].concat(), 2));
+    requests.push(([&ctx[..], &[800, 802]].concat(), 2));
+    let together = s.score(&requests).unwrap();
+    for (r, t) in requests.iter().zip(&together) {
+        let alone = s.score(std::slice::from_ref(r)).unwrap().remove(0);
+        assert_eq!(alone, *t, "grouped scoring changed a number");
+    }
+}
