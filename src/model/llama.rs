@@ -22,6 +22,17 @@ impl RmsNorm {
     }
 }
 
+impl RmsNorm {
+    /// Training needs the composed (differentiable) form; inference takes candle's fused kernel.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if train {
+            self.forward(xs)
+        } else {
+            candle_nn::ops::rms_norm(xs, &self.weight, self.eps as f32)
+        }
+    }
+}
+
 impl Module for RmsNorm {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let dtype = xs.dtype();
@@ -117,9 +128,15 @@ impl Rope {
     }
 
     /// Rotates `xs` `[b, heads, t, head_dim]` at `positions` `[b, t]`.
-    fn apply(&self, xs: &Tensor, positions: &Tensor) -> Result<Tensor> {
+    fn apply(&self, xs: &Tensor, positions: &Tensor, train: bool) -> Result<Tensor> {
         let (b, _, t, d) = xs.dims4()?;
         let flat = positions.flatten_all()?;
+        if !train {
+            // candle's fused kernel (no backward pass) takes per-row tables `[b, t, d/2]`.
+            let cos = self.cos.index_select(&flat, 0)?.reshape((b, t, d / 2))?;
+            let sin = self.sin.index_select(&flat, 0)?.reshape((b, t, d / 2))?;
+            return Ok(candle_nn::rotary_emb::rope(&xs.contiguous()?, &cos, &sin)?);
+        }
         let cos = self.cos.index_select(&flat, 0)?.reshape((b, 1, t, d / 2))?;
         let sin = self.sin.index_select(&flat, 0)?.reshape((b, 1, t, d / 2))?;
         let x1 = xs.narrow(D::Minus1, 0, d / 2)?;
@@ -190,7 +207,8 @@ pub struct ForwardOptions<'a> {
     pub mask: Option<&'a Tensor>,
     /// Cache to read earlier positions from and append these to.
     pub cache: Option<&'a mut KvCache>,
-    /// Training mode: LoRA dropout on, its masks drawn from this seed (so a resumed run draws the same).
+    /// Training mode: every op differentiable, LoRA dropout on with masks drawn from this seed (so a resumed
+    /// run draws the same). None: inference, with candle's fused kernels (no backward pass).
     pub train: Option<u64>,
     /// `[b, t]` u32 example ids of packed rows: attention stays within an example and RoPE positions restart
     /// at each example's first token. Not combinable with a cache.
@@ -364,7 +382,7 @@ impl Llama {
             c.key_mask = Some(key_mask);
             c.next_pos = next;
         }
-        Ok(self.norm.forward(&xs)?)
+        Ok(self.norm.forward_t(&xs, train.is_some())?)
     }
 
     /// LM-head logits (f32) of hidden states.
@@ -449,9 +467,10 @@ impl Block {
         kv: Option<&mut Option<(Tensor, Tensor)>>,
         train: Option<u64>,
     ) -> Result<Tensor> {
-        let h = self.attn.forward(&self.input_norm.forward(xs)?, positions, bias, rope, kv, train)?;
+        let h =
+            self.attn.forward(&self.input_norm.forward_t(xs, train.is_some())?, positions, bias, rope, kv, train)?;
         let xs = (xs + h)?;
-        let n = self.post_norm.forward(&xs)?;
+        let n = self.post_norm.forward_t(&xs, train.is_some())?;
         let m = &self.mlp;
         let act = (candle_nn::ops::silu(&m.gate.forward(&n, train)?)? * m.up.forward(&n, train)?)?;
         Ok((xs + m.down.forward(&act, train)?)?)
@@ -473,8 +492,8 @@ impl Attention {
         let split = |x: Tensor, heads: usize| -> Result<Tensor> {
             Ok(x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = rope.apply(&split(self.q.forward(xs, train)?, self.heads)?, positions)?;
-        let mut k = rope.apply(&split(self.k.forward(xs, train)?, self.kv_heads)?, positions)?;
+        let q = rope.apply(&split(self.q.forward(xs, train)?, self.heads)?, positions, train.is_some())?;
+        let mut k = rope.apply(&split(self.k.forward(xs, train)?, self.kv_heads)?, positions, train.is_some())?;
         let mut v = split(self.v.forward(xs, train)?, self.kv_heads)?;
         if let Some(slot) = kv {
             if let Some((pk, pv)) = slot.as_ref() {
