@@ -193,7 +193,7 @@ struct VocabTrainArgs {
     /// The .model file to write (manifest.json goes beside it).
     #[arg(long)]
     out: PathBuf,
-    /// Trainer: tokenizers (pure Rust). The sentencepiece backend is not built in.
+    /// Trainer: tokenizers (pure Rust), or sentencepiece (the C++ trainer; build with --features sentencepiece).
     #[arg(long, default_value = "tokenizers")]
     backend: String,
     /// Share of character occurrences the alphabet covers; rarer characters fall back to bytes.
@@ -922,9 +922,8 @@ fn audit_command(dir: &std::path::Path, json: bool, env: &Env) -> anyhow::Result
 }
 
 fn vocab_train(a: VocabTrainArgs, env: &Env) -> anyhow::Result<()> {
-    if a.backend != "tokenizers" {
-        anyhow::bail!("--backend {}: this build trains with the tokenizers backend only (the sentencepiece backend is not built in)", a.backend);
-    }
+    let backend = serde_json::from_value(serde_json::Value::String(a.backend.clone()))
+        .map_err(|_| anyhow::anyhow!("--backend {}: expected tokenizers or sentencepiece", a.backend))?;
     let model_type = serde_json::from_value(serde_json::Value::String(a.model_type.clone()))
         .map_err(|_| anyhow::anyhow!("--model-type {}: expected bpe or unigram", a.model_type))?;
     let cfg = vocab::train::TrainConfig {
@@ -935,6 +934,7 @@ fn vocab_train(a: VocabTrainArgs, env: &Env) -> anyhow::Result<()> {
         character_coverage: a.character_coverage,
         max_sentences: a.max_sentences,
         seed: a.seed,
+        backend,
     };
     let r = vocab::train::run(&cfg, env)?;
     eprintln!(

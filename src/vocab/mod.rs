@@ -5,6 +5,8 @@ pub mod export;
 pub mod merge;
 pub mod proto;
 pub mod spm;
+#[cfg(feature = "sentencepiece")]
+mod spm_cpp;
 pub mod stats;
 pub mod text;
 mod tokenizer;

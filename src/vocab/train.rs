@@ -44,6 +44,20 @@ pub struct TrainConfig {
     /// Seed of the sentence sample.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Which trainer: the tokenizers crate (pure Rust), or SentencePiece's C++ trainer (feature `sentencepiece`).
+    #[serde(default)]
+    pub backend: Backend,
+}
+
+/// The trainer behind `vocab train`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The tokenizers crate's BPE/unigram trainer, written as a LLaMA-style SentencePiece model.
+    #[default]
+    Tokenizers,
+    /// SentencePiece's own trainer (spm_train), linked from libsentencepiece.
+    Sentencepiece,
 }
 
 fn default_model_type() -> ModelType {
@@ -108,6 +122,10 @@ pub fn run(cfg: &TrainConfig, env: &Env) -> Result<TrainReport, VocabError> {
             chars: alphabet.len(),
             coverage: cfg.character_coverage,
         })?;
+    if cfg.backend == Backend::Sentencepiece {
+        let proto = sentencepiece_train(&sentences, cfg, env)?;
+        return finish(proto, cfg, manifest, read, sentences.len(), start, (alphabet.len(), seen));
+    }
     let allowed: HashSet<char> = alphabet.iter().copied().collect();
     let split = |s: &str| -> tokenizers::Result<Vec<String>> { Ok(training_words(s, &allowed)) };
     let show = !env.progress.quiet;
@@ -149,7 +167,19 @@ pub fn run(cfg: &TrainConfig, env: &Env) -> Result<TrainReport, VocabError> {
             pieces
         }
     };
-    let proto = llama_model(pieces, cfg);
+    finish(llama_model(pieces, cfg), cfg, manifest, read, sentences.len(), start, (alphabet.len(), seen))
+}
+
+/// Checks and writes a trained model with its manifest; nothing is written when a check fails.
+fn finish(
+    proto: ModelProto,
+    cfg: &TrainConfig,
+    mut manifest: ManifestBuilder,
+    read: u64,
+    used: usize,
+    start: Instant,
+    (alphabet, seen): (usize, usize),
+) -> Result<TrainReport, VocabError> {
     // SentencePiece's hard_vocab_limit: a smaller model than asked for is an error, not a surprise.
     if proto.pieces.len() < cfg.vocab_size {
         return Err(VocabError::Config(format!(
@@ -165,21 +195,37 @@ pub fn run(cfg: &TrainConfig, env: &Env) -> Result<TrainReport, VocabError> {
     std::fs::create_dir_all(&dir).map_err(io_err)?;
     proto.write(&cfg.out).map_err(io_err)?;
     manifest.count("sentences_read", read);
-    manifest.count("sentences_used", sentences.len() as u64);
+    manifest.count("sentences_used", used as u64);
     manifest.count("vocab_size", proto.pieces.len() as u64);
     manifest.timings.insert("train_s".into(), start.elapsed().as_secs_f64());
     let manifest_path = dir.join("manifest.json");
     manifest.finish(&dir, &[(cfg.out.clone(), None)])?.write(&manifest_path)?;
     Ok(TrainReport {
         sentences_read: read,
-        sentences_used: sentences.len() as u64,
+        sentences_used: used as u64,
         characters_seen: seen,
-        alphabet: alphabet.len(),
+        alphabet,
         vocab_size: proto.pieces.len(),
         seconds: start.elapsed().as_secs_f64(),
         model: cfg.out.clone(),
         manifest: manifest_path,
     })
+}
+
+/// SentencePiece's C++ trainer on the (sampled) sentences.
+#[cfg(feature = "sentencepiece")]
+fn sentencepiece_train(sentences: &[String], cfg: &TrainConfig, env: &Env) -> Result<ModelProto, VocabError> {
+    super::spm_cpp::train(sentences, cfg, env.threads(), env.progress.quiet)
+}
+
+/// Without the feature the C++ trainer is not linked in.
+#[cfg(not(feature = "sentencepiece"))]
+fn sentencepiece_train(_: &[String], _: &TrainConfig, _: &Env) -> Result<ModelProto, VocabError> {
+    Err(VocabError::Config(
+        "--backend sentencepiece: this langadapt is built without it; rebuild with `cargo build --release --features \
+         sentencepiece` (needs libsentencepiece-dev), or use --backend tokenizers"
+            .into(),
+    ))
 }
 
 /// SplitMix64: a small seeded generator, enough for reservoir sampling.
