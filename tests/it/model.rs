@@ -451,7 +451,7 @@ fn cli_info_and_generate() {
 #[test]
 fn choices_after_one_prompt_share_a_forward_pass_with_identical_numbers() {
     let s = scorer(1);
-    let ctx = vec![1u32, 300, 415, 520, 9, 640];
+    let ctx = [1u32, 300, 415, 520, 9, 640];
     // " A".." D"-style one-token choices, and two-token continuations sharing their first token.
     let mut requests: Vec<(Vec<u32>, usize)> =
         [700u32, 701, 702, 703].iter().map(|&c| ([&ctx[..], &[c]].concat(), 1)).collect();
