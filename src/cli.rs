@@ -37,6 +37,12 @@ enum Command {
         /// Check the recipe and print the plan without running anything.
         #[arg(long)]
         dry_run: bool,
+        /// Run this stage and the ones after it (earlier ones are not run or checked).
+        #[arg(long)]
+        from: Option<String>,
+        /// Run only this stage.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Wikipedia dumps.
     #[command(subcommand)]
@@ -380,7 +386,9 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         let env = Env { threads: self.threads, progress: Progress { quiet: self.quiet } };
         match self.command {
-            Command::Run { recipe, out, dry_run } => run_recipe(&recipe, out, dry_run, &env),
+            Command::Run { recipe, out, dry_run, from, only } => {
+                run_recipe(&recipe, out, dry_run, (from.as_deref(), only.as_deref()), &env)
+            }
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
             Command::Model(cmd) => model_command(cmd),
@@ -633,11 +641,18 @@ fn cat(path: &std::path::Path, limit: Option<usize>) -> anyhow::Result<()> {
     Ok(out.flush()?)
 }
 
-fn run_recipe(path: &std::path::Path, out: Option<PathBuf>, dry_run: bool, env: &Env) -> anyhow::Result<()> {
+fn run_recipe(
+    path: &std::path::Path,
+    out: Option<PathBuf>,
+    dry_run: bool,
+    (from, only): (Option<&str>, Option<&str>),
+    env: &Env,
+) -> anyhow::Result<()> {
     let mut recipe = Recipe::load(path)?;
     if let Some(out) = out {
         recipe.out = out;
     }
+    recipe.select(from, only)?;
     if dry_run {
         for (stage, dir) in recipe.plan() {
             println!("{stage}\t{}", dir.display());

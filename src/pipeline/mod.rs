@@ -36,6 +36,9 @@ pub enum RecipeError {
     /// The `train` stage failed.
     #[error("stage train: {0}")]
     Train(#[from] train::TrainError),
+    /// `--from` / `--only` name no stage of the recipe.
+    #[error("{0}")]
+    Select(String),
     /// Checking an earlier output failed.
     #[error("{0}")]
     Manifest(#[from] crate::manifest::ManifestError),
@@ -135,6 +138,39 @@ impl Recipe {
             }
         }
         stages
+    }
+
+    /// Keeps only the stages `--only STAGE`, or `--from STAGE` and the ones after it, name (the others are
+    /// neither run nor checked).
+    pub fn select(&mut self, from: Option<&str>, only: Option<&str>) -> Result<(), RecipeError> {
+        let names: Vec<String> = self.plan().into_iter().map(|(n, _)| n).collect();
+        let position = |stage: &str| {
+            names.iter().position(|n| n == stage).ok_or_else(|| {
+                RecipeError::Select(format!("no stage `{stage}` in this recipe; its stages: {}", names.join(", ")))
+            })
+        };
+        let keep: Vec<bool> = match (from, only) {
+            (Some(f), None) => {
+                let k = position(f)?;
+                (0..names.len()).map(|i| i >= k).collect()
+            }
+            (None, Some(o)) => {
+                let k = position(o)?;
+                (0..names.len()).map(|i| i == k).collect()
+            }
+            (None, None) => return Ok(()),
+            (Some(_), Some(_)) => return Err(RecipeError::Select("--from and --only cannot be combined".into())),
+        };
+        for (name, keep) in names.iter().zip(keep) {
+            if !keep {
+                match name.as_str() {
+                    "wiki" => self.wiki = None,
+                    "shards" => self.shards = None,
+                    _ => self.train = None,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs every stage in order.

@@ -14,6 +14,12 @@ fn quickstart_runs_and_a_second_run_keeps_the_outputs() {
         format!("wiki\t{o}/wiki\nshards\t{o}/shards\ntrain\t{o}/train\n")
     );
     assert!(!out.path().join("wiki").exists(), "--dry-run must not write");
+    let only = langadapt(&["run", recipe, "--out", o, "--dry-run", "--only", "train"]);
+    assert_eq!(String::from_utf8_lossy(&only.stdout), format!("train\t{o}/train\n"));
+    let from = langadapt(&["run", recipe, "--out", o, "--dry-run", "--from", "shards"]);
+    assert_eq!(String::from_utf8_lossy(&from.stdout), format!("shards\t{o}/shards\ntrain\t{o}/train\n"));
+    let bad = langadapt(&["run", recipe, "--out", o, "--only", "eval"]);
+    assert_eq!(stderr(&bad).trim(), "error: no stage `eval` in this recipe; its stages: wiki, shards, train");
 
     let r = langadapt(&["run", recipe, "--out", o]);
     assert!(r.status.success(), "{}", stderr(&r));
