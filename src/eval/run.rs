@@ -70,18 +70,13 @@ pub struct ModelInfo {
     pub device: String,
 }
 
-/// The `*.safetensors` files of a checkpoint directory (or the file itself), sorted.
+/// The weight files of a checkpoint directory (as the model loader finds them), or the file itself.
 pub fn weight_files(ckpt: &Path) -> Result<Vec<PathBuf>, EvalError> {
     if ckpt.is_file() {
         return Ok(vec![ckpt.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(ckpt).map_err(|e| EvalError::io(ckpt, e))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    Ok(files)
+    let checkpoint = crate::model::Checkpoint::open(ckpt).map_err(|e| EvalError::Model(e.to_string()))?;
+    Ok(checkpoint.files().to_vec())
 }
 
 /// Resolved work: multiple-choice tasks, perplexity, code-switching.
