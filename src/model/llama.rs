@@ -374,9 +374,10 @@ impl Llama {
         let offset = key_mask.dim(1)? - t;
         let bias = self.attention_bias(&key_mask, t, offset, segments.as_deref())?;
         let mut xs = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let ctx = LayerCtx { positions: &positions, bias: bias.as_ref(), rope: &self.rope, train };
         for (l, block) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            xs = block.forward(&xs, &positions, bias.as_ref(), &self.rope, kv, train)?;
+            xs = block.forward(&xs, &ctx, kv)?;
         }
         if let Some(c) = cache {
             c.key_mask = Some(key_mask);
@@ -457,18 +458,18 @@ impl Llama {
     }
 }
 
+/// What every layer of one forward pass shares.
+struct LayerCtx<'a> {
+    positions: &'a Tensor,
+    bias: Option<&'a Tensor>,
+    rope: &'a Rope,
+    train: Option<u64>,
+}
+
 impl Block {
-    fn forward(
-        &self,
-        xs: &Tensor,
-        positions: &Tensor,
-        bias: Option<&Tensor>,
-        rope: &Rope,
-        kv: Option<&mut Option<(Tensor, Tensor)>>,
-        train: Option<u64>,
-    ) -> Result<Tensor> {
-        let h =
-            self.attn.forward(&self.input_norm.forward_t(xs, train.is_some())?, positions, bias, rope, kv, train)?;
+    fn forward(&self, xs: &Tensor, ctx: &LayerCtx<'_>, kv: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+        let train = ctx.train;
+        let h = self.attn.forward(&self.input_norm.forward_t(xs, train.is_some())?, ctx, kv)?;
         let xs = (xs + h)?;
         let n = self.post_norm.forward_t(&xs, train.is_some())?;
         let m = &self.mlp;
@@ -478,15 +479,8 @@ impl Block {
 }
 
 impl Attention {
-    fn forward(
-        &self,
-        xs: &Tensor,
-        positions: &Tensor,
-        bias: Option<&Tensor>,
-        rope: &Rope,
-        kv: Option<&mut Option<(Tensor, Tensor)>>,
-        train: Option<u64>,
-    ) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, ctx: &LayerCtx<'_>, kv: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+        let LayerCtx { positions, bias, rope, train } = *ctx;
         let (b, t, _) = xs.dims3()?;
         let hd = self.head_dim;
         let split = |x: Tensor, heads: usize| -> Result<Tensor> {
