@@ -13,6 +13,8 @@ use crate::shards::{TokenRow, TokenShardReader};
 pub struct Rows {
     rows: Vec<TokenRow>,
     seq_len: usize,
+    /// The order of the epoch last asked for: (seed, epoch, permutation).
+    order: Option<(u64, u64, Vec<usize>)>,
 }
 
 /// A micro-batch as tensors.
@@ -62,7 +64,7 @@ impl Rows {
         }
         let seq_len =
             seq_len.ok_or_else(|| TrainError::Data(format!("{}: the shards hold no rows", path.display())))?;
-        Ok(Self { rows, seq_len })
+        Ok(Self { rows, seq_len, order: None })
     }
 
     /// Number of rows.
@@ -76,18 +78,18 @@ impl Rows {
     }
 
     /// The row indices of micro-batch `micro` (global count since the start), `size` rows, for `seed`:
-    /// epoch e visits the rows in a Fisher–Yates order drawn from (seed, e).
-    pub fn indices(&self, seed: u64, micro: u64, size: usize) -> Vec<usize> {
+    /// epoch e visits the rows in a Fisher–Yates order drawn from (seed, e). The current epoch's order is kept,
+    /// so a step costs its rows, not a new permutation of the whole set.
+    pub fn indices(&mut self, seed: u64, micro: u64, size: usize) -> Vec<usize> {
         let n = self.rows.len() as u64;
-        let mut perm: Option<(u64, Vec<usize>)> = None;
         (0..size as u64)
             .map(|k| {
                 let pos = micro * size as u64 + k;
                 let (epoch, at) = (pos / n, pos % n);
-                if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    perm = Some((epoch, permutation(seed, epoch, n as usize)));
+                if self.order.as_ref().is_none_or(|(s, e, _)| (*s, *e) != (seed, epoch)) {
+                    self.order = Some((seed, epoch, permutation(seed, epoch, n as usize)));
                 }
-                perm.as_ref().map_or(0, |(_, p)| p[at as usize])
+                self.order.as_ref().map_or(0, |(_, _, p)| p[at as usize])
             })
             .collect()
     }

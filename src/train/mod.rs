@@ -124,7 +124,7 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
     let device = model::parse_device(&cfg.device)?;
     let lora = cfg.lora_config()?;
     let ckpt = Checkpoint::open(&cfg.model)?;
-    let rows = Rows::load(&cfg.train)?;
+    let mut rows = Rows::load(&cfg.train)?;
     let val = cfg.val.as_deref().map(Rows::load).transpose()?;
     let per_step = cfg.micro_batch * cfg.grad_accum;
     let total_steps = match (cfg.max_steps, cfg.epochs) {
@@ -190,7 +190,8 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         let batches: Vec<Batch> = (0..cfg.grad_accum)
             .map(|a| {
                 let micro = (step * cfg.grad_accum + a) as u64;
-                rows.batch(&rows.indices(cfg.seed, micro, cfg.micro_batch), &device)
+                let idx = rows.indices(cfg.seed, micro, cfg.micro_batch);
+                rows.batch(&idx, &device)
             })
             .collect::<Result<_, _>>()?;
         let trained: f64 = batches.iter().map(|b| b.trained_tokens).sum();
