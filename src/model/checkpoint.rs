@@ -285,15 +285,12 @@ impl Checkpoint {
     /// Architecture, size, dtypes, files and tokenizer, for `model info`.
     pub fn info(&self) -> Result<CheckpointInfo, ModelError> {
         let mut dtypes = Vec::new();
-        for file in &self.files {
-            let bytes = std::fs::read(file).map_err(|e| ModelError::io(file, e))?;
-            let st = safetensors::SafeTensors::deserialize(&bytes)
-                .map_err(|e| ModelError::checkpoint(file, format!("not a safetensors file: {e}")))?;
-            for (_, view) in st.tensors() {
-                let d = format!("{:?}", view.dtype()).to_lowercase();
-                if !dtypes.contains(&d) {
-                    dtypes.push(d);
-                }
+        // SAFETY: read-only map; only the header is parsed (the weights are never read here).
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&self.files)? };
+        for (_, view) in st.tensors() {
+            let d = format!("{:?}", view.dtype()).to_lowercase();
+            if !dtypes.contains(&d) {
+                dtypes.push(d);
             }
         }
         let c = &self.config;
