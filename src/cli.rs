@@ -841,21 +841,6 @@ struct TrainArgs {
 }
 
 fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
-    let (mut table, base) = match &a.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let table: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            (table, path.parent().map(|p| p.to_path_buf()).unwrap_or_default())
-        }
-        None => (toml::Table::new(), PathBuf::new()),
-    };
-    // Paths from the file are relative to it; paths from flags are relative to the working directory.
-    for key in ["model", "train", "val", "out"] {
-        if let Some(toml::Value::String(p)) = table.get(key) {
-            let joined = base.join(p).to_string_lossy().into_owned();
-            table.insert(key.into(), toml::Value::String(joined));
-        }
-    }
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| toml::Value::String(p.to_string_lossy().into_owned()));
     let flags: [(&str, Option<toml::Value>); 20] = [
         ("model", path(&a.model)),
@@ -879,15 +864,8 @@ fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
         ("device", a.device.map(toml::Value::String)),
         ("dtype", a.dtype.map(toml::Value::String)),
     ];
-    for (key, value) in flags {
-        if let Some(v) = value {
-            table.insert(key.into(), v);
-        }
-    }
-    let origin = a.config.as_ref().map_or("flags".to_string(), |p| p.display().to_string());
-    let cfg: train::TrainConfig = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
+    let flags: toml::Table = flags.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
+    let cfg = train::TrainConfig::load(a.config.as_deref(), flags)?;
     let report = train::run(&cfg, a.resume.as_deref(), env)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

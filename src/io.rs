@@ -106,6 +106,21 @@ pub fn files_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A toml error as one line, `line L, column C: message` (toml's own text spans several lines with a
+/// source excerpt); `text` is the document that was parsed.
+pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

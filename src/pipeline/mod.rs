@@ -87,7 +87,7 @@ impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io { path: path.into(), source })?;
         let mut recipe: Recipe = toml::from_str(&text)
-            .map_err(|e| RecipeError::Parse { path: path.into(), msg: one_line_toml(&e, &text) })?;
+            .map_err(|e| RecipeError::Parse { path: path.into(), msg: crate::io::toml_error(&e, &text) })?;
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(w) = &mut recipe.wiki {
             w.dump = base.join(&w.dump);
@@ -207,20 +207,6 @@ fn up_to_date(dir: &Path, args: &serde_json::Value, env: &Env) -> Result<bool, R
         return Ok(false);
     }
     Ok(audit(dir, &env.progress)?.ok())
-}
-
-/// toml's errors span several lines (a source excerpt); keep the message with its line and column.
-fn one_line_toml(e: &toml::de::Error, text: &str) -> String {
-    let msg = e.message().trim().to_string();
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {col}: {msg}")
-        }
-        None => msg,
-    }
 }
 
 #[cfg(test)]

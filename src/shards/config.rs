@@ -158,16 +158,8 @@ impl BuildConfig {
     /// Reads `mix.toml`; `tokenizer` and source paths are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ShardsError> {
         let text = std::fs::read_to_string(path).map_err(|source| ShardsError::Io { path: path.into(), source })?;
-        let mut cfg: BuildConfig = toml::from_str(&text).map_err(|e| {
-            // One line: where (line:column) and what, not toml's multi-line snippet.
-            let at = e.span().map_or(String::new(), |span| {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                format!("line {line}, column {column}: ")
-            });
-            ShardsError::Config { origin: path.into(), msg: format!("{at}{}", e.message().trim_end()) }
-        })?;
+        let mut cfg: BuildConfig = toml::from_str(&text)
+            .map_err(|e| ShardsError::Config { origin: path.into(), msg: crate::io::toml_error(&e, &text) })?;
         let base = path.parent().unwrap_or(Path::new(""));
         cfg.tokenizer = base.join(&cfg.tokenizer);
         for s in &mut cfg.sources {

@@ -195,23 +195,28 @@ fn d_align() -> Vec<String> {
 }
 
 impl TrainConfig {
-    /// Reads `train.toml`; relative paths are relative to the file's folder.
-    pub fn load(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let mut cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
-            let at = e.span().map(|s| line_col(&text, s.start)).unwrap_or_default();
-            TrainError::Config(format!("{}{at}: {}", path.display(), e.message()))
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.model, &mut cfg.train, &mut cfg.out] {
-            if p.is_relative() {
-                *p = base.join(&*p);
+    /// Reads `train.toml` (when given) with `flags` (keys as in the file) winning over its keys. Paths in the
+    /// file are relative to its folder; paths in `flags` to the working directory.
+    pub fn load(path: Option<&Path>, flags: toml::Table) -> Result<Self, TrainError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+            table = text.parse().map_err(|e: toml::de::Error| {
+                TrainError::Config(format!("{}: {}", path.display(), crate::io::toml_error(&e, &text)))
+            })?;
+            let base = path.parent().unwrap_or(Path::new(""));
+            for key in ["model", "train", "val", "out"] {
+                if let Some(toml::Value::String(p)) = table.get(key) {
+                    let joined = base.join(p).to_string_lossy().into_owned();
+                    table.insert(key.into(), toml::Value::String(joined));
+                }
             }
         }
-        if let Some(v) = cfg.val.as_mut().filter(|v| v.is_relative()) {
-            *v = base.join(&*v);
-        }
-        Ok(cfg)
+        table.extend(flags);
+        let origin = path.map_or("flags".to_string(), |p| p.display().to_string());
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Config(format!("{origin}: {}", e.message().trim())))
     }
 
     /// Checks values that serde cannot.
@@ -266,11 +271,4 @@ impl TrainConfig {
         cfg.validate()?;
         Ok(Some(cfg))
     }
-}
-
-fn line_col(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!(", line {line}, column {col}")
 }
