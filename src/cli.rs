@@ -43,6 +43,10 @@ enum Command {
         /// Run only this stage.
         #[arg(long)]
         only: Option<String>,
+        /// Lay the recipe's `[smoke]` table over it (bundled samples, tiny model) and cap every training at
+        /// a few steps and every eval at a few documents: checks the whole recipe end to end in minutes.
+        #[arg(long)]
+        smoke: bool,
     },
     /// Wikipedia dumps.
     #[command(subcommand)]
@@ -183,6 +187,9 @@ struct VocabMergeArgs {
     /// Seed for --init random.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Texts to measure tokens per word on before and after the merge (`OUT/fertility.json`).
+    #[arg(long)]
+    fertility: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -386,8 +393,8 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         let env = Env { threads: self.threads, progress: Progress { quiet: self.quiet } };
         match self.command {
-            Command::Run { recipe, out, dry_run, from, only } => {
-                run_recipe(&recipe, out, dry_run, (from.as_deref(), only.as_deref()), &env)
+            Command::Run { recipe, out, dry_run, from, only, smoke } => {
+                run_recipe(&recipe, out, (dry_run, smoke), (from.as_deref(), only.as_deref()), &env)
             }
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
@@ -644,25 +651,19 @@ fn cat(path: &std::path::Path, limit: Option<usize>) -> anyhow::Result<()> {
 fn run_recipe(
     path: &std::path::Path,
     out: Option<PathBuf>,
-    dry_run: bool,
+    (dry_run, smoke): (bool, bool),
     (from, only): (Option<&str>, Option<&str>),
     env: &Env,
 ) -> anyhow::Result<()> {
-    let mut recipe = Recipe::load(path)?;
-    if let Some(out) = out {
-        recipe.out = out;
-    }
+    let mut recipe = Recipe::load(path, out, smoke)?;
     recipe.select(from, only)?;
     if dry_run {
-        for (stage, dir) in recipe.plan() {
-            println!("{stage}\t{}", dir.display());
+        for (stage, kind, dir) in recipe.plan() {
+            println!("{stage}\t{kind}\t{}", dir.display());
         }
         return Ok(());
     }
     let report = recipe.run(env)?;
-    for (stage, dir) in &report.stages {
-        eprintln!("{stage}: {}", dir.display());
-    }
     eprintln!("done: outputs under {}", report.out.display());
     Ok(())
 }
@@ -955,6 +956,7 @@ fn vocab_merge(a: VocabMergeArgs, env: &Env) -> anyhow::Result<()> {
         model: a.model,
         init,
         seed: a.seed,
+        fertility: a.fertility,
     };
     let r = vocab::merge::run(&cfg, env)?;
     eprintln!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use langadapt::eval::openai::OpenAiLm;
-use langadapt::eval::run::{weight_files, ModelInfo};
+use langadapt::eval::run::ModelInfo;
 use langadapt::eval::{self, codeswitch, LanguageModel, LocalLm, Results, RunConfig, TaskRegistry};
 use langadapt::vocab::Tokenizer;
 use langadapt::Env;
@@ -67,6 +67,9 @@ pub struct TaskArgs {
     /// Do not also score data with known defects corrected (e.g. `xcopa_tr_fixed`).
     #[arg(long)]
     no_fixed: bool,
+    /// Tokens to generate per response in generation tasks (default: the task's max_tokens).
+    #[arg(long)]
+    max_gen_tokens: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -212,7 +215,17 @@ impl BackendArgs {
 }
 
 fn run_config(t: &TaskArgs, b: &BackendArgs, out: PathBuf) -> anyhow::Result<RunConfig> {
-    let weights = if b.backend == "local" { weight_files(Path::new(&b.model))? } else { Vec::new() };
+    let model = match b.backend.as_str() {
+        "local" => ModelInfo::local(Path::new(&b.model), b.batch_size, &b.device)?,
+        _ => ModelInfo {
+            backend: b.backend.clone(),
+            model: b.model.clone(),
+            weight_files: Vec::new(),
+            endpoint: b.endpoint.clone(),
+            batch_size: b.batch_size,
+            device: b.device.clone(),
+        },
+    };
     Ok(RunConfig {
         tasks: t.tasks.clone(),
         data_dir: t.data_dir.clone(),
@@ -223,15 +236,9 @@ fn run_config(t: &TaskArgs, b: &BackendArgs, out: PathBuf) -> anyhow::Result<Run
         log_samples: None,
         evals_dir: t.evals_dir.clone(),
         fixed_variants: !t.no_fixed,
+        max_gen_tokens: t.max_gen_tokens,
         out,
-        model: ModelInfo {
-            backend: b.backend.clone(),
-            model: b.model.clone(),
-            weight_files: weights,
-            endpoint: b.endpoint.clone(),
-            batch_size: b.batch_size,
-            device: b.device.clone(),
-        },
+        model,
     })
 }
 

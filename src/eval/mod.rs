@@ -21,7 +21,7 @@ pub use lm::{
 };
 pub use local::{open_local_scorer, CandleScorer};
 pub use results::Results;
-pub use run::{run, score_requests, write_requests, RunConfig};
+pub use run::{run, score_requests, write_requests, EvalConfig, RunConfig};
 pub use task::{TaskRegistry, TaskSpec};
 
 /// Errors of the evaluation harness.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::codeswitch::{self, TargetLang};
@@ -47,10 +47,104 @@ pub struct RunConfig {
     pub evals_dir: Option<PathBuf>,
     /// Also score data with their known defects corrected (`{task}_fixed`).
     pub fixed_variants: bool,
+    /// Tokens to generate per response in generation tasks (default: the task's `max_tokens`).
+    pub max_gen_tokens: Option<usize>,
     /// results.json path.
     pub out: PathBuf,
     /// The model: how it is served and what files make it.
     pub model: ModelInfo,
+}
+
+/// Settings of an `eval` stage of a recipe: a local checkpoint scored on tasks (what `eval run` does with
+/// the local backend); results go to `out/results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Checkpoint directory (HF layout).
+    pub model: PathBuf,
+    /// Task and group names.
+    pub tasks: Vec<String>,
+    /// Root of the datasets in their released layouts (xcopa/, belebele/, ceval/).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Few-shot examples per prompt.
+    #[serde(default)]
+    pub num_fewshot: usize,
+    /// Score only the first N documents of each task.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Text for the `perplexity` task.
+    #[serde(default)]
+    pub perplexity_data: Option<PathBuf>,
+    /// Extra task definitions (`*.toml`, and prompt sets under `prompts/`).
+    #[serde(default)]
+    pub evals_dir: Option<PathBuf>,
+    /// Also score data with their known defects corrected (`{task}_fixed`).
+    #[serde(default = "yes")]
+    pub fixed_variants: bool,
+    /// Context length (default: the model's max_position_embeddings).
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// Tokens to generate per response in generation tasks (default: the task's `max_tokens`).
+    #[serde(default)]
+    pub max_gen_tokens: Option<usize>,
+    /// Requests per batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// `cpu` or `cuda[:N]`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Recorded in results.json.
+    #[serde(default = "default_eval_seed")]
+    pub seed: u64,
+    /// Output directory (a recipe sets it per stage).
+    #[serde(default)]
+    pub out: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".")
+}
+fn yes() -> bool {
+    true
+}
+fn default_batch_size() -> usize {
+    16
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_eval_seed() -> u64 {
+    1234
+}
+
+impl EvalConfig {
+    /// The `eval run` settings this stage amounts to (hashes the model's weight files' names, so the model
+    /// must exist).
+    pub fn run_config(&self) -> Result<RunConfig, EvalError> {
+        Ok(RunConfig {
+            tasks: self.tasks.clone(),
+            data_dir: self.data_dir.clone(),
+            num_fewshot: self.num_fewshot,
+            limit: self.limit,
+            seed: self.seed,
+            perplexity_data: self.perplexity_data.clone(),
+            log_samples: None,
+            evals_dir: self.evals_dir.clone(),
+            fixed_variants: self.fixed_variants,
+            max_gen_tokens: self.max_gen_tokens,
+            out: self.out.join("results.json"),
+            model: ModelInfo::local(&self.model, self.batch_size, &self.device)?,
+        })
+    }
+
+    /// Scores the model and writes `out/results.json` with its manifest.
+    pub fn run(&self, env: &Env) -> Result<Results, EvalError> {
+        let cfg = self.run_config()?;
+        let scorer = super::open_local_scorer(&self.model, &self.device, self.batch_size)?;
+        let mut lm = super::LocalLm::new(scorer, self.batch_size, env.progress).with_max_length(self.max_length);
+        run(&cfg, &mut lm, env)
+    }
 }
 
 /// What is being evaluated, for results.json `config`.
@@ -68,6 +162,20 @@ pub struct ModelInfo {
     pub batch_size: usize,
     /// Device (local backend).
     pub device: String,
+}
+
+impl ModelInfo {
+    /// A local checkpoint scored with candle.
+    pub fn local(ckpt: &Path, batch_size: usize, device: &str) -> Result<ModelInfo, EvalError> {
+        Ok(ModelInfo {
+            backend: "local".into(),
+            model: ckpt.display().to_string(),
+            weight_files: weight_files(ckpt)?,
+            endpoint: None,
+            batch_size,
+            device: device.into(),
+        })
+    }
 }
 
 /// The weight files of a checkpoint directory (as the model loader finds them), or the file itself.
@@ -344,7 +452,7 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
             .map(|pr| GenerateUntil {
                 context: spec.template.replace("{prompt}", pr),
                 until: spec.until.clone(),
-                max_tokens: spec.max_tokens,
+                max_tokens: cfg.max_gen_tokens.unwrap_or(spec.max_tokens),
             })
             .collect();
         let responses = lm.generate_until(&reqs)?;

@@ -26,7 +26,8 @@ pub struct PairsConfig {
     pub src: String,
     /// Target language code.
     pub tgt: String,
-    /// Output JSONL file.
+    /// Output JSONL file (a recipe sets it per stage).
+    #[serde(default)]
     pub out: PathBuf,
     /// Share of pairs made into src→tgt tasks (the rest: tgt→src).
     #[serde(default = "half")]
@@ -45,6 +46,15 @@ fn half() -> f64 {
 
 fn default_seed() -> u64 {
     42
+}
+
+impl PairsConfig {
+    /// What decides the output, as the manifest records it.
+    pub fn settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "src": self.src, "tgt": self.tgt, "src_to_tgt": self.src_to_tgt, "english_prompts": self.english_prompts,
+        })
+    }
 }
 
 /// What `instruct translation-pairs` did.
@@ -244,10 +254,7 @@ pub fn run(cfg: &PairsConfig, env: &Env) -> Result<PairsReport, InstructError> {
         return Err(InstructError::Config("translation-pairs needs English on one side (--src en or --tgt en)".into()));
     }
     let native = if cfg.src == "en" { cfg.tgt.as_str() } else { cfg.src.as_str() };
-    let settings = serde_json::json!({
-        "src": cfg.src, "tgt": cfg.tgt, "src_to_tgt": cfg.src_to_tgt, "english_prompts": cfg.english_prompts,
-    });
-    let mut manifest = ManifestBuilder::new("instruct translation-pairs", settings, Some(cfg.seed));
+    let mut manifest = ManifestBuilder::new("instruct translation-pairs", cfg.settings(), Some(cfg.seed));
     for p in &cfg.parallel {
         manifest.add_input(p, &env.progress)?;
     }

@@ -197,6 +197,14 @@ impl TranslateConfig {
         }
     }
 
+    /// What decides the output, as the manifest records it (no concurrency, timeouts or keys).
+    pub fn settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "backend": self.backend, "model": self.model, "endpoint": self.endpoint, "source": self.source,
+            "target": self.target, "limit": self.limit, "qa": self.qa,
+        })
+    }
+
     fn check(&self) -> Result<(), InstructError> {
         let bad = |m: &str| Err(InstructError::Config(m.to_string()));
         if self.target.trim().is_empty() {
@@ -605,9 +613,9 @@ pub fn run(cfg: &TranslateConfig, env: &Env) -> Result<TranslateReport, Instruct
     let http = Http::new(Duration::from_secs_f64(cfg.timeout_s), cfg.rate, policy, secrets)
         .map_err(|e| InstructError::Config(format!("cannot start the HTTP client: {e}")))?;
 
-    let settings = serde_json::json!({
-        "translator": name, "source": cfg.source, "target": cfg.target, "limit": cfg.limit, "qa": cfg.qa,
-    });
+    let mut settings = cfg.settings();
+    // Which service made the text (for replay: the one the cache recorded).
+    settings["translator"] = serde_json::json!(name);
     let mut manifest = ManifestBuilder::new("instruct translate", settings, None);
     manifest.add_input(&cfg.input, &env.progress)?;
     let limit = cfg.limit.unwrap_or(u64::MAX);

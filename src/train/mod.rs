@@ -117,6 +117,20 @@ pub struct TrainReport {
     pub trained_parameters: usize,
 }
 
+/// The newest complete `checkpoints/step-N` under a run's `out` (complete ones have `trainer_state.json`;
+/// a checkpoint is written under a temporary name and renamed).
+pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(out.join("checkpoints"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_prefix("step-")?.parse::<usize>().ok()?;
+            e.path().join("trainer_state.json").is_file().then(|| (name, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, p)| p)
+}
+
 /// Runs training as configured; `resume` is a `checkpoints/step-N` folder of an earlier run with the same
 /// settings.
 pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainReport, TrainError> {

@@ -44,7 +44,8 @@ pub struct MergeConfig {
     pub base: PathBuf,
     /// The SentencePiece model whose pieces are added.
     pub add: PathBuf,
-    /// Output directory.
+    /// Output directory (a recipe sets it per stage).
+    #[serde(default)]
     pub out: PathBuf,
     /// Add at most this many pieces.
     #[serde(default)]
@@ -58,6 +59,10 @@ pub struct MergeConfig {
     /// Seed for `random` init.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Texts (files or directories, as `vocab stats` reads them) to measure tokens per word on with the
+    /// base and the merged tokenizer: `out/fertility.json`.
+    #[serde(default)]
+    pub fertility: Vec<PathBuf>,
 }
 
 fn default_init() -> Init {
@@ -281,6 +286,28 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
             crate::io::write_atomic(&to, bytes).map_err(io_err(&to))?;
         }
         manifest.count("resized_tensors", r.resized.len() as u64);
+        let files = crate::io::files_under(&dst).map_err(io_err(&dst))?;
+        outputs.extend(files.into_iter().map(|f| (f, None)));
+    }
+    if !cfg.fertility.is_empty() {
+        let path = cfg.out.join("fertility.json");
+        let merged = cfg.out.join("tokenizer.model");
+        let merged = if merged.is_file() { merged } else { cfg.out.join("tokenizer.json") };
+        let rows = super::stats::run(&[base_path.clone(), merged], &cfg.fertility, env)?;
+        for input in &cfg.fertility {
+            for f in super::text::input_files(std::slice::from_ref(input))? {
+                manifest.add_input(&f, &env.progress)?;
+            }
+        }
+        // stats::run is input-major: (base, merged) per input.
+        let inputs: Vec<serde_json::Value> = rows
+            .chunks(2)
+            .map(|pair| serde_json::json!({"input": pair[0].input, "base": pair[0], "merged": pair[1]}))
+            .collect();
+        let mut bytes = serde_json::to_vec_pretty(&serde_json::json!({ "inputs": inputs })).unwrap_or_default();
+        bytes.push(b'\n');
+        crate::io::write_atomic(&path, &bytes).map_err(io_err(&path))?;
+        outputs.push((path, None));
     }
     for (k, v) in [
         ("base_size", report.base_size),

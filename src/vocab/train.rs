@@ -28,7 +28,8 @@ pub const RESERVED_PIECES: usize = 3 + 256;
 pub struct TrainConfig {
     /// Text files (one sentence per line) or Parquet text shards (files or directories).
     pub input: Vec<PathBuf>,
-    /// The `.model` file to write (`manifest.json` goes beside it).
+    /// The `.model` file to write (`manifest.json` goes beside it; a recipe sets it per stage).
+    #[serde(default)]
     pub out: PathBuf,
     /// Total pieces, reserved ones included.
     pub vocab_size: usize,

@@ -83,7 +83,7 @@ impl IngestConfig {
     }
 
     /// The settings that decide the output bytes (not paths, threads, shard or resume): the run id.
-    fn output_settings(&self) -> serde_json::Value {
+    pub fn output_settings(&self) -> serde_json::Value {
         serde_json::json!({
             "lang": self.lang,
             "min_chars": self.min_chars,

@@ -302,6 +302,7 @@ fn run_config(tasks: &[&str], data_dir: &Path, out: PathBuf) -> RunConfig {
         log_samples: None,
         evals_dir: None,
         fixed_variants: true,
+        max_gen_tokens: None,
         out,
         model: ModelInfo {
             backend: "local".into(),
