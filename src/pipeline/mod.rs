@@ -242,11 +242,7 @@ impl RecipeFile {
     /// Every stage with its byte offset in the file.
     fn stages(self) -> Vec<(usize, Stage)> {
         let mut all = Vec::new();
-        fn add<T>(
-            all: &mut Vec<(usize, Stage)>,
-            map: BTreeMap<String, Spanned<T>>,
-            wrap: fn(T) -> StageConfig,
-        ) {
+        fn add<T>(all: &mut Vec<(usize, Stage)>, map: BTreeMap<String, Spanned<T>>, wrap: fn(T) -> StageConfig) {
             for (name, s) in map {
                 let at = s.span().start;
                 all.push((at, Stage { name, config: wrap(s.into_inner()) }));
@@ -342,7 +338,10 @@ impl Recipe {
             toml::from_str(&text).map_err(|e| parse_err(crate::io::toml_error(&e, &text)))?
         };
         let base = path.parent().unwrap_or(Path::new("."));
+        // Absolute, canonical paths: the settings a manifest records do not depend on how the recipe or
+        // the working directory spelled them.
         let out = out.unwrap_or(file.out.clone());
+        let out = std::path::absolute(&out).map_err(|e| invalid(format!("out = {}: {e}", out.display())))?;
         let inputs: BTreeMap<String, PathBuf> = file.inputs.iter().map(|(k, v)| (k.clone(), base.join(v))).collect();
         let mut by_name: BTreeMap<String, Stage> = BTreeMap::new();
         for (_, s) in file.stages() {
@@ -358,7 +357,8 @@ impl Recipe {
         }
         let mut stages = Vec::new();
         for (i, (name, _)) in order.iter().enumerate() {
-            let ok = !name.is_empty() && name != "report" && name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
+            let ok =
+                !name.is_empty() && name != "report" && name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
             if !ok || name.starts_with('.') {
                 return Err(invalid(format!(
                     "stage name `{name}`: use letters, digits, `-`, `_` or `.` (not `report`, which the report uses)"
@@ -369,14 +369,15 @@ impl Recipe {
             let kind = stage.config.kind();
             for (key, value, need) in stage.config.paths_mut() {
                 let at = format!("[{kind}.{name}] {key} = \"{}\"", value.display());
-                let (resolved, produced) = resolve(value, base, &out, &inputs, &earlier).map_err(|m| invalid(format!("{at}: {m}")))?;
+                let (resolved, produced) =
+                    resolve(value, base, &out, &inputs, &earlier).map_err(|m| invalid(format!("{at}: {m}")))?;
                 if !produced && need == Need::Input && !resolved.exists() {
                     return Err(invalid(format!(
                         "{at}: {} does not exist (relative paths start at the recipe's folder)",
                         resolved.display()
                     )));
                 }
-                *value = resolved;
+                *value = std::fs::canonicalize(&resolved).unwrap_or(resolved);
             }
             if smoke {
                 stage.config.smoke();
@@ -398,7 +399,10 @@ impl Recipe {
     pub fn select(&mut self, from: Option<&str>, only: Option<&str>) -> Result<(), RecipeError> {
         let position = |stage: &str| {
             self.stages.iter().position(|s| s.name == stage).ok_or_else(|| {
-                RecipeError::Select(format!("no stage `{stage}` in this recipe; its stages: {}", self.all_names.join(", ")))
+                RecipeError::Select(format!(
+                    "no stage `{stage}` in this recipe; its stages: {}",
+                    self.all_names.join(", ")
+                ))
             })
         };
         match (from, only) {
@@ -462,7 +466,10 @@ fn resolve(
         let (key, rest) = split(r);
         let p = inputs.get(&key).ok_or_else(|| {
             let have: Vec<&str> = inputs.keys().map(String::as_str).collect();
-            format!("`${key}` is not in [inputs] (it has: {})", if have.is_empty() { "nothing".into() } else { have.join(", ") })
+            format!(
+                "`${key}` is not in [inputs] (it has: {})",
+                if have.is_empty() { "nothing".into() } else { have.join(", ") }
+            )
         })?;
         return Ok((join(p.clone(), rest), false));
     }
@@ -498,10 +505,8 @@ fn run_stage(stage: &Stage, dir: &Path, base: &Path, env: &Env) -> Result<Outcom
             wiki::run(&cfg, env).map(drop).map_err(|e| fail(&e))?
         }
         StageConfig::Translate(c) => {
-            let cfg = instruct::TranslateConfig {
-                api_key: instruct::translate::ApiKey::from_env(c.backend),
-                ..c.clone()
-            };
+            let cfg =
+                instruct::TranslateConfig { api_key: instruct::translate::ApiKey::from_env(c.backend), ..c.clone() };
             instruct::translate::run(&cfg, env).map(drop).map_err(|e| fail(&e))?
         }
         StageConfig::Train(c) => {
@@ -567,7 +572,11 @@ mod tests {
         let err = load("out = \"x\"\n[wiki.w]\ndump = \"d.xml\"\nmin_char = 3\n").unwrap_err();
         assert!(err.starts_with("line 4, column 1: unknown field `min_char`"), "{err}");
         let err = load("out = \"x\"\n[wiki.w]\ndump = \"nope.xml\"\n").unwrap_err();
-        assert!(err.starts_with("[wiki.w] dump = \"nope.xml\": ") && err.ends_with("nope.xml does not exist (relative paths start at the recipe's folder)"), "{err}");
+        assert!(
+            err.starts_with("[wiki.w] dump = \"nope.xml\": ")
+                && err.ends_with("nope.xml does not exist (relative paths start at the recipe's folder)"),
+            "{err}"
+        );
         let err = load("out = \"x\"\n[wiki.w]\ndump = \"$dump\"\n").unwrap_err();
         assert_eq!(err, "[wiki.w] dump = \"$dump\": `$dump` is not in [inputs] (it has: nothing)");
         // A reference to a later stage is an ordering error.
@@ -579,14 +588,24 @@ mod tests {
 
     #[test]
     fn stages_run_in_file_order_and_references_resolve() {
-        let r = load(
-            "out = \"x\"\n[inputs]\ndump = \"d.xml\"\n[wiki.b]\ndump = \"$dump\"\n[wiki.a]\ndump = \"d.xml\"\n",
-        )
-        .unwrap();
-        let names: Vec<_> = r.plan().into_iter().map(|(n, k, d)| (n, k, d)).collect();
-        assert_eq!(names[0].0, "b");
-        assert_eq!(names[1].0, "a");
-        assert_eq!(names[0].2, Path::new("x/b"));
+        let r =
+            load("out = \"x\"\n[inputs]\ndump = \"d.xml\"\n[wiki.b]\ndump = \"$dump\"\n[wiki.a]\ndump = \"d.xml\"\n")
+                .unwrap();
+        let plan = r.plan();
+        let names: Vec<&str> = plan.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(plan[0].2, std::env::current_dir().unwrap().join("x/b"));
+        // `$dump` and the plain relative path name the same canonical file.
+        let dumps: Vec<PathBuf> = r
+            .stages
+            .iter()
+            .map(|s| match &s.config {
+                StageConfig::Wiki(w) => w.dump.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(dumps[0], dumps[1]);
+        assert!(dumps[0].is_absolute());
     }
 
     #[test]
