@@ -10,6 +10,13 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Whether bars would draw: not `--quiet` and stderr is a terminal (for libraries with their own bars,
+    /// such as the tokenizers trainer, which would print empty lines into a log).
+    pub fn visible(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+
     /// A bar counting bytes up to `total` (0 = unknown length: a spinner with a byte count).
     pub fn bytes(&self, total: u64, message: &str) -> ProgressBar {
         let bar = if total > 0 { ProgressBar::new(total) } else { ProgressBar::new_spinner() };

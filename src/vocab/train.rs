@@ -129,7 +129,7 @@ pub fn run(cfg: &TrainConfig, env: &Env) -> Result<TrainReport, VocabError> {
     }
     let allowed: HashSet<char> = alphabet.iter().copied().collect();
     let split = |s: &str| -> tokenizers::Result<Vec<String>> { Ok(training_words(s, &allowed)) };
-    let show = !env.progress.quiet;
+    let show = env.progress.visible();
     let train_err = |e: tokenizers::Error| VocabError::Train(e.to_string());
     let pieces = match cfg.model_type {
         ModelType::Bpe => {
