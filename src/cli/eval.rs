@@ -191,8 +191,11 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
             }
         }
         EvalCommand::Tasks { evals_dir } => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
             for t in TaskRegistry::load(evals_dir.as_deref())?.patterns() {
-                println!("{t}");
+                // `?` so that `| head` ends the listing quietly instead of panicking.
+                writeln!(out, "{t}")?;
             }
         }
     }

@@ -185,3 +185,17 @@ fn a_run_killed_during_training_resumes_to_the_same_outputs() {
     let audit = langadapt(&["audit", k]);
     assert_eq!(audit.status.code(), Some(0), "{}", String::from_utf8_lossy(&audit.stdout));
 }
+
+#[test]
+fn a_typo_in_a_recipe_key_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(RECIPE).unwrap();
+    let line = text.lines().position(|l| l == "mode = \"embed-align\"").unwrap() + 1;
+    let typo = text.replace("mode = \"embed-align\"", "mdoe = \"embed-align\"");
+    let path = dir.path().join("typo.toml");
+    std::fs::write(&path, typo).unwrap();
+    let o = langadapt(&["run", path.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("typo.toml: line {line}, column 1: unknown field `mdoe`, expected one of")), "{err}");
+}
