@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::corpus::read_footer;
-use crate::manifest::{hash_file, Manifest, ManifestError, ShardMeta, PARQUET_META_KEY};
+use crate::manifest::{hash_file, is_manifest_path, Manifest, ManifestError, ShardMeta, PARQUET_META_KEY};
 use crate::Progress;
 
 /// One finding of an audit.
@@ -98,12 +98,12 @@ impl AuditReport {
     }
 }
 
-/// Audits every `manifest.json` under `dir`.
+/// Audits every manifest under `dir` (`manifest.json` and `NAME.manifest.json`).
 pub fn audit(dir: &Path, progress: &Progress) -> Result<AuditReport, ManifestError> {
     let files = crate::io::files_under(dir).map_err(|source| ManifestError::Io { path: dir.into(), source })?;
     let mut report = AuditReport::default();
     let mut manifests = Vec::new();
-    for f in files.iter().filter(|f| f.file_name().is_some_and(|n| n == "manifest.json")) {
+    for f in files.iter().filter(|f| is_manifest_path(f)) {
         match Manifest::read(f) {
             Ok(m) => manifests.push((f.clone(), m)),
             Err(e) => report.findings.push(Finding::BadManifest { path: f.clone(), message: e.to_string() }),

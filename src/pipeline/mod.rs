@@ -5,8 +5,10 @@
 //! Paths inside a recipe are relative to the recipe file; `out` is relative to the working directory.
 
 mod audit;
+pub mod report;
 
 pub use audit::{audit, AuditReport, Finding};
+pub use report::{write_report, ReportError, ReportSummary};
 
 use std::path::{Path, PathBuf};
 
