@@ -280,18 +280,18 @@ fn train_section(w: &mut Writer, stages: &[Stage]) -> Result<(), ReportError> {
             points: metrics.iter().filter_map(|m| Some((m.step as f64, f(m)?))).collect(),
         };
         let loss = Chart::Lines {
-            title: format!("{}: loss", s.name),
+            title: format!("{}: training and validation loss", s.name),
             axes: ("step", "loss (nats per token)"),
             lines: vec![
-                series(format!("{} train loss", s.name), |m| m.loss),
-                series(format!("{} val loss", s.name), |m| m.val_loss),
+                series(format!("{}: loss", s.name), |m| m.loss),
+                series(format!("{}: val loss", s.name), |m| m.val_loss),
             ],
         };
         w.plot(&s.plot("loss"), &format!("{} loss", s.name), &loss)?;
         let lr = Chart::Lines {
             title: format!("{}: learning rate", s.name),
             axes: ("step", "learning rate"),
-            lines: vec![series(format!("{} lr", s.name), |m| m.lr)],
+            lines: vec![series(format!("{}: lr", s.name), |m| m.lr)],
         };
         w.plot(&s.plot("lr"), &format!("{} learning rate", s.name), &lr)?;
     }
