@@ -459,7 +459,7 @@ fn eval_section(w: &mut Writer, stages: &[Stage]) -> Result<(), ReportError> {
     }
     let _ = writeln!(w.md, "\n## Evaluation\n");
     w.md.push_str(
-        "Token perplexity is not comparable across tokenizers (a longer vocabulary means fewer, harder tokens); \
+        "Token perplexity is not comparable across tokenizers (a larger vocabulary makes fewer, harder-to-predict tokens); \
          bits per byte is.\n\n",
     );
     w.md.push_str(&compare(&runs));
@@ -519,8 +519,9 @@ fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
-/// `lo..hi` with room around the data, never empty (one point or a flat line still gets an axis).
-fn padded(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
+/// `lo..hi` of the data with 5% room below and `headroom` (a share of the span) above, where the legend
+/// goes; never empty (one point or a flat line still gets an axis). `from_zero` keeps 0 in view (bars).
+fn padded(values: impl Iterator<Item = f64>, from_zero: bool, headroom: f64) -> (f64, f64) {
     let (mut lo, mut hi) =
         values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
     if lo > hi {
@@ -529,9 +530,13 @@ fn padded(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
     if from_zero {
         (lo, hi) = (lo.min(0.0), hi.max(0.0));
     }
-    let pad = if hi > lo { (hi - lo) * 0.08 } else { hi.abs().max(1.0) * 0.1 };
-    (if from_zero && lo >= 0.0 { 0.0 } else { lo - pad }, hi + pad)
+    let span = if hi > lo { hi - lo } else { hi.abs().max(1.0) };
+    let lo = if from_zero && lo >= 0.0 { 0.0 } else { lo - span * 0.05 };
+    (lo, hi + span * headroom)
 }
+
+/// Room above the data for the legend box (top right), as a share of the data's span.
+const LEGEND_ROOM: f64 = 0.3;
 
 impl Chart {
     /// The chart as SVG text (labels are SVG `<text>`: no font data needed, see Cargo.toml).
@@ -558,10 +563,17 @@ impl Chart {
         match self {
             Chart::Lines { axes, lines, .. } => {
                 let lines: Vec<&Line> = lines.iter().filter(|l| !l.points.is_empty()).collect();
-                let x = padded(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)), false);
-                let y = padded(lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)), false);
+                let x = padded(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)), false, 0.05);
+                let y = padded(lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)), false, LEGEND_ROOM);
                 let mut chart = builder.build_cartesian_2d(x.0..x.1, y.0..y.1)?;
-                chart.configure_mesh().x_desc(axes.0).y_desc(axes.1).light_line_style(WHITE).draw()?;
+                chart
+                    .configure_mesh()
+                    .x_desc(axes.0)
+                    .y_desc(axes.1)
+                    .light_line_style(TRANSPARENT)
+                    // Steps are whole numbers: `500`, not `500.0`; rounding hides float noise in tick values.
+                    .x_label_formatter(&|x| format!("{}", (x * 1e6).round() / 1e6))
+                    .draw()?;
                 for (i, l) in lines.iter().enumerate() {
                     let c = color(i);
                     let points = l.points.iter().copied().filter(|p| p.1.is_finite());
@@ -581,14 +593,14 @@ impl Chart {
                 // points put one label under each group's centre.
                 const SLOT: i32 = 1000;
                 let n = groups.len() as i32;
-                let y = padded(bars.iter().flat_map(|(_, v)| v.iter().flatten().copied()), true);
+                let y = padded(bars.iter().flat_map(|(_, v)| v.iter().flatten().copied()), true, LEGEND_ROOM);
                 let centers: Vec<i32> = (0..n).map(|i| i * SLOT + SLOT / 2).collect();
                 let x = (0..n.max(1) * SLOT).with_key_points(centers);
                 let mut chart = builder.build_cartesian_2d(x, y.0..y.1)?;
                 chart
                     .configure_mesh()
                     .disable_x_mesh()
-                    .light_line_style(WHITE)
+                    .light_line_style(TRANSPARENT)
                     .x_labels(groups.len().max(1))
                     .x_label_formatter(&|x| groups.get((x / SLOT).max(0) as usize).cloned().unwrap_or_default())
                     .y_desc(*y_label)
@@ -637,11 +649,11 @@ mod tests {
 
     #[test]
     fn padded_ranges_are_never_empty() {
-        assert_eq!(padded([2.0].into_iter(), false), (1.8, 2.2));
-        assert_eq!(padded(std::iter::empty(), false), (-0.08, 1.08));
-        let (lo, hi) = padded([0.25, 0.5, f64::NAN].into_iter(), true);
-        assert_eq!(lo, 0.0);
-        assert!((hi - 0.54).abs() < 1e-12, "{hi}");
+        let close = |(a, b): (f64, f64), (x, y): (f64, f64)| (a - x).abs() < 1e-12 && (b - y).abs() < 1e-12;
+        assert!(close(padded([2.0].into_iter(), false, 0.05), (1.9, 2.1)));
+        assert!(close(padded(std::iter::empty(), false, 0.05), (-0.05, 1.05)));
+        assert!(close(padded([0.25, 0.5, f64::NAN].into_iter(), true, 0.3), (0.0, 0.65)));
+        assert!(close(padded([-1.0, 1.0].into_iter(), true, 0.0), (-1.1, 1.0)));
     }
 
     #[test]
