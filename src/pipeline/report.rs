@@ -20,7 +20,7 @@ use crate::manifest::{is_manifest_path, Manifest, ManifestBuilder, ManifestError
 use crate::shards::Stats;
 use crate::train::Metrics;
 use crate::vocab::stats::Fertility;
-use crate::{Env, Progress};
+use crate::Env;
 
 /// The folder under DIR the report writes (and ignores when it reads manifests).
 pub const REPORT_DIR: &str = "report";
@@ -85,11 +85,12 @@ impl Stage {
     }
 }
 
-/// Accumulates the report: markdown, plots written, files read.
+/// The report while it is built, in memory: nothing is written until every input has been read.
 struct Writer {
-    out: PathBuf,
     md: String,
-    plots: Vec<PathBuf>,
+    /// `(file name, SVG)` in the order shown.
+    plots: Vec<(String, String)>,
+    /// Every file read, in order (the report manifest's inputs).
     read: Vec<PathBuf>,
 }
 
@@ -111,34 +112,27 @@ impl Writer {
         })
     }
 
-    /// Draws a chart into `name` and links it from the markdown.
+    /// Draws a chart as `name` and links it from the markdown.
     fn plot(&mut self, name: &str, alt: &str, chart: &Chart) -> Result<(), ReportError> {
-        let path = self.out.join(name);
-        let svg = chart.svg().map_err(|msg| ReportError::Plot { path: path.clone(), msg })?;
-        crate::io::write_atomic(&path, svg.as_bytes())
-            .map_err(|source| ReportError::Io { path: path.clone(), source })?;
+        let svg = chart.svg().map_err(|msg| ReportError::Plot { path: name.into(), msg })?;
         let _ = writeln!(self.md, "\n![{alt}]({name})");
-        self.plots.push(path);
+        self.plots.push((name.to_string(), svg));
         Ok(())
     }
 }
 
 /// Writes `dir/report/` (report.md, SVG plots, manifest.json) from the stages under `dir`.
+///
+/// The report's manifest lists every manifest and data file it read as inputs, so after a stage is
+/// rerun `langadapt audit DIR` names the report as stale (changed input) until it is rewritten.
 pub fn write_report(dir: &Path, env: &Env) -> Result<ReportSummary, ReportError> {
     let stages = discover(dir)?;
     if stages.is_empty() {
         return Err(ReportError::NoStages(dir.into()));
     }
-    let out = dir.join(REPORT_DIR);
-    let io_err = |source| ReportError::Io { path: out.clone(), source };
-    // Replaced as a whole: a plot of a stage that is gone must not linger unlisted.
-    if out.exists() {
-        std::fs::remove_dir_all(&out).map_err(io_err)?;
-    }
-    std::fs::create_dir_all(&out).map_err(io_err)?;
     let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
     let mut manifest = ManifestBuilder::new("report", serde_json::json!({ "stages": names }), None);
-    let mut w = Writer { out: out.clone(), md: String::new(), plots: Vec::new(), read: Vec::new() };
+    let mut w = Writer { md: String::new(), plots: Vec::new(), read: Vec::new() };
     w.read.extend(stages.iter().map(|s| s.manifest_path.clone()));
 
     let title = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
@@ -149,20 +143,35 @@ pub fn write_report(dir: &Path, env: &Env) -> Result<ReportSummary, ReportError>
     mixture_section(&mut w, &stages)?;
     eval_section(&mut w, &stages)?;
 
+    // Replaced as a whole, and only now that everything was read: a failed report keeps the old one, and
+    // a plot of a stage that is gone does not linger unlisted.
+    let out = dir.join(REPORT_DIR);
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReportError::Io { path, source }
+    };
+    if out.exists() {
+        std::fs::remove_dir_all(&out).map_err(io_err(&out))?;
+    }
+    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
     let report = out.join("report.md");
-    crate::io::write_atomic(&report, w.md.as_bytes())
-        .map_err(|source| ReportError::Io { path: report.clone(), source })?;
-    let quiet = Progress { quiet: true };
+    crate::io::write_atomic(&report, w.md.as_bytes()).map_err(io_err(&report))?;
+    let mut plots = Vec::new();
+    for (name, svg) in &w.plots {
+        let path = out.join(name);
+        crate::io::write_atomic(&path, svg.as_bytes()).map_err(io_err(&path))?;
+        plots.push(path);
+    }
     let mut seen = BTreeSet::new();
     for path in w.read.iter().filter(|p| seen.insert(p.to_path_buf())) {
-        manifest.add_input(path, if env.progress.quiet { &quiet } else { &env.progress })?;
+        manifest.add_input(path, &env.progress)?;
     }
     manifest.count("stages", stages.len() as u64);
-    manifest.count("plots", w.plots.len() as u64);
+    manifest.count("plots", plots.len() as u64);
     let outputs: Vec<(PathBuf, Option<u64>)> =
-        std::iter::once(report.clone()).chain(w.plots.iter().cloned()).map(|p| (p, None)).collect();
+        std::iter::once(report.clone()).chain(plots.iter().cloned()).map(|p| (p, None)).collect();
     manifest.finish(&out, &outputs)?.write(&out.join("manifest.json"))?;
-    Ok(ReportSummary { dir: out, report, plots: w.plots, stages: stages.len() })
+    Ok(ReportSummary { dir: out, report, plots, stages: stages.len() })
 }
 
 /// Every manifest under `dir` except the report's own, in run order (`started`, then path).
@@ -676,8 +685,11 @@ mod tests {
             bars: vec![("s1".into(), vec![Some(0.5), None]), ("s2".into(), vec![Some(0.25), Some(1.0)])],
         };
         let svg = chart.svg().unwrap();
-        for text in [">s1<", ">s2<", ">a<", ">b<", ">0.500<", ">1.000<"] {
-            assert!(svg.contains(text), "{text} missing in {svg}");
+        for text in ["s1", "s2", "a", "b", "0.500", "0.250", "1.000"] {
+            assert!(svg.contains(&format!(">\n{text}\n</text>")), "{text} missing in {svg}");
         }
+        // A bar per present value plus the legend's swatch; the missing value leaves a gap.
+        let filled = |color: &str| svg.matches(&format!("fill=\"{color}\"")).count();
+        assert_eq!((filled("#1F77B4"), filled("#FF7F0E")), (2, 3), "{svg}");
     }
 }

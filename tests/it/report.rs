@@ -272,6 +272,8 @@ fn sections_without_data_are_left_out_and_corrupt_metrics_name_file_and_line() {
     let err = write_report(dir.path(), &QUIET).unwrap_err();
     assert!(matches!(err, ReportError::Data { line: 4, .. }), "{err:?}");
     assert!(err.to_string().starts_with(&format!("{}: line 4: not a metrics line", metrics.display())), "{err}");
+    // A failed report leaves the last good one in place.
+    assert_eq!(std::fs::read_to_string(&summary.report).unwrap(), md);
 
     std::fs::remove_file(&metrics).unwrap();
     let err = write_report(dir.path(), &QUIET).unwrap_err().to_string();
