@@ -283,3 +283,24 @@ fn sections_without_data_are_left_out_and_corrupt_metrics_name_file_and_line() {
     let err = write_report(empty.path(), &QUIET).unwrap_err().to_string();
     assert!(err.contains("no manifest.json under this directory"), "{err}");
 }
+
+#[test]
+fn report_on_the_real_quickstart_run_reads_its_metrics_and_mixture_and_audits_clean() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let recipe = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.toml");
+    let r = langadapt(&["run", recipe, "--out", o]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let r = langadapt(&["report", o]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let md = std::fs::read_to_string(out.path().join("report/report.md")).unwrap();
+    for want in ["| wiki | wiki ingest |", "| train | full | 20 |", "| trwiki | tr | 1.0000 | 1.0000 | – |"] {
+        assert!(md.contains(want), "{want} missing:\n{md}");
+    }
+    assert!(!md.contains("## Evaluation") && !md.contains("## Vocabulary"), "{md}");
+    // 20 training steps; validation after steps 10 and 20.
+    let loss = polyline_lengths(&out.path().join("report/train-loss.svg"));
+    assert!(loss.contains(&20) && loss.iter().filter(|n| **n == 2).count() >= 2, "{loss:?}");
+    let audit = langadapt(&["audit", o]);
+    assert_eq!(audit.status.code(), Some(0), "{}", String::from_utf8_lossy(&audit.stdout));
+}
