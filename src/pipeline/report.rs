@@ -231,7 +231,8 @@ fn summary_section(w: &mut Writer, stages: &[Stage]) {
     }
 }
 
-/// `metrics.jsonl` of a train stage: every line must parse (a resumed run rewrites them whole).
+/// `metrics.jsonl` of a train stage. Every line must parse: train writes whole JSON lines (a resume
+/// rewrites the file), so a bad one means the file was damaged and its curve cannot be trusted.
 fn read_metrics(w: &mut Writer, path: &Path) -> Result<Vec<Metrics>, ReportError> {
     if !path.is_file() {
         return Err(ReportError::Missing { path: path.into(), what: "a train stage's per-step metrics".into() });
