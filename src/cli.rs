@@ -67,6 +67,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write DIR/report/report.md and SVG plots (loss, learning rate, mixture, fertility, eval) from a run's stages.
+    Report {
+        /// A run's output directory (the stages' manifests are read from it).
+        dir: PathBuf,
+    },
     /// Vocabulary: train, merge, measure, inspect tokenizers.
     #[command(subcommand)]
     Vocab(VocabCommand),
@@ -401,6 +406,11 @@ impl Cli {
             Command::Model(cmd) => model_command(cmd),
             Command::Train(a) => train_command(a, &env),
             Command::Audit { dir, json } => audit_command(&dir, json, &env),
+            Command::Report { dir } => {
+                let summary = langadapt::pipeline::write_report(&dir, &env)?;
+                println!("{}", summary.report.display());
+                Ok(())
+            }
             Command::Shards(ShardsCommand::Build(a)) => shards_build(*a, &env),
             Command::Shards(ShardsCommand::Stats { dir, json }) => shards_stats(&dir, json),
             Command::Eval(c) => eval::run(c, &env),
@@ -664,7 +674,7 @@ fn run_recipe(
         return Ok(());
     }
     let report = recipe.run(env)?;
-    eprintln!("done: outputs under {}", report.out.display());
+    eprintln!("done: outputs under {}; report: {}", report.out.display(), report.report.display());
     Ok(())
 }
 

@@ -238,6 +238,12 @@ pub fn hash_file(path: &Path, progress: &Progress) -> Result<(String, u64), Mani
     Ok((hex::encode(hasher.finalize()), bytes))
 }
 
+/// Whether `path` is a manifest: `manifest.json` (a stage's directory) or `NAME.manifest.json` (beside a
+/// single-file output, e.g. `eval run`'s `results.manifest.json`).
+pub fn is_manifest_path(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "manifest.json" || n.ends_with(".manifest.json"))
+}
+
 /// Current UTC time as RFC 3339.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::corpus::read_footer;
-use crate::manifest::{hash_file, Manifest, ManifestError, ShardMeta, PARQUET_META_KEY};
+use crate::manifest::{hash_file, is_manifest_path, Manifest, ManifestError, ShardMeta, PARQUET_META_KEY};
 use crate::Progress;
 
 /// One finding of an audit.
@@ -98,18 +98,12 @@ impl AuditReport {
     }
 }
 
-/// Whether a file is a manifest: `manifest.json`, or `NAME.manifest.json` beside a single-file output
-/// (`eval run`'s `results.manifest.json`, `translation-pairs`' `pairs.jsonl.manifest.json`).
-pub fn is_manifest(path: &Path) -> bool {
-    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "manifest.json" || n.ends_with(".manifest.json"))
-}
-
-/// Audits every manifest under `dir`.
+/// Audits every manifest under `dir` (`manifest.json` and `NAME.manifest.json`).
 pub fn audit(dir: &Path, progress: &Progress) -> Result<AuditReport, ManifestError> {
     let files = crate::io::files_under(dir).map_err(|source| ManifestError::Io { path: dir.into(), source })?;
     let mut report = AuditReport::default();
     let mut manifests = Vec::new();
-    for f in files.iter().filter(|f| is_manifest(f)) {
+    for f in files.iter().filter(|f| is_manifest_path(f)) {
         match Manifest::read(f) {
             Ok(m) => manifests.push((f.clone(), m)),
             Err(e) => report.findings.push(Finding::BadManifest { path: f.clone(), message: e.to_string() }),

@@ -13,8 +13,10 @@
 //! checkpoints, the translation cache) and is redone otherwise.
 
 mod audit;
+pub mod report;
 
-pub use audit::{audit, is_manifest, AuditReport, Finding};
+pub use audit::{audit, AuditReport, Finding};
+pub use report::{write_report, ReportError, ReportSummary};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,9 @@ pub enum RecipeError {
     /// Checking an earlier output failed.
     #[error("{0}")]
     Manifest(#[from] crate::manifest::ManifestError),
+    /// Writing the run's report failed.
+    #[error("report: {0}")]
+    Report(#[from] ReportError),
 }
 
 /// The settings of one stage: the config of the command of its kind.
@@ -295,6 +300,8 @@ pub struct RunReport {
     pub out: PathBuf,
     /// `(stage, output directory, outcome)` in the order run.
     pub stages: Vec<(String, PathBuf, Outcome)>,
+    /// `OUT/report/report.md`.
+    pub report: PathBuf,
 }
 
 /// Lays `over` onto `base`, table by table; `path` is the key path so far. New tables are refused at
@@ -433,7 +440,8 @@ impl Recipe {
             }
             done.push((stage.name.clone(), dir, outcome));
         }
-        Ok(RunReport { out: self.out.clone(), stages: done })
+        let summary = write_report(&self.out, env)?;
+        Ok(RunReport { out: self.out.clone(), stages: done, report: summary.report })
     }
 }
 

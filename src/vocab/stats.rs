@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::text::{input_files, total_bytes, Lines};
 use super::{Tokenizer, VocabError};
@@ -10,7 +10,7 @@ use crate::parallel::ordered_map;
 use crate::Env;
 
 /// Counts and rates of one tokenizer on one input (no BOS counted).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Fertility {
     /// The tokenizer file.
     pub tokenizer: String,
