@@ -7,6 +7,7 @@ mod instruct;
 mod mock_http;
 mod model;
 mod quickstart;
+mod recipes;
 mod report;
 mod shards;
 mod train;
