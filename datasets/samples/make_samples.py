@@ -8,8 +8,6 @@
 - en-et-parallel.tsv: English source strings of the first Alpaca sample records and their hand-written
   Estonian translations from tests/fixtures/alpaca/make_replay_cache.py (single-line pairs only),
   one `English<TAB>Estonian` pair per line (`translation-pairs` TSV input).
-- alpaca-en-sample.jsonl: the first 10 records of tests/fixtures/alpaca/alpaca_sample.json as instruction
-  JSON lines (id, instruction, input, output, lang = en).
 """
 import ast, json, os, re
 
@@ -70,10 +68,3 @@ with open(os.path.join(OUT, "en-et-parallel.tsv"), "w", encoding="utf-8") as f:
         if "\n" in en or "\n" in et or "\t" in en or "\t" in et:
             continue
         f.write(f"{en}\t{et}\n")
-
-# The first 10 Alpaca sample records as JSON lines: `shards build` reads instruction records from .jsonl
-# only (not Alpaca's JSON array), so a recipe's English instructions come as JSONL.
-with open(os.path.join(OUT, "alpaca-en-sample.jsonl"), "w", encoding="utf-8") as f:
-    for i, r in enumerate(d[:10]):
-        rec = {"id": i, "instruction": r["instruction"], "input": r["input"], "output": r["output"], "lang": "en"}
-        f.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -363,6 +363,7 @@ impl Recipe {
             by_name.insert(s.name.clone(), s);
         }
         let mut stages = Vec::new();
+        let mut missing = Vec::new();
         for (i, (name, _)) in order.iter().enumerate() {
             let ok =
                 !name.is_empty() && name != "report" && name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
@@ -379,10 +380,11 @@ impl Recipe {
                 let (resolved, produced) =
                     resolve(value, base, &out, &inputs, &earlier).map_err(|m| invalid(format!("{at}: {m}")))?;
                 if !produced && need == Need::Input && !resolved.exists() {
-                    return Err(invalid(format!(
-                        "{at}: {} does not exist (relative paths start at the recipe's folder)",
-                        resolved.display()
-                    )));
+                    // Every missing file once, with the first key that names it: a user fills them all in
+                    // from one dry run.
+                    if !missing.iter().any(|(_, p): &(String, PathBuf)| *p == resolved) {
+                        missing.push((format!("{at}: {} does not exist", resolved.display()), resolved.clone()));
+                    }
                 }
                 *value = std::fs::canonicalize(&resolved).unwrap_or(resolved);
             }
@@ -391,6 +393,17 @@ impl Recipe {
             }
             stage.config.set_out(&out.join(name));
             stages.push(stage);
+        }
+        match missing.len() {
+            0 => {}
+            1 => return Err(invalid(format!("{} (relative paths start at the recipe's folder)", missing[0].0))),
+            n => {
+                let lines: Vec<String> = missing.iter().map(|(m, _)| format!("  {m}")).collect();
+                return Err(invalid(format!(
+                    "{n} input files do not exist (relative paths start at the recipe's folder):\n{}",
+                    lines.join("\n")
+                )));
+            }
         }
         let all_names = order.into_iter().map(|(n, _)| n).collect();
         Ok(Recipe { out, stages, path: path.into(), all_names })
@@ -585,6 +598,11 @@ mod tests {
                 && err.ends_with("nope.xml does not exist (relative paths start at the recipe's folder)"),
             "{err}"
         );
+        let err =
+            load("out = \"x\"\n[wiki.w]\ndump = \"a.xml\"\n[wiki.v]\ndump = \"b.xml\"\n[wiki.u]\ndump = \"a.xml\"\n")
+                .unwrap_err();
+        assert!(err.starts_with("2 input files do not exist (relative paths start at the recipe's folder):\n  [wiki.w] dump = \"a.xml\": "), "{err}");
+        assert!(err.contains("\n  [wiki.v] dump = \"b.xml\": ") && !err.contains("[wiki.u]"), "{err}");
         let err = load("out = \"x\"\n[wiki.w]\ndump = \"$dump\"\n").unwrap_err();
         assert_eq!(err, "[wiki.w] dump = \"$dump\": `$dump` is not in [inputs] (it has: nothing)");
         // A reference to a later stage is an ordering error.

@@ -4,6 +4,8 @@
 //! - `.parquet`: any Parquet file with a utf8 `text` column (other columns are not read);
 //! - `.jsonl`: one JSON object per line with a string `text` field (pretrain), or an instruction record
 //!   (`id`, `instruction`, `input`, `output`, `lang`, …) for sft; blank lines are skipped;
+//! - `.json` (sft only): an Alpaca file as released, a JSON array of `instruction`/`input`/`output` records
+//!   (read by the instruct module's record reader, which also takes JSON lines and Parquet);
 //! - `.txt`: documents are blocks of lines separated by one or more blank (whitespace-only) lines; a
 //!   document's lines are joined with `\n`, trailing whitespace of the file's lines kept as written.
 
@@ -38,6 +40,8 @@ enum Format {
     Parquet,
     Jsonl,
     Txt,
+    /// An Alpaca JSON array of instruction records.
+    AlpacaJson,
 }
 
 /// The format of `path` for a `kind` run, or why it cannot be a source (checked before any work).
@@ -48,10 +52,17 @@ fn format_of(path: &Path, kind: Kind) -> Result<Format, String> {
         "parquet" => Format::Parquet,
         "jsonl" => Format::Jsonl,
         "txt" => Format::Txt,
-        _ => return Err("unknown format: expected a text-shard directory, .parquet, .jsonl or .txt".into()),
+        "json" if kind == Kind::Sft => Format::AlpacaJson,
+        _ => return Err(
+            "unknown format: expected a text-shard directory, .parquet, .jsonl or .txt (or, for sft, an Alpaca .json)"
+                .into(),
+        ),
     };
-    if kind == Kind::Sft && format != Format::Jsonl {
-        return Err("sft sources must be instruction JSONL (.jsonl with instruction/input/output)".into());
+    if kind == Kind::Sft && !matches!(format, Format::Jsonl | Format::AlpacaJson) {
+        return Err(
+            "sft sources must be instruction records: .jsonl with instruction/input/output, or an Alpaca .json array"
+                .into(),
+        );
     }
     Ok(format)
 }
@@ -76,6 +87,24 @@ pub fn open(path: &Path, kind: Kind) -> Result<Docs, ShardsError> {
             iters.push(ParquetTexts::open(f)?);
         }
         return Ok(Box::new(iters.into_iter().flatten()));
+    }
+    if format == Format::AlpacaJson {
+        let input = |msg: String| ShardsError::Input { path: path.into(), at: String::new(), msg };
+        let records = crate::instruct::RecordReader::open(path).map_err(|e| input(e.to_string()))?;
+        let path = path.to_path_buf();
+        return Ok(Box::new(records.map(move |r| {
+            let r = r.map_err(|e| ShardsError::Input { path: path.clone(), at: String::new(), msg: e.to_string() })?;
+            let [instruction, input, output] = r.fields;
+            Ok(Doc::Example(Instruction {
+                id: serde_json::to_value(&r.id).unwrap_or_default(),
+                instruction,
+                input,
+                output,
+                lang: String::new(),
+                source_id: None,
+                translator: None,
+            }))
+        })));
     }
     let file = File::open(path).map_err(|source| ShardsError::Io { path: path.into(), source })?;
     let lines = BufReader::with_capacity(1 << 20, file).lines();
@@ -244,6 +273,29 @@ mod tests {
         let err = open(&dir.path().join("a.csv"), Kind::Pretrain).err().unwrap().to_string();
         assert!(err.contains("unknown format"), "{err}");
         let err = open(&p.with_extension("txt"), Kind::Sft).err().unwrap().to_string();
-        assert!(err.contains("sft sources must be instruction JSONL"), "{err}");
+        assert!(err.contains("sft sources must be instruction records"), "{err}");
+    }
+
+    #[test]
+    fn an_alpaca_json_array_reads_like_its_jsonl() {
+        let dir = tempfile::tempdir().unwrap();
+        let (json, jsonl) = (dir.path().join("alpaca.json"), dir.path().join("alpaca.jsonl"));
+        std::fs::write(
+            &json,
+            r#"[{"instruction": "Add.", "input": "1, 2", "output": "3"}, {"instruction": "Greet.", "input": "", "output": "Hi"}]"#,
+        )
+        .unwrap();
+        std::fs::write(
+            &jsonl,
+            "{\"id\": 0, \"instruction\": \"Add.\", \"input\": \"1, 2\", \"output\": \"3\"}\n\
+             {\"id\": 1, \"instruction\": \"Greet.\", \"input\": \"\", \"output\": \"Hi\"}\n",
+        )
+        .unwrap();
+        let read = |p: &Path| open(p, Kind::Sft).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let docs = read(&json);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs, read(&jsonl));
+        // Pretrain runs do not take instruction arrays.
+        assert!(open(&json, Kind::Pretrain).err().unwrap().to_string().contains("unknown format"));
     }
 }

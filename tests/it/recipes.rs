@@ -75,7 +75,7 @@ fn check(case: &Case) {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
 
-    // Real paths: the dry run stops at the first placeholder, naming the stage, key, `$input` and path.
+    // Real paths: the dry run names every placeholder, the first with its stage, key, `$input` and path.
     let real = langadapt(&["run", &r, "--out", o, "--dry-run"]);
     assert_eq!(real.status.code(), Some(2), "{}: {}", case.name, stderr(&real));
     let (at, key, path) = case.missing;

@@ -460,7 +460,8 @@ fn bad_configs_are_refused_with_their_message() {
         (format!("seq_len = 8\nseq_length = 8\n{}", src("share = 1.0")), "unknown field `seq_length`".into()),
         (
             format!("seq_len = 8\nkind = \"sft\"\n{}", src("epochs = 1.0")),
-            "sft sources must be instruction JSONL".into(),
+            "sft sources must be instruction records: .jsonl with instruction/input/output, or an Alpaca .json array"
+                .into(),
         ),
     ];
     for (body, want) in cases {
