@@ -847,13 +847,56 @@ struct TrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     device: Option<String>,
+    /// f32 or bf16.
     #[arg(long)]
     dtype: Option<String>,
+    /// Name substrings of weights without weight decay (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    no_decay: Option<Vec<String>>,
+    #[arg(long)]
+    beta1: Option<f64>,
+    #[arg(long)]
+    beta2: Option<f64>,
+    #[arg(long)]
+    eps: Option<f64>,
+    /// Validation rows at most (0 = all).
+    #[arg(long)]
+    eval_rows: Option<i64>,
+    /// Base weights trained in embed-align mode (name substrings, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    train_modules: Option<Vec<String>>,
+    /// For LoRA: also write final/merged/.
+    #[arg(long)]
+    merge_lora: bool,
+    /// [lora] r.
+    #[arg(long)]
+    lora_r: Option<i64>,
+    /// [lora] alpha.
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// [lora] dropout.
+    #[arg(long)]
+    lora_dropout: Option<f64>,
+    /// [lora] targets (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    lora_targets: Option<Vec<String>>,
+    /// [lora] modules_to_save (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    lora_modules_to_save: Option<Vec<String>>,
 }
 
 fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| toml::Value::String(p.to_string_lossy().into_owned()));
-    let flags: [(&str, Option<toml::Value>); 20] = [
+    let list = |v: Option<Vec<String>>| v.map(|v| toml::Value::Array(v.into_iter().map(toml::Value::String).collect()));
+    let lora: [(&str, Option<toml::Value>); 5] = [
+        ("r", a.lora_r.map(toml::Value::Integer)),
+        ("alpha", a.lora_alpha.map(toml::Value::Float)),
+        ("dropout", a.lora_dropout.map(toml::Value::Float)),
+        ("targets", list(a.lora_targets)),
+        ("modules_to_save", list(a.lora_modules_to_save)),
+    ];
+    let lora: toml::Table = lora.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
+    let flags: [(&str, Option<toml::Value>); 28] = [
         ("model", path(&a.model)),
         ("train", path(&a.train)),
         ("val", path(&a.val)),
@@ -874,6 +917,14 @@ fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
         ("seed", a.seed.map(toml::Value::Integer)),
         ("device", a.device.map(toml::Value::String)),
         ("dtype", a.dtype.map(toml::Value::String)),
+        ("no_decay", list(a.no_decay)),
+        ("beta1", a.beta1.map(toml::Value::Float)),
+        ("beta2", a.beta2.map(toml::Value::Float)),
+        ("eps", a.eps.map(toml::Value::Float)),
+        ("eval_rows", a.eval_rows.map(toml::Value::Integer)),
+        ("train_modules", list(a.train_modules)),
+        ("merge_lora", a.merge_lora.then_some(toml::Value::Boolean(true))),
+        ("lora", (!lora.is_empty()).then_some(toml::Value::Table(lora))),
     ];
     let flags: toml::Table = flags.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
     let cfg = train::TrainConfig::load(a.config.as_deref(), flags)?;

@@ -201,9 +201,17 @@ impl TrainConfig {
         let mut table = toml::Table::new();
         if let Some(path) = path {
             let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-            table = text.parse().map_err(|e: toml::de::Error| {
+            let located = |e: toml::de::Error| {
                 TrainError::Config(format!("{}: {}", path.display(), crate::io::toml_error(&e, &text)))
-            })?;
+            };
+            table = text.parse().map_err(located)?;
+            // The file alone, for errors with their line (unknown keys, wrong types); a key missing from it
+            // may still come as a flag.
+            if let Err(e) = toml::from_str::<TrainConfig>(&text) {
+                if !e.message().starts_with("missing field") {
+                    return Err(located(e));
+                }
+            }
             let base = path.parent().unwrap_or(Path::new(""));
             for key in ["model", "train", "val", "out"] {
                 if let Some(toml::Value::String(p)) = table.get(key) {
@@ -212,7 +220,15 @@ impl TrainConfig {
                 }
             }
         }
-        table.extend(flags);
+        for (key, value) in flags {
+            // `--lora-r` and friends change single keys of the file's [lora] table.
+            match (table.get_mut(&key), value) {
+                (Some(toml::Value::Table(file)), toml::Value::Table(flag)) => file.extend(flag),
+                (_, value) => {
+                    table.insert(key, value);
+                }
+            }
+        }
         let origin = path.map_or("flags".to_string(), |p| p.display().to_string());
         toml::Value::Table(table)
             .try_into()

@@ -210,9 +210,40 @@ fn cli_flags_override_the_file_and_bad_configs_are_refused() {
 
     std::fs::write(&toml_path, "model = \"m\"\ntrain = \"t\"\nout = \"o\"\nmax_step = 3\n").unwrap();
     let out = langadapt(&["train", "--config", toml_path.to_str().unwrap()]);
-    assert!(stderr(&out).contains("unknown field `max_step`"), "{}", stderr(&out));
+    // The file's own mistakes come with their line, even though flags are merged in afterwards.
+    let want = format!("{}: line 4, column 1: unknown field `max_step`", toml_path.display());
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
     let out = langadapt(&["train", "--config", toml_path.to_str().unwrap(), "--mode", "lora"]);
     assert!(!out.status.success());
+
+    // [lora] keys as flags change single keys of the file's table.
+    std::fs::write(
+        &toml_path,
+        format!(
+            "model = {:?}\ntrain = {:?}\nout = \"lora\"\nmax_steps = 1\nlr = 1e-3\nmode = \"lora\"\n[lora]\nr = 8\nalpha = 16\n",
+            fixture("tiny-llama"),
+            shards.join("train")
+        ),
+    )
+    .unwrap();
+    let out = langadapt(&[
+        "train",
+        "--config",
+        toml_path.to_str().unwrap(),
+        "--lora-r",
+        "2",
+        "--lora-targets",
+        "q_proj,v_proj",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let adapter: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("lora/final/adapter/adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!((adapter["r"].as_u64(), adapter["lora_alpha"].as_f64()), (Some(2), Some(16.0)));
+    let mut targets: Vec<&str> =
+        adapter["target_modules"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    targets.sort();
+    assert_eq!(targets, ["q_proj", "v_proj"]);
 
     let mut cfg = config(dir.path(), &shards, Mode::Lora, "x");
     cfg.lora = None;
