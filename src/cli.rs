@@ -58,7 +58,7 @@ enum Command {
     #[command(subcommand)]
     Model(ModelCommand),
     /// Train a checkpoint on token shards: full, embed-align, lora or sft.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Re-hash every file the manifests under DIR list and check that they explain each other (exit 1 if not).
     Audit {
         /// A run's output directory.
@@ -404,7 +404,7 @@ impl Cli {
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
             Command::Model(cmd) => model_command(cmd),
-            Command::Train(a) => train_command(a, &env),
+            Command::Train(a) => train_command(*a, &env),
             Command::Audit { dir, json } => audit_command(&dir, json, &env),
             Command::Report { dir } => {
                 let summary = langadapt::pipeline::write_report(&dir, &env)?;
