@@ -407,7 +407,7 @@ impl Cli {
             Command::Train(a) => train_command(*a, &env),
             Command::Audit { dir, json } => audit_command(&dir, json, &env),
             Command::Report { dir } => {
-                let summary = langadapt::pipeline::write_report(&dir, &env)?;
+                let summary = langadapt::pipeline::write_report(&dir, &[], &env)?;
                 println!("{}", summary.report.display());
                 Ok(())
             }

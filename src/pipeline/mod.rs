@@ -453,7 +453,7 @@ impl Recipe {
             }
             done.push((stage.name.clone(), dir, outcome));
         }
-        let summary = write_report(&self.out, env)?;
+        let summary = write_report(&self.out, &self.all_names, env)?;
         Ok(RunReport { out: self.out.clone(), stages: done, report: summary.report })
     }
 }

@@ -121,12 +121,15 @@ impl Writer {
     }
 }
 
-/// Writes `dir/report/` (report.md, SVG plots, manifest.json) from the stages under `dir`.
+/// Writes `dir/report/` (report.md, SVG plots, manifest.json) from the stages under `dir`: the stages
+/// named in `order` (a recipe's stages) in that order, then any others in the order they started.
 ///
 /// The report's manifest lists every manifest and data file it read as inputs, so after a stage is
 /// rerun `langadapt audit DIR` names the report as stale (changed input) until it is rewritten.
-pub fn write_report(dir: &Path, env: &Env) -> Result<ReportSummary, ReportError> {
-    let stages = discover(dir)?;
+pub fn write_report(dir: &Path, order: &[String], env: &Env) -> Result<ReportSummary, ReportError> {
+    let mut stages = discover(dir)?;
+    // A stage rerun later (e.g. after a settings change) keeps its place in the recipe.
+    stages.sort_by_key(|s| order.iter().position(|n| *n == s.name).unwrap_or(usize::MAX));
     if stages.is_empty() {
         return Err(ReportError::NoStages(dir.into()));
     }

@@ -133,16 +133,27 @@ fn quickstart_plans_runs_every_stage_skips_and_redoes_what_changed() {
         assert_eq!(&read(out.path(), m), before, "{m} was redone");
     }
 
-    // A changed training setting redoes that stage and the ones that read its output, nothing else.
+    // Changed settings redo those stages and the ones that read their output, nothing else.
     let edited = out.path().join("edited.toml");
     let text = std::fs::read_to_string(RECIPE)
         .unwrap()
         .replace("lr = 1e-3\nwarmup_steps = 2\neval_every = 10", "lr = 2e-3\nwarmup_steps = 2\neval_every = 10");
     let text = text.replace("\"../", &format!("\"{}/", env!("CARGO_MANIFEST_DIR")));
+    // And the first eval's generation length (the first `max_gen_tokens` is in [eval.before]).
+    let text = text.replacen("max_gen_tokens = 48", "max_gen_tokens = 40", 1);
     std::fs::write(&edited, text).unwrap();
     let log = run_verbose(edited.to_str().unwrap(), o, &["--smoke"]);
     let redone: Vec<String> = outcomes(&log).into_iter().filter(|(w, _)| w == "ran").map(|(_, s)| s).collect();
-    assert_eq!(redone, ["cpt", "sft", "after"], "{log}");
+    assert_eq!(redone, ["before", "cpt", "sft", "after"], "{log}");
+    // The report keeps the recipe's order although `before` ran after the shards and embed stages.
+    let md = String::from_utf8(read(out.path(), "report/report.md")).unwrap();
+    let rows: Vec<&str> = md
+        .lines()
+        .filter_map(|l| l.strip_prefix("| ")?.split(" |").next())
+        .filter(|n| STAGES.iter().any(|(s, _)| s == n))
+        .take(STAGES.len())
+        .collect();
+    assert_eq!(rows, STAGES.map(|(n, _)| n), "{md}");
 }
 
 #[test]

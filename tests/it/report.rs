@@ -144,7 +144,7 @@ fn report_shows_each_stage_plots_its_points_and_keeps_the_audit_clean() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     build_run(root);
-    let summary = write_report(root, &QUIET).unwrap();
+    let summary = write_report(root, &[], &QUIET).unwrap();
     assert_eq!(summary.report, root.join("report/report.md"));
     assert_eq!(summary.stages, 5);
     let out = root.join("report");
@@ -236,7 +236,7 @@ fn report_shows_each_stage_plots_its_points_and_keeps_the_audit_clean() {
     // Again: the same bytes, and the old report folder is replaced (a stray file goes).
     let before: Vec<_> = summary.plots.iter().chain([&summary.report]).map(|p| std::fs::read(p).unwrap()).collect();
     std::fs::write(out.join("stray.svg"), "x").unwrap();
-    let again = write_report(root, &QUIET).unwrap();
+    let again = write_report(root, &[], &QUIET).unwrap();
     let after: Vec<_> = again.plots.iter().chain([&again.report]).map(|p| std::fs::read(p).unwrap()).collect();
     assert!(before == after, "report bytes differ between runs");
     assert!(!out.join("stray.svg").exists());
@@ -254,7 +254,7 @@ fn sections_without_data_are_left_out_and_corrupt_metrics_name_file_and_line() {
     let train = dir.path().join("train");
     write(&train.join("metrics.jsonl"), &metrics_jsonl());
     manifest(&train, "manifest.json", "train", json!({"mode": "lora"}), &["metrics.jsonl"], 1);
-    let summary = write_report(dir.path(), &QUIET).unwrap();
+    let summary = write_report(dir.path(), &[], &QUIET).unwrap();
     let md = std::fs::read_to_string(&summary.report).unwrap();
     assert!(md.contains("## Training") && md.contains("| train | lora | 10 |"), "{md}");
     for absent in ["## Evaluation", "## Mixture", "## Vocabulary"] {
@@ -269,18 +269,18 @@ fn sections_without_data_are_left_out_and_corrupt_metrics_name_file_and_line() {
     let mut lines: Vec<String> = metrics_jsonl().lines().map(str::to_string).collect();
     lines[3] = r#"{"step": 4, "loss": "#.into();
     write(&metrics, &lines.join("\n"));
-    let err = write_report(dir.path(), &QUIET).unwrap_err();
+    let err = write_report(dir.path(), &[], &QUIET).unwrap_err();
     assert!(matches!(err, ReportError::Data { line: 4, .. }), "{err:?}");
     assert!(err.to_string().starts_with(&format!("{}: line 4: not a metrics line", metrics.display())), "{err}");
     // A failed report leaves the last good one in place.
     assert_eq!(std::fs::read_to_string(&summary.report).unwrap(), md);
 
     std::fs::remove_file(&metrics).unwrap();
-    let err = write_report(dir.path(), &QUIET).unwrap_err().to_string();
+    let err = write_report(dir.path(), &[], &QUIET).unwrap_err().to_string();
     assert!(err.starts_with(&format!("{}: missing", metrics.display())), "{err}");
 
     let empty = tempfile::tempdir().unwrap();
-    let err = write_report(empty.path(), &QUIET).unwrap_err().to_string();
+    let err = write_report(empty.path(), &[], &QUIET).unwrap_err().to_string();
     assert!(err.contains("no manifest.json under this directory"), "{err}");
 }
 
