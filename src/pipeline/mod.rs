@@ -440,8 +440,30 @@ impl Recipe {
         Ok(())
     }
 
+    /// Outputs of stages left out by `--from`/`--only` that the selected stages read must already exist.
+    fn check_skipped_outputs(&self) -> Result<(), RecipeError> {
+        let selected: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+        let dropped: Vec<&String> = self.all_names.iter().filter(|n| !selected.contains(&n.as_str())).collect();
+        for stage in &self.stages {
+            let mut config = stage.config.clone();
+            for (key, path, need) in config.paths_mut() {
+                let Some(from) = dropped.iter().find(|n| path.starts_with(self.out.join(n))) else { continue };
+                if need == Need::Input && !path.exists() {
+                    return Err(RecipeError::Select(format!(
+                        "[{}.{}] {key} reads {}, which does not exist: run stage `{from}` first (without --from/--only)",
+                        stage.config.kind(),
+                        stage.name,
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs every stage in order, skipping complete ones and resuming interrupted ones.
     pub fn run(&self, env: &Env) -> Result<RunReport, RecipeError> {
+        self.check_skipped_outputs()?;
         std::fs::create_dir_all(&self.out).map_err(|source| RecipeError::Io { path: self.out.clone(), source })?;
         let base = self.path.parent().unwrap_or(Path::new("."));
         let mut done = Vec::new();

@@ -63,6 +63,12 @@ fn quickstart_plans_runs_every_stage_skips_and_redoes_what_changed() {
     assert_eq!(String::from_utf8_lossy(&only.stdout), format!("cpt\ttrain\t{o}/cpt\n"));
     let from = langadapt(&["run", RECIPE, "--out", o, "--dry-run", "--from", "sft"]);
     assert_eq!(String::from_utf8_lossy(&from.stdout), format!("sft\ttrain\t{o}/sft\nafter\teval\t{o}/after\n"));
+    let early = langadapt(&["run", RECIPE, "--out", o, "--only", "cpt"]);
+    assert_eq!(
+        stderr(&early).trim(),
+        format!("error: [train.cpt] model reads {o}/embed/final, which does not exist: run stage `embed` first (without --from/--only)")
+    );
+    assert!(!out.path().join("cpt").exists());
     let bad = langadapt(&["run", RECIPE, "--out", o, "--only", "evl"]);
     let names: Vec<&str> = STAGES.iter().map(|(n, _)| *n).collect();
     assert_eq!(stderr(&bad).trim(), format!("error: no stage `evl` in this recipe; its stages: {}", names.join(", ")));
