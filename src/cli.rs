@@ -47,6 +47,10 @@ enum Command {
         /// a few steps and every eval at a few documents: checks the whole recipe end to end in minutes.
         #[arg(long)]
         smoke: bool,
+        /// Print JSON: with --dry-run the resolved recipe (every stage's full settings, absolute paths),
+        /// otherwise what each stage did.
+        #[arg(long)]
+        json: bool,
     },
     /// Wikipedia dumps.
     #[command(subcommand)]
@@ -398,8 +402,8 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         let env = Env { threads: self.threads, progress: Progress { quiet: self.quiet } };
         match self.command {
-            Command::Run { recipe, out, dry_run, from, only, smoke } => {
-                run_recipe(&recipe, out, (dry_run, smoke), (from.as_deref(), only.as_deref()), &env)
+            Command::Run { recipe, out, dry_run, from, only, smoke, json } => {
+                run_recipe(&recipe, out, (dry_run, smoke, json), (from.as_deref(), only.as_deref()), &env)
             }
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
@@ -661,19 +665,26 @@ fn cat(path: &std::path::Path, limit: Option<usize>) -> anyhow::Result<()> {
 fn run_recipe(
     path: &std::path::Path,
     out: Option<PathBuf>,
-    (dry_run, smoke): (bool, bool),
+    (dry_run, smoke, json): (bool, bool, bool),
     (from, only): (Option<&str>, Option<&str>),
     env: &Env,
 ) -> anyhow::Result<()> {
     let mut recipe = Recipe::load(path, out, smoke)?;
     recipe.select(from, only)?;
     if dry_run {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&recipe)?);
+            return Ok(());
+        }
         for (stage, kind, dir) in recipe.plan() {
             println!("{stage}\t{kind}\t{}", dir.display());
         }
         return Ok(());
     }
     let report = recipe.run(env)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
     eprintln!("done: outputs under {}; report: {}", report.out.display(), report.report.display());
     Ok(())
 }

@@ -55,23 +55,31 @@ pub enum RecipeError {
 
 /// The settings of one stage: the config of the command of its kind.
 #[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
+#[serde(tag = "kind", content = "settings")]
 pub enum StageConfig {
     /// `wiki ingest`.
+    #[serde(rename = "wiki")]
     Wiki(wiki::IngestConfig),
     /// `instruct translate`.
+    #[serde(rename = "translate")]
     Translate(instruct::TranslateConfig),
     /// `instruct translation-pairs`.
+    #[serde(rename = "translation-pairs")]
     Pairs(instruct::PairsConfig),
     /// `vocab train`.
+    #[serde(rename = "vocab-train")]
     VocabTrain(vocab::train::TrainConfig),
     /// `vocab merge` (with the checkpoint resize).
+    #[serde(rename = "vocab-merge")]
     VocabMerge(vocab::merge::MergeConfig),
     /// `shards build`.
+    #[serde(rename = "shards")]
     Shards(shards::BuildConfig),
     /// `train`.
+    #[serde(rename = "train")]
     Train(train::TrainConfig),
     /// `eval run` on a local checkpoint.
+    #[serde(rename = "eval")]
     Eval(eval::EvalConfig),
 }
 

@@ -63,6 +63,14 @@ fn quickstart_plans_runs_every_stage_skips_and_redoes_what_changed() {
     assert_eq!(String::from_utf8_lossy(&only.stdout), format!("cpt\ttrain\t{o}/cpt\n"));
     let from = langadapt(&["run", RECIPE, "--out", o, "--dry-run", "--from", "sft"]);
     assert_eq!(String::from_utf8_lossy(&from.stdout), format!("sft\ttrain\t{o}/sft\nafter\teval\t{o}/after\n"));
+    // The resolved recipe for auditors: every stage's full settings with absolute paths.
+    let json = langadapt(&["run", RECIPE, "--out", o, "--dry-run", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let embed = &v["stages"][7];
+    assert_eq!((embed["name"].as_str(), embed["config"]["kind"].as_str()), (Some("embed"), Some("train")));
+    assert_eq!(embed["config"]["settings"]["mode"], "embed-align");
+    assert_eq!(embed["config"]["settings"]["model"].as_str().unwrap(), format!("{o}/vocab-tr/model"));
+    assert_eq!(embed["config"]["settings"]["grad_accum"], 1);
     let early = langadapt(&["run", RECIPE, "--out", o, "--only", "cpt"]);
     assert_eq!(
         stderr(&early).trim(),
