@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use langadapt::eval::openai::OpenAiLm;
 use langadapt::eval::run::ModelInfo;
-use langadapt::eval::{self, codeswitch, LanguageModel, LocalLm, Results, RunConfig, TaskRegistry};
+use langadapt::eval::{self, codeswitch, LanguageModel, Results, RunConfig, TaskRegistry};
 use langadapt::vocab::Tokenizer;
 use langadapt::Env;
 
@@ -255,8 +255,8 @@ fn config_max_length(model: &Path) -> Option<usize> {
 fn open_lm(b: &BackendArgs, env: &Env) -> anyhow::Result<Box<dyn LanguageModel>> {
     match b.backend.as_str() {
         "local" => {
-            let scorer = eval::open_local_scorer(Path::new(&b.model), &b.device, b.batch_size)?;
-            Ok(Box::new(LocalLm::new(scorer, b.batch_size, env.progress).with_max_length(b.max_length)))
+            let lm = eval::open_local_lm(Path::new(&b.model), &b.device, b.batch_size, b.max_length, env.progress)?;
+            Ok(Box::new(lm))
         }
         "openai" => {
             let endpoint = b

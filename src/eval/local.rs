@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
-use super::lm::{TokenGenerateRequest, TokenScore, TokenScoreRequest, TokenScorer};
+use super::lm::{LocalLm, TokenGenerateRequest, TokenScore, TokenScoreRequest, TokenScorer};
 use super::EvalError;
 use crate::model::{self, Checkpoint, GenerateOptions, Llama, Scorer};
 use crate::vocab::Tokenizer;
+use crate::Progress;
 
 /// A Hugging Face checkpoint loaded with candle (f32), scoring `batch_size` sequences per forward pass.
 pub struct CandleScorer {
@@ -14,8 +15,20 @@ pub struct CandleScorer {
     batch_size: usize,
 }
 
-/// Opens `ckpt` on `device` (`cpu`, `cuda`, `cuda:N`) for the harness.
-pub fn open_local_scorer(ckpt: &Path, device: &str, batch_size: usize) -> Result<Box<dyn TokenScorer>, EvalError> {
+/// Opens `ckpt` on `device` (`cpu`, `cuda`, `cuda:N`) as the harness's model: `batch_size` requests per
+/// forward pass, context `max_length` (default: the model's `max_position_embeddings`).
+pub fn open_local_lm(
+    ckpt: &Path,
+    device: &str,
+    batch_size: usize,
+    max_length: Option<usize>,
+    progress: Progress,
+) -> Result<LocalLm<Box<dyn TokenScorer>>, EvalError> {
+    let scorer = open_local_scorer(ckpt, device, batch_size)?;
+    Ok(LocalLm::new(scorer, batch_size, progress).with_max_length(max_length))
+}
+
+fn open_local_scorer(ckpt: &Path, device: &str, batch_size: usize) -> Result<Box<dyn TokenScorer>, EvalError> {
     let m = |e: model::ModelError| EvalError::Model(e.to_string());
     let checkpoint = Checkpoint::open(ckpt).map_err(m)?;
     let device = model::parse_device(device).map_err(m)?;

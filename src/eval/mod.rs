@@ -19,7 +19,7 @@ pub use lm::{
     GenerateUntil, LanguageModel, LocalLm, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling, RollingResult,
     TokenGenerateRequest, TokenScore, TokenScoreRequest, TokenScorer,
 };
-pub use local::{open_local_scorer, CandleScorer};
+pub use local::{open_local_lm, CandleScorer};
 pub use results::Results;
 pub use run::{run, score_requests, write_requests, EvalConfig, RunConfig};
 pub use task::{TaskRegistry, TaskSpec};

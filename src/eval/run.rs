@@ -133,16 +133,20 @@ impl EvalConfig {
             evals_dir: self.evals_dir.clone(),
             fixed_variants: self.fixed_variants,
             max_gen_tokens: self.max_gen_tokens,
-            out: self.out.join("results.json"),
+            out: self.results_path(),
             model: ModelInfo::local(&self.model, self.batch_size, &self.device)?,
         })
+    }
+
+    /// `out/results.json`.
+    pub fn results_path(&self) -> PathBuf {
+        self.out.join("results.json")
     }
 
     /// Scores the model and writes `out/results.json` with its manifest.
     pub fn run(&self, env: &Env) -> Result<Results, EvalError> {
         let cfg = self.run_config()?;
-        let scorer = super::open_local_scorer(&self.model, &self.device, self.batch_size)?;
-        let mut lm = super::LocalLm::new(scorer, self.batch_size, env.progress).with_max_length(self.max_length);
+        let mut lm = super::open_local_lm(&self.model, &self.device, self.batch_size, self.max_length, env.progress)?;
         run(&cfg, &mut lm, env)
     }
 }

@@ -316,11 +316,16 @@ pub fn run(cfg: &PairsConfig, env: &Env) -> Result<PairsReport, InstructError> {
     }
     let dir = cfg.out.parent().unwrap_or(Path::new("."));
     let m = manifest.finish(dir, &[(cfg.out.clone(), Some(r.records))])?;
-    let mut name = cfg.out.file_name().unwrap_or_default().to_os_string();
-    name.push(".manifest.json");
-    r.manifest = cfg.out.with_file_name(name);
+    r.manifest = manifest_path(&cfg.out);
     m.write(&r.manifest)?;
     Ok(r)
+}
+
+/// Where `instruct translation-pairs` writes its manifest: `pairs.jsonl` → `pairs.jsonl.manifest.json`.
+pub fn manifest_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".manifest.json");
+    out.with_file_name(name)
 }
 
 #[cfg(test)]

@@ -176,8 +176,8 @@ impl StageConfig {
     /// The manifest the stage writes into `dir`.
     fn manifest_path(&self, dir: &Path) -> PathBuf {
         match self {
-            StageConfig::Pairs(_) => dir.join("pairs.jsonl.manifest.json"),
-            StageConfig::Eval(_) => eval::run::manifest_path(&dir.join("results.json")),
+            StageConfig::Pairs(c) => instruct::pairs::manifest_path(&c.out),
+            StageConfig::Eval(c) => eval::run::manifest_path(&c.results_path()),
             _ => dir.join("manifest.json"),
         }
     }
@@ -252,8 +252,8 @@ struct RecipeFile {
 }
 
 impl RecipeFile {
-    /// Every stage with its byte offset in the file.
-    fn stages(self) -> Vec<(usize, Stage)> {
+    /// `out`, `[inputs]` and the stages, these in file order.
+    fn into_parts(self) -> (PathBuf, BTreeMap<String, PathBuf>, Vec<Stage>) {
         let mut all = Vec::new();
         fn add<T>(all: &mut Vec<(usize, Stage)>, map: BTreeMap<String, Spanned<T>>, wrap: fn(T) -> StageConfig) {
             for (name, s) in map {
@@ -270,7 +270,7 @@ impl RecipeFile {
         add(&mut all, self.train, StageConfig::Train);
         add(&mut all, self.eval, StageConfig::Eval);
         all.sort_by_key(|(at, _)| *at);
-        all
+        (self.out, self.inputs, all.into_iter().map(|(_, s)| s).collect())
     }
 }
 
@@ -340,39 +340,47 @@ impl Recipe {
         let mut file: RecipeFile = toml::from_str(&text).map_err(|e| parse_err(crate::io::toml_error(&e, &text)))?;
         let over = file.smoke.take().unwrap_or_default();
         let invalid = |msg: String| RecipeError::Invalid { path: path.into(), msg };
-        let order: Vec<(String, &'static str)> =
-            file.stages().into_iter().map(|(_, s)| (s.name.clone(), s.config.kind())).collect();
-        // The smoke variant is the same file with [smoke] laid over it; stage order stays the file's.
-        let file: RecipeFile = if smoke {
+        let (file_out, inputs, mut ordered) = file.into_parts();
+        let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
+        for s in &ordered {
+            if let Some(other) = seen.insert(&s.name, s.config.kind()) {
+                return Err(invalid(format!(
+                    "stage name `{}` is used by [{other}.{0}] and [{}.{0}]; names are output folders and must differ",
+                    s.name,
+                    s.config.kind()
+                )));
+            }
+        }
+        // The smoke variant is the same file with [smoke] laid over it; stage order stays the file's (the
+        // overlay adds no stage).
+        let (file_out, inputs) = if smoke {
             let mut table: toml::Table = toml::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
             table.remove("smoke");
             overlay(&mut table, over, &[]).map_err(invalid)?;
             let merged = toml::to_string(&table).map_err(|e| parse_err(e.to_string()))?;
-            toml::from_str(&merged).map_err(|e| parse_err(format!("with [smoke] applied: {}", e.message())))?
+            let merged: RecipeFile =
+                toml::from_str(&merged).map_err(|e| parse_err(format!("with [smoke] applied: {}", e.message())))?;
+            let (merged_out, merged_inputs, merged_stages) = merged.into_parts();
+            let mut by_name: BTreeMap<String, StageConfig> =
+                merged_stages.into_iter().map(|s| (s.name, s.config)).collect();
+            for s in &mut ordered {
+                s.config = by_name.remove(&s.name).expect("the overlay keeps every stage");
+            }
+            (merged_out, merged_inputs)
         } else {
-            toml::from_str(&text).map_err(|e| parse_err(crate::io::toml_error(&e, &text)))?
+            (file_out, inputs)
         };
         let base = path.parent().unwrap_or(Path::new("."));
         // Absolute, canonical paths: the settings a manifest records do not depend on how the recipe or
         // the working directory spelled them.
-        let out = out.unwrap_or(file.out.clone());
+        let out = out.unwrap_or(file_out);
         let out = std::path::absolute(&out).map_err(|e| invalid(format!("out = {}: {e}", out.display())))?;
-        let inputs: BTreeMap<String, PathBuf> = file.inputs.iter().map(|(k, v)| (k.clone(), base.join(v))).collect();
-        let mut by_name: BTreeMap<String, Stage> = BTreeMap::new();
-        for (_, s) in file.stages() {
-            if let Some(other) = by_name.get(&s.name) {
-                return Err(invalid(format!(
-                    "stage name `{}` is used by [{}.{0}] and [{}.{0}]; names are output folders and must differ",
-                    s.name,
-                    other.config.kind(),
-                    s.config.kind()
-                )));
-            }
-            by_name.insert(s.name.clone(), s);
-        }
+        let inputs: BTreeMap<String, PathBuf> = inputs.into_iter().map(|(k, v)| (k, base.join(v))).collect();
+        let order: Vec<String> = ordered.iter().map(|s| s.name.clone()).collect();
         let mut stages = Vec::new();
         let mut missing = Vec::new();
-        for (i, (name, _)) in order.iter().enumerate() {
+        for (i, mut stage) in ordered.into_iter().enumerate() {
+            let name = &order[i];
             let ok =
                 !name.is_empty() && name != "report" && name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c));
             if !ok || name.starts_with('.') {
@@ -380,8 +388,7 @@ impl Recipe {
                     "stage name `{name}`: use letters, digits, `-`, `_` or `.` (not `report`, which the report uses)"
                 )));
             }
-            let mut stage = by_name.remove(name).expect("names come from the same file");
-            let earlier: Vec<&str> = order[..i].iter().map(|(n, _)| n.as_str()).collect();
+            let earlier: Vec<&str> = order[..i].iter().map(String::as_str).collect();
             let kind = stage.config.kind();
             for (key, value, need) in stage.config.paths_mut() {
                 let at = format!("[{kind}.{name}] {key} = \"{}\"", value.display());
@@ -413,8 +420,7 @@ impl Recipe {
                 )));
             }
         }
-        let all_names = order.into_iter().map(|(n, _)| n).collect();
-        Ok(Recipe { out, stages, path: path.into(), all_names })
+        Ok(Recipe { out, stages, path: path.into(), all_names: order })
     }
 
     /// The stages this recipe runs, in order: `(name, kind, output directory)`.

@@ -844,8 +844,7 @@ fn score_answers_a_requests_file() {
 #[test]
 fn candle_backend_matches_transformers_end_to_end() {
     let r = reference();
-    let scorer = langadapt::eval::open_local_scorer(&fixture("tiny-llama"), "cpu", 4).unwrap();
-    let mut lm = LocalLm::new(scorer, 4, quiet());
+    let mut lm = langadapt::eval::open_local_lm(&fixture("tiny-llama"), "cpu", 4, None, quiet()).unwrap();
     let reqs = reference_loglikelihoods(&r);
     for (c, g) in r["continuations"].as_array().unwrap().iter().zip(lm.loglikelihood(&reqs).unwrap()) {
         let n = c["n_cont_tokens"].as_f64().unwrap();
@@ -853,8 +852,7 @@ fn candle_backend_matches_transformers_end_to_end() {
         assert_eq!(g.is_greedy, c["is_greedy"].as_bool().unwrap(), "{}", c["id"]);
     }
     let dir = tempfile::tempdir().unwrap();
-    let scorer = langadapt::eval::open_local_scorer(&fixture("tiny-llama"), "cpu", 2).unwrap();
-    let mut lm = LocalLm::new(scorer, 2, quiet()).with_max_length(Some(32));
+    let mut lm = langadapt::eval::open_local_lm(&fixture("tiny-llama"), "cpu", 2, Some(32), quiet()).unwrap();
     for (i, t) in r["rolling"].as_array().unwrap().iter().enumerate() {
         let path = dir.path().join(format!("doc{i}.txt"));
         std::fs::write(&path, t["text"].as_str().unwrap()).unwrap();
@@ -871,8 +869,7 @@ fn candle_backend_matches_transformers_end_to_end() {
         .iter()
         .map(|g| GenerateUntil { context: g["prompt"].as_str().unwrap().into(), until: vec![], max_tokens: 24 })
         .collect();
-    let scorer = langadapt::eval::open_local_scorer(&fixture("tiny-llama"), "cpu", 4).unwrap();
-    let mut lm = LocalLm::new(scorer, 4, quiet());
+    let mut lm = langadapt::eval::open_local_lm(&fixture("tiny-llama"), "cpu", 4, None, quiet()).unwrap();
     for (g, text) in r["greedy"].as_array().unwrap().iter().zip(lm.generate_until(&reqs).unwrap()) {
         // EOS stops generation here (transformers' reference ran past it), so compare up to the first EOS.
         let want = g["text_tokenizers"].as_str().unwrap();
