@@ -579,7 +579,13 @@ fn translate(a: TranslateArgs, env: &Env) -> anyhow::Result<()> {
     cfg.qa.min_ratio = a.qa_min_ratio;
     cfg.qa.max_ratio = a.qa_max_ratio;
     cfg.api_key = instruct::translate::ApiKey::from_env(a.backend);
-    let report = instruct::translate::run(&cfg, env)?;
+    let result = instruct::translate::run(&cfg, env);
+    // An incomplete run still wrote what it could: summarise it before its error.
+    let report = match &result {
+        Ok(r) => r,
+        Err(instruct::InstructError::Incomplete { report, .. }) => report.as_ref(),
+        Err(_) => return result.map(drop).map_err(Into::into),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
@@ -603,13 +609,7 @@ fn translate(a: TranslateArgs, env: &Env) -> anyhow::Result<()> {
         c("qa_source_language"),
         report.manifest.display()
     );
-    let failed = c("records_failed");
-    anyhow::ensure!(
-        failed == 0,
-        "{failed} records could not be translated (ids and reasons in {}); rerun to retry them, the cache keeps the rest",
-        report.failed.display()
-    );
-    Ok(())
+    result.map(drop).map_err(Into::into)
 }
 
 fn translation_pairs(a: PairsArgs, env: &Env) -> anyhow::Result<()> {
@@ -717,7 +717,8 @@ enum ModelCommand {
 struct GenerateArgs {
     /// Checkpoint directory.
     ckpt: PathBuf,
-    /// The prompt (BOS is added).
+    /// The prompt, encoded as transformers does with `add_special_tokens=True` (BOS first when the tokenizer
+    /// adds one: `add_bos_token` in tokenizer_config.json, its post-processor, or SentencePiece's default).
     #[arg(long)]
     prompt: String,
     /// New tokens at most.
@@ -778,7 +779,7 @@ fn model_command(cmd: ModelCommand) -> anyhow::Result<()> {
             let device = model::parse_device(&a.device)?;
             let llama = ckpt.load(&device, model::parse_dtype(&a.dtype)?)?;
             let tokenizer = ckpt.tokenizer()?;
-            let prompt = tokenizer.encode(&a.prompt, true)?;
+            let prompt = tokenizer.encode(&a.prompt, tokenizer.adds_bos())?;
             let opts = model::GenerateOptions {
                 max_new_tokens: a.max_new_tokens,
                 temperature: if a.greedy { 0.0 } else { a.temperature },
@@ -817,42 +818,58 @@ struct TrainArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Hugging Face checkpoint to start from (`model`).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Token-shard directory (or one .parquet) to train on (`train`).
     #[arg(long)]
     train: Option<PathBuf>,
+    /// Token shards to validate on (`val`).
     #[arg(long)]
     val: Option<PathBuf>,
+    /// Output directory: final/, checkpoints/step-N/, metrics.jsonl, manifest.json (`out`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// full, embed-align, lora or sft.
     #[arg(long)]
     mode: Option<String>,
+    /// Rows per forward pass (`micro_batch`).
     #[arg(long)]
     micro_batch: Option<i64>,
+    /// Micro-batches per optimizer step; global batch = micro_batch x grad_accum rows (`grad_accum`).
     #[arg(long)]
     grad_accum: Option<i64>,
+    /// Optimizer steps; wins over --epochs (`max_steps`).
     #[arg(long)]
     max_steps: Option<i64>,
+    /// Passes over the training rows when --max-steps is not given (`epochs`).
     #[arg(long)]
     epochs: Option<f64>,
+    /// Peak learning rate (`lr`).
     #[arg(long)]
     lr: Option<f64>,
+    /// Learning rate at the end of the decay (`min_lr`).
     #[arg(long)]
     min_lr: Option<f64>,
+    /// Linear warm-up steps from 0 (`warmup_steps`).
     #[arg(long)]
     warmup_steps: Option<i64>,
     /// cosine, linear or constant.
     #[arg(long)]
     schedule: Option<String>,
+    /// AdamW decoupled weight decay (`weight_decay`).
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// Clip the global gradient norm to this, 0 = off (`clip`).
     #[arg(long)]
     clip: Option<f64>,
+    /// Validate every N steps, 0 = only at the end when --val is set (`eval_every`).
     #[arg(long)]
     eval_every: Option<i64>,
+    /// Save a resumable checkpoint every N steps, 0 = off (`save_every`).
     #[arg(long)]
     save_every: Option<i64>,
+    /// Seed of data order, LoRA initialisation and dropout (`seed`).
     #[arg(long)]
     seed: Option<i64>,
     /// cpu, cuda or cuda:N.
@@ -864,10 +881,13 @@ struct TrainArgs {
     /// Name substrings of weights without weight decay (comma-separated).
     #[arg(long, value_delimiter = ',')]
     no_decay: Option<Vec<String>>,
+    /// AdamW beta1 (`beta1`).
     #[arg(long)]
     beta1: Option<f64>,
+    /// AdamW beta2 (`beta2`).
     #[arg(long)]
     beta2: Option<f64>,
+    /// AdamW epsilon (`eps`).
     #[arg(long)]
     eps: Option<f64>,
     /// Validation rows at most (0 = all).
@@ -1083,4 +1103,34 @@ fn vocab_encode(path: &std::path::Path, ids: bool) -> anyhow::Result<()> {
         writeln!(out, "{}", fields.join(" "))?;
     }
     Ok(out.flush()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Issue 19: every flag and argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_long().unwrap_or(arg.get_id().as_str())));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if cmd.get_name() == "help" {
+                    continue;
+                }
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "langadapt", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
 }

@@ -4,6 +4,7 @@
 //! `manifest.json` (see DESIGN.md). The binary in `main.rs` only parses flags and calls these.
 
 pub mod corpus;
+pub mod error;
 pub mod eval;
 pub mod instruct;
 pub mod io;
@@ -12,7 +13,9 @@ pub mod model;
 pub mod parallel;
 pub mod pipeline;
 pub mod progress;
+pub mod rng;
 pub mod shards;
+pub mod stage;
 pub mod train;
 pub mod vocab;
 pub mod wiki;

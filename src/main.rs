@@ -19,7 +19,7 @@ fn main() -> ExitCode {
                 eprintln!("{failed}");
                 return ExitCode::from(1);
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", langadapt::error::render_chain(err.as_ref()));
             ExitCode::from(2)
         }
     }

@@ -88,6 +88,10 @@ pub struct Manifest {
     pub outputs: Vec<OutputFile>,
     /// Stage-specific counters.
     pub counts: BTreeMap<String, u64>,
+    /// Set when the stage ended without producing all it should (e.g. records that failed to translate):
+    /// why, and what to do. Such a stage is never skipped by `run` and is a finding of `audit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
     /// Seconds spent per phase.
     pub timings: BTreeMap<String, f64>,
     /// RFC 3339 start time (UTC).
@@ -111,6 +115,9 @@ impl Manifest {
         crate::io::write_atomic(path, &json).map_err(|source| ManifestError::Io { path: path.into(), source })
     }
 }
+
+/// Settings keys that only say where a stage writes; they are recorded in `args` but not part of the run id.
+pub const OUTPUT_KEYS: &[&str] = &["out", "log_samples"];
 
 /// Collects what a stage needs for its manifest while it runs.
 #[derive(Debug)]
@@ -166,10 +173,17 @@ impl ManifestBuilder {
     /// The run id: sha256 over stage name, settings and the hashes of the inputs that decide the
     /// output (not paths, not times).
     pub fn run_id(&self) -> String {
+        let mut args = self.args.clone();
+        if let Some(map) = args.as_object_mut() {
+            // Where outputs go does not change what they are: a run resumed into another folder is the same run.
+            for key in OUTPUT_KEYS {
+                map.remove(*key);
+            }
+        }
         let mut h = Sha256::new();
         h.update(self.stage.as_bytes());
         h.update([0]);
-        h.update(self.args.to_string().as_bytes());
+        h.update(args.to_string().as_bytes());
         for (input, _) in self.inputs.iter().zip(&self.decides_output).filter(|(_, d)| **d) {
             h.update([0]);
             h.update(input.sha256.as_bytes());
@@ -208,6 +222,7 @@ impl ManifestBuilder {
             inputs: self.inputs,
             outputs: files,
             counts: self.counts,
+            incomplete: None,
             timings,
             started: self.started,
             finished: now_rfc3339(),
@@ -271,6 +286,10 @@ mod tests {
         let before = m1.run_id();
         m1.add_helper_input(&b, &q).unwrap();
         assert_eq!((m1.run_id(), m1.inputs.len()), (before, 2));
+        // Output folders are not part of the run (issue 19: resume into another directory).
+        let out = |o: &str| ManifestBuilder::new("s", serde_json::json!({"k": 1, "out": o, "log_samples": o}), None);
+        assert_eq!(out("A").run_id(), out("B").run_id());
+        assert_eq!(out("A").args["out"], "A");
         // sha256("same")
         assert_eq!(m1.inputs[0].sha256, "0967115f2813a3541eaef77de9d9d5773f1c0c04314b0bbfe4ff3b3b1c55b5d5");
     }

@@ -1,13 +1,12 @@
 //! `langadapt eval ...` flags (clap) and their translation into `langadapt::eval` calls.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use langadapt::eval::openai::OpenAiLm;
+use langadapt::eval::backend::{BackendKind, BackendSpec};
 use langadapt::eval::run::ModelInfo;
-use langadapt::eval::{self, codeswitch, LanguageModel, Results, RunConfig, TaskRegistry};
-use langadapt::vocab::Tokenizer;
+use langadapt::eval::{self, codeswitch, Results, RunConfig, TaskRegistry};
 use langadapt::Env;
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +78,7 @@ pub struct BackendArgs {
     model: String,
     /// `local` (candle) or `openai` (an OpenAI-compatible /v1/completions server; key in OPENAI_API_KEY).
     #[arg(long, default_value = "local")]
-    backend: String,
+    backend: BackendKind,
     /// Server URL for --backend openai.
     #[arg(long)]
     endpoint: Option<String>,
@@ -90,7 +89,7 @@ pub struct BackendArgs {
     #[arg(long)]
     max_length: Option<usize>,
     /// Requests per batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = eval::backend::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
     /// cpu or cuda[:N] (local backend).
     #[arg(long, default_value = "cpu")]
@@ -142,9 +141,10 @@ pub struct ScoreArgs {
 pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Run(a) => {
-            let cfg = run_config(&a.tasks, &a.backend, a.out.clone())?;
+            let spec = a.backend.spec();
+            let cfg = run_config(&a.tasks, spec.model_info()?, a.out.clone());
             let cfg = RunConfig { perplexity_data: a.data, log_samples: a.log_samples, seed: a.seed, ..cfg };
-            let mut lm = open_lm(&a.backend, env)?;
+            let mut lm = spec.open(env)?;
             // Warnings (e.g. known data defects) are printed by the run and kept in results.json.
             let results = eval::run(&cfg, lm.as_mut(), env)?;
             let label = cfg.model.model.clone();
@@ -152,12 +152,12 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
             eprintln!("results: {}", a.out.display());
         }
         EvalCommand::Requests(a) => {
-            let cfg = run_config(&a.tasks, &BackendArgs::none(), a.out.clone())?;
+            let cfg = run_config(&a.tasks, ModelInfo::none(), a.out.clone());
             let n = eval::write_requests(&cfg, &a.out)?;
             eprintln!("{n} requests: {}", a.out.display());
         }
         EvalCommand::Score(a) => {
-            let mut lm = open_lm(&a.backend, env)?;
+            let mut lm = a.backend.spec().open(env)?;
             let n = eval::score_requests(lm.as_mut(), &a.requests, &a.out)?;
             eprintln!("{n} requests scored: {}", a.out.display());
         }
@@ -203,33 +203,22 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
 }
 
 impl BackendArgs {
-    /// No model (for `eval requests`).
-    fn none() -> Self {
-        BackendArgs {
-            model: String::new(),
-            backend: "none".into(),
-            endpoint: None,
-            tokenizer: None,
-            max_length: None,
-            batch_size: 1,
-            device: String::new(),
+    /// The library's backend settings.
+    fn spec(&self) -> BackendSpec {
+        BackendSpec {
+            kind: self.backend,
+            model: self.model.clone(),
+            endpoint: self.endpoint.clone(),
+            tokenizer: self.tokenizer.clone(),
+            max_length: self.max_length,
+            batch_size: self.batch_size,
+            device: self.device.clone(),
         }
     }
 }
 
-fn run_config(t: &TaskArgs, b: &BackendArgs, out: PathBuf) -> anyhow::Result<RunConfig> {
-    let model = match b.backend.as_str() {
-        "local" => ModelInfo::local(Path::new(&b.model), b.batch_size, &b.device)?,
-        _ => ModelInfo {
-            backend: b.backend.clone(),
-            model: b.model.clone(),
-            weight_files: Vec::new(),
-            endpoint: b.endpoint.clone(),
-            batch_size: b.batch_size,
-            device: b.device.clone(),
-        },
-    };
-    Ok(RunConfig {
+fn run_config(t: &TaskArgs, model: ModelInfo, out: PathBuf) -> RunConfig {
+    RunConfig {
         tasks: t.tasks.clone(),
         data_dir: t.data_dir.clone(),
         num_fewshot: t.num_fewshot,
@@ -242,38 +231,5 @@ fn run_config(t: &TaskArgs, b: &BackendArgs, out: PathBuf) -> anyhow::Result<Run
         max_gen_tokens: t.max_gen_tokens,
         out,
         model,
-    })
-}
-
-/// The model's context length from a checkpoint's config.json.
-fn config_max_length(model: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string(model.join("config.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("max_position_embeddings")?.as_u64().map(|n| n as usize)
-}
-
-fn open_lm(b: &BackendArgs, env: &Env) -> anyhow::Result<Box<dyn LanguageModel>> {
-    match b.backend.as_str() {
-        "local" => {
-            let lm = eval::open_local_lm(Path::new(&b.model), &b.device, b.batch_size, b.max_length, env.progress)?;
-            Ok(Box::new(lm))
-        }
-        "openai" => {
-            let endpoint = b
-                .endpoint
-                .as_deref()
-                .context("--backend openai needs --endpoint URL (e.g. http://127.0.0.1:8000/v1)")?;
-            let model_dir = Path::new(&b.model);
-            let tok_path = b.tokenizer.clone().or_else(|| model_dir.is_dir().then(|| model_dir.to_path_buf())).context(
-                "--backend openai needs the model's tokenizer to build token prompts: --tokenizer PATH (or --model as a checkpoint directory)",
-            )?;
-            let tokenizer = Tokenizer::from_path(&tok_path)?;
-            let max_length = b
-                .max_length
-                .or_else(|| config_max_length(model_dir))
-                .context("--backend openai needs --max-length (the served model's context length)")?;
-            Ok(Box::new(OpenAiLm::new(endpoint, &b.model, tokenizer, max_length, b.batch_size, env.progress)?))
-        }
-        other => anyhow::bail!("unknown --backend `{other}`; use local or openai"),
     }
 }

@@ -2,6 +2,7 @@
 //! `LanguageModel` trait, a local backend over any [`TokenScorer`] and an OpenAI-compatible one,
 //! tasks as data (`evals/*.toml`), metrics, results.json, perplexity and code-switching rates.
 
+pub mod backend;
 pub mod codeswitch;
 pub mod lm;
 pub mod local;

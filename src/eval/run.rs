@@ -13,7 +13,7 @@ use super::lm::{GenerateUntil, LanguageModel, Loglikelihood};
 use super::metrics::{group_mean, mc_outcome, mean, mean_stderr};
 use super::perplexity::perplexity;
 use super::results::{NSamples, Results};
-use super::task::{CodeswitchSpec, McTask, TaskRegistry, TaskSpec};
+use super::task::{CodeswitchSpec, McTask, Metric, TaskRegistry, TaskSpec};
 use super::EvalError;
 use crate::manifest::{InputFile, ManifestBuilder, TOOL_VERSION};
 use crate::Env;
@@ -169,6 +169,18 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// No model: only requests are built (`eval requests`).
+    pub fn none() -> ModelInfo {
+        ModelInfo {
+            backend: "none".into(),
+            model: String::new(),
+            weight_files: Vec::new(),
+            endpoint: None,
+            batch_size: 1,
+            device: String::new(),
+        }
+    }
+
     /// A local checkpoint scored with candle.
     pub fn local(ckpt: &Path, batch_size: usize, device: &str) -> Result<ModelInfo, EvalError> {
         Ok(ModelInfo {
@@ -400,9 +412,9 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
             }
             i = j;
         }
-        for (metric, xs) in [("acc", &acc), ("acc_norm", &acc_norm), ("acc_bytenorm", &acc_byte)] {
-            if t.spec.metrics.iter().any(|m| m == metric) {
-                results.set(&t.name, metric, mean(xs), mean_stderr(xs), true);
+        for (metric, xs) in Metric::ALL.into_iter().zip([&acc, &acc_norm, &acc_byte]) {
+            if t.spec.metrics.contains(&metric) {
+                results.set(&t.name, metric.name(), mean(xs), mean_stderr(xs), true);
             }
         }
         record_task(&mut results, &t.name, &t.spec.version, cfg.num_fewshot, t.docs.len(), acc.len());
@@ -550,4 +562,44 @@ pub fn score_requests(lm: &mut dyn LanguageModel, requests: &Path, out: &Path) -
     }
     crate::io::write_atomic(out, &buf).map_err(|e| EvalError::io(out, e))?;
     Ok(answers.len())
+}
+
+impl crate::stage::Stage for EvalConfig {
+    fn kind(&self) -> &'static str {
+        "eval"
+    }
+    fn to_json(&self) -> serde_json::Value {
+        crate::stage::json_of(self)
+    }
+    fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
+        use crate::stage::Need;
+        let mut v = vec![
+            ("model".to_string(), &mut self.model, Need::Input),
+            ("data_dir".to_string(), &mut self.data_dir, Need::Input),
+        ];
+        v.extend(self.perplexity_data.as_mut().map(|p| ("perplexity_data".to_string(), p, Need::Input)));
+        v.extend(self.evals_dir.as_mut().map(|p| ("evals_dir".to_string(), p, Need::Input)));
+        v
+    }
+    fn set_out(&mut self, dir: &Path) {
+        self.out = dir.into();
+    }
+    fn manifest_path(&self, _dir: &Path) -> PathBuf {
+        manifest_path(&self.results_path())
+    }
+    /// Only known once the model exists (the weight files are part of the settings).
+    fn settings(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.run_config().ok()?).ok()
+    }
+    fn smoke(&mut self) {
+        let cap = crate::stage::SMOKE_DOCS;
+        self.limit = Some(self.limit.unwrap_or(cap).min(cap));
+    }
+    fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
+        EvalConfig::run(self, ctx.env)?;
+        Ok(())
+    }
+    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
+        Box::new(self.clone())
+    }
 }

@@ -58,8 +58,8 @@ pub struct McSpec {
     pub fewshot_data: Option<String>,
     /// `first_n` (lm-eval FirstNSampler) or `random` (lm-eval's default sampler: Python
     /// `random.Random(1234).sample`, one generator shared by a task's documents in order).
-    #[serde(default = "default_sampler")]
-    pub fewshot_sampler: String,
+    #[serde(default)]
+    pub fewshot_sampler: Sampler,
     /// Prepended to every prompt (lm-eval `description`).
     #[serde(default)]
     pub description: String,
@@ -75,8 +75,8 @@ pub struct McSpec {
     /// Between few-shot examples (lm-eval `fewshot_delimiter`).
     #[serde(default = "default_fewshot_delimiter")]
     pub fewshot_delimiter: String,
-    /// Metrics reported (acc, acc_norm, acc_bytenorm).
-    pub metrics: Vec<String>,
+    /// Metrics reported (acc, acc_norm, acc_bytenorm); another name is an error when the file loads.
+    pub metrics: Vec<Metric>,
     /// Any instance name whose data file exists is a task (Belebele's 122 FLORES codes).
     #[serde(default)]
     pub open_instances: bool,
@@ -169,8 +169,41 @@ pub struct CodeswitchSpec {
     pub instances: BTreeMap<String, super::codeswitch::TargetLang>,
 }
 
-fn default_sampler() -> String {
-    "first_n".into()
+/// How few-shot examples are drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampler {
+    /// The first rows of the few-shot split (lm-eval FirstNSampler).
+    #[default]
+    FirstN,
+    /// lm-eval's default sampler: Python `random.Random(1234).sample`, one generator per task.
+    Random,
+}
+
+/// A multiple-choice metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// The choice with the highest loglikelihood is right.
+    Acc,
+    /// Loglikelihood divided by the choice's length in characters (lm-eval).
+    AccNorm,
+    /// Loglikelihood divided by the choice's length in UTF-8 bytes.
+    AccBytenorm,
+}
+
+impl Metric {
+    /// Every metric, in report order.
+    pub const ALL: [Metric; 3] = [Metric::Acc, Metric::AccNorm, Metric::AccBytenorm];
+
+    /// The name in results.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Acc => "acc",
+            Metric::AccNorm => "acc_norm",
+            Metric::AccBytenorm => "acc_bytenorm",
+        }
+    }
 }
 fn default_target_delimiter() -> String {
     " ".into()
@@ -578,15 +611,9 @@ impl<'a> McTask<'a> {
                     pool.len()
                 )));
             }
-            let drawn: Vec<&Doc> = match self.spec.fewshot_sampler.as_str() {
-                "first_n" => pool[..n].iter().collect(),
-                "random" => rng.sample(pool.len(), n).into_iter().map(|i| &pool[i]).collect(),
-                other => {
-                    return Err(EvalError::TaskDef {
-                        file: self.spec.name.clone(),
-                        message: format!("unknown fewshot_sampler `{other}` (first_n or random)"),
-                    })
-                }
+            let drawn: Vec<&Doc> = match self.spec.fewshot_sampler {
+                Sampler::FirstN => pool[..n].iter().collect(),
+                Sampler::Random => rng.sample(pool.len(), n).into_iter().map(|i| &pool[i]).collect(),
             };
             for ex in drawn.into_iter().filter(|x| x.fields != doc.fields).take(num_fewshot) {
                 out.push_str(&self.render(&self.spec.text, ex, path)?);

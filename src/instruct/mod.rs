@@ -42,6 +42,21 @@ pub enum InstructError {
     /// The API refused every request (bad key, quota): the run stopped.
     #[error("{backend}: {msg} (stopped: check the API key and quota)")]
     Aborted { backend: String, msg: String },
+    /// Some records could not be translated: everything else is written and the manifest is marked
+    /// incomplete, so a rerun (which retries only these, the cache keeps the rest) is never skipped.
+    #[error(
+        "{failed} of {records} records could not be translated (ids and reasons in {}); the stage is incomplete: \
+         rerun to retry them, the cache keeps the rest",
+        report.failed.display()
+    )]
+    Incomplete {
+        /// Records that failed.
+        failed: u64,
+        /// Records read.
+        records: u64,
+        /// What the run wrote.
+        report: Box<translate::TranslateReport>,
+    },
     /// Writing the manifest failed.
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),

@@ -328,6 +328,35 @@ pub fn manifest_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+
+impl crate::stage::Stage for PairsConfig {
+    fn kind(&self) -> &'static str {
+        "translation-pairs"
+    }
+    fn to_json(&self) -> serde_json::Value {
+        crate::stage::json_of(self)
+    }
+    fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
+        crate::stage::indexed("parallel", &mut self.parallel, crate::stage::Need::Input).collect()
+    }
+    fn set_out(&mut self, dir: &Path) {
+        self.out = dir.join("pairs.jsonl");
+    }
+    fn manifest_path(&self, _dir: &Path) -> PathBuf {
+        manifest_path(&self.out)
+    }
+    fn settings(&self) -> Option<serde_json::Value> {
+        Some(PairsConfig::settings(self))
+    }
+    fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
+        run(self, ctx.env)?;
+        Ok(())
+    }
+    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
+        Box::new(self.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -691,7 +691,12 @@ pub fn run(cfg: &TranslateConfig, env: &Env) -> Result<TranslateReport, Instruct
         },
     )?;
     bar.finish_and_clear();
-    let outputs = [translated.finish()?, failed_out.finish()?];
+    let mut outputs = vec![translated.finish()?, failed_out.finish()?];
+    // A cache inside the output folder is part of what the stage leaves (every answer was paid for): listed,
+    // so that `audit` explains it and a complete stage is skipped on the next run.
+    if cache_path.starts_with(&cfg.out) && cache_path.is_file() {
+        outputs.push((cache_path.clone(), None));
+    }
 
     let records = outputs[0].1.unwrap_or(0) + failed.len() as u64;
     for (key, n) in [
@@ -714,16 +719,26 @@ pub fn run(cfg: &TranslateConfig, env: &Env) -> Result<TranslateReport, Instruct
         manifest.count(key, n);
     }
     let counts = manifest.counts.clone();
-    let finished = manifest.finish(&cfg.out, &outputs)?;
+    let mut finished = manifest.finish(&cfg.out, &outputs)?;
+    if !failed.is_empty() {
+        finished.incomplete = Some(format!(
+            "{} of {records} records could not be translated (failed.jsonl); rerun the stage to retry them",
+            failed.len()
+        ));
+    }
     let manifest_path = cfg.out.join("manifest.json");
     write_manifest(&manifest_path, finished, cfg, &cache_path, &lists, &failed)?;
-    Ok(TranslateReport {
+    let report = TranslateReport {
         translated: outputs[0].0.clone(),
         failed: outputs[1].0.clone(),
         manifest: manifest_path,
         counts,
         seconds: clock.elapsed().as_secs_f64(),
-    })
+    };
+    match failed.len() as u64 {
+        0 => Ok(report),
+        n => Err(InstructError::Incomplete { failed: n, records, report: Box::new(report) }),
+    }
 }
 
 /// The manifest plus this stage's `details`: run settings that do not decide the output, QA lists
@@ -757,6 +772,44 @@ fn write_manifest(
     let mut bytes = serde_json::to_vec_pretty(&v).map_err(err)?;
     bytes.push(b'\n');
     crate::io::write_atomic(path, &bytes).map_err(|source| InstructError::Io { path: path.into(), source })
+}
+
+
+impl crate::stage::Stage for TranslateConfig {
+    fn kind(&self) -> &'static str {
+        "translate"
+    }
+    fn to_json(&self) -> serde_json::Value {
+        crate::stage::json_of(self)
+    }
+    fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
+        use crate::stage::Need;
+        let mut v = vec![("input".to_string(), &mut self.input, Need::Input)];
+        v.extend(self.cache.as_mut().map(|p| ("cache".to_string(), p, Need::Optional)));
+        v
+    }
+    fn set_out(&mut self, dir: &Path) {
+        self.out = dir.into();
+    }
+    fn settings(&self) -> Option<serde_json::Value> {
+        Some(TranslateConfig::settings(self))
+    }
+    fn smoke(&mut self) {
+        let cap = crate::stage::SMOKE_RECORDS;
+        self.limit = Some(self.limit.unwrap_or(cap).min(cap));
+    }
+    /// Always: every answer in the cache was paid for, whatever happened to the rest of the folder.
+    fn resumable(&self, _dir: &Path, _interrupted: bool) -> bool {
+        true
+    }
+    fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
+        let cfg = TranslateConfig { api_key: ApiKey::from_env(self.backend), ..self.clone() };
+        run(&cfg, ctx.env)?;
+        Ok(())
+    }
+    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
+        Box::new(self.clone())
+    }
 }
 
 #[cfg(test)]

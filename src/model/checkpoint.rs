@@ -82,6 +82,24 @@ impl Trainable {
         out
     }
 
+    /// Draws every `lora_A` factor again from `seed` (PEFT's Kaiming-uniform bound, 1/sqrt(in)), each from
+    /// its own stream named after the tensor, so a run's adapters depend on its seed alone.
+    pub fn seed_adapters(&self, seed: u64) -> Result<(), ModelError> {
+        let Some(adapter) = &self.adapter else { return Ok(()) };
+        for (name, var) in adapter.data().lock().expect("var map lock").iter() {
+            if !name.contains("lora_A") {
+                continue;
+            }
+            let (rows, cols) = var.dims2()?;
+            let bound = (1.0 / cols as f64).sqrt();
+            let mut rng = crate::rng::SplitMix(crate::rng::seed_for(seed, name));
+            let values: Vec<f32> = (0..rows * cols).map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32).collect();
+            let t = Tensor::from_vec(values, (rows, cols), var.device())?.to_dtype(var.dtype())?;
+            var.set(&t)?;
+        }
+        Ok(())
+    }
+
     /// The model computing in `dtype` from the variables (mixed precision): the casts are part of the graph,
     /// so gradients arrive at the f32 master weights, which the optimizer updates.
     pub fn cast_model(&self, dtype: DType) -> Result<Llama, ModelError> {

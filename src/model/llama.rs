@@ -525,17 +525,11 @@ fn repeat_kv(xs: Tensor, n: usize) -> Result<Tensor> {
 
 /// Inverted dropout with a mask drawn from `seed` (splitmix64), so training is reproducible and resumable.
 fn dropout(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    let mut state = seed;
+    let mut rng = crate::rng::SplitMix(seed);
     let scale = 1.0 / (1.0 - p);
     let keep: Vec<f32> = (0..xs.elem_count())
         .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let u = (z >> 40) as f32 / (1u64 << 24) as f32;
-            if u >= p {
+            if rng.next_f32() >= p {
                 scale
             } else {
                 0.0

@@ -233,11 +233,11 @@ fn grow_rows(dtype: Dtype, data: &[u8], hidden: usize, extra: usize, init: &RowI
             let var = old.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / old.len().max(1) as f64
                 - mean.iter().map(|&m| f64::from(m).powi(2)).sum::<f64>() / hidden.max(1) as f64;
             let std = var.max(0.0).sqrt();
-            let mut rng = crate::vocab::train::SplitMix(*seed);
+            let mut rng = crate::rng::SplitMix(*seed);
             for _ in 0..extra * hidden {
                 // Box-Muller from two uniforms in (0, 1].
-                let u1 = ((rng.next() >> 11) + 1) as f64 / (1u64 << 53) as f64;
-                let u2 = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+                let u1 = ((rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+                let u2 = rng.next_f64();
                 let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
                 push_as(dtype, (z * std) as f32, &mut out);
             }

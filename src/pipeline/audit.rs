@@ -65,6 +65,13 @@ pub enum Finding {
         /// The file.
         path: PathBuf,
     },
+    /// A stage that ended without producing everything (its manifest says why).
+    Incomplete {
+        /// The manifest.
+        manifest: PathBuf,
+        /// What is missing and what to do.
+        reason: String,
+    },
     /// A manifest.json that cannot be read.
     BadManifest {
         /// The file.
@@ -110,6 +117,11 @@ pub fn audit(dir: &Path, progress: &Progress) -> Result<AuditReport, ManifestErr
         }
     }
     report.manifests = manifests.len();
+    for (mpath, m) in &manifests {
+        if let Some(reason) = &m.incomplete {
+            report.findings.push(Finding::Incomplete { manifest: mpath.clone(), reason: reason.clone() });
+        }
+    }
     let mut listed: BTreeSet<PathBuf> = manifests.iter().map(|(p, _)| p.clone()).collect();
     let mut produced: BTreeMap<String, PathBuf> = BTreeMap::new();
     let quiet = Progress { quiet: true };
@@ -218,6 +230,7 @@ impl std::fmt::Display for Finding {
                 manifest.display()
             ),
             Finding::Unexplained { path } => write!(f, "unexplained: {} (no manifest lists it)", path.display()),
+            Finding::Incomplete { manifest, reason } => write!(f, "incomplete: {}: {reason}", manifest.display()),
             Finding::BadManifest { path, message } => write!(f, "bad manifest: {}: {message}", path.display()),
         }
     }

@@ -88,10 +88,18 @@ pub fn run(cfg: &BuildConfig, origin: &Path, env: &Env) -> Result<BuildReport, S
     let tokenizer = Tokenizer::from_path(&cfg.tokenizer)?;
     let eos = tokenizer.eos_id();
     if cfg.add_eos && eos.is_none() {
-        return Err(config_err(format!("add_eos = true but {} has no </s> token", tokenizer.path().display())));
+        return Err(config_err(format!(
+            "add_eos = true but {} has no EOS token (neither eos_token in tokenizer_config.json, eos_token_id in \
+             config.json, nor </s>); set add_eos = false or add the files of its checkpoint",
+            tokenizer.path().display()
+        )));
     }
     if cfg.add_bos && tokenizer.bos_id().is_none() {
-        return Err(config_err(format!("add_bos = true but {} has no <s> token", tokenizer.path().display())));
+        return Err(config_err(format!(
+            "add_bos = true but {} has no BOS token (neither bos_token in tokenizer_config.json, bos_token_id in \
+             config.json, nor <s>); set add_bos = false or add the files of its checkpoint",
+            tokenizer.path().display()
+        )));
     }
     let template = cfg.template().map_err(config_err)?;
     let encoder = Encoder {
@@ -455,5 +463,33 @@ impl Stream {
                 self.packer.push(&self.unit);
             }
         }
+    }
+}
+
+impl crate::stage::Stage for BuildConfig {
+    fn kind(&self) -> &'static str {
+        "shards"
+    }
+    fn to_json(&self) -> serde_json::Value {
+        crate::stage::json_of(self)
+    }
+    fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
+        use crate::stage::Need;
+        let mut v = vec![("tokenizer".to_string(), &mut self.tokenizer, Need::Input)];
+        v.extend(self.sources.iter_mut().map(|s| (format!("sources.{}.path", s.name), &mut s.path, Need::Input)));
+        v
+    }
+    fn set_out(&mut self, dir: &Path) {
+        self.out = dir.into();
+    }
+    fn settings(&self) -> Option<serde_json::Value> {
+        Some(self.output_settings())
+    }
+    fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
+        run(self, ctx.base, ctx.env)?;
+        Ok(())
+    }
+    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
+        Box::new(self.clone())
     }
 }

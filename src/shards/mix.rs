@@ -9,13 +9,7 @@
 
 use super::config::SourceConfig;
 
-/// splitmix64 finalizer: a well-mixed 64-bit hash of `x`.
-fn mix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+use crate::rng::mix64;
 
 /// A hash of (seed, purpose, source name, document index) that does not depend on the platform.
 pub fn doc_hash(seed: u64, purpose: &str, source: &str, index: u64) -> u64 {

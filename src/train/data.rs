@@ -127,17 +127,10 @@ impl Rows {
 
 /// A seeded permutation of 0..n (splitmix64 + Fisher–Yates), the same on every machine.
 fn permutation(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
-    let mut state = seed ^ epoch.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = crate::rng::SplitMix(seed ^ epoch.wrapping_mul(0xD6E8_FEB8_6659_FD93));
     let mut p: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         p.swap(i, j);
     }
     p

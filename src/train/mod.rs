@@ -158,7 +158,11 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
     let run_id = manifest.run_id();
 
     let (trainable, start) = match resume {
-        None => (ckpt.load_trainable(&device, DType::F32, lora.as_ref())?, None),
+        None => {
+            let t = ckpt.load_trainable(&device, DType::F32, lora.as_ref())?;
+            t.seed_adapters(cfg.seed)?;
+            (t, None)
+        }
         Some(dir) => {
             let state = read_state(dir, &run_id)?;
             (restore(&ckpt, dir, &device, lora.as_ref())?, Some(state))
@@ -445,4 +449,61 @@ fn open_metrics(path: &Path, keep_step: usize) -> Result<std::fs::File, TrainErr
 fn write_metrics(file: &mut std::fs::File, path: &Path, m: &Metrics) -> Result<(), TrainError> {
     let line = serde_json::to_string(m).unwrap_or_default();
     writeln!(file, "{line}").map_err(|e| TrainError::io(path, e))
+}
+
+impl crate::stage::Stage for TrainConfig {
+    fn kind(&self) -> &'static str {
+        "train"
+    }
+    fn to_json(&self) -> serde_json::Value {
+        crate::stage::json_of(self)
+    }
+    fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
+        use crate::stage::Need;
+        let mut v = vec![
+            ("model".to_string(), &mut self.model, Need::Input),
+            ("train".to_string(), &mut self.train, Need::Input),
+        ];
+        v.extend(self.val.as_mut().map(|p| ("val".to_string(), p, Need::Input)));
+        v
+    }
+    fn set_out(&mut self, dir: &Path) {
+        self.out = dir.into();
+    }
+    fn settings(&self) -> Option<serde_json::Value> {
+        Some(crate::stage::json_of(self))
+    }
+    fn smoke(&mut self) {
+        let steps = crate::stage::SMOKE_STEPS;
+        self.max_steps = Some(self.max_steps.unwrap_or(steps).min(steps));
+        self.epochs = None;
+        self.grad_accum = 1;
+        self.warmup_steps = self.warmup_steps.min(1);
+        self.eval_every = self.eval_every.min(steps);
+        self.save_every = self.save_every.min(steps / 2);
+    }
+    /// An interrupted run continues from its newest complete checkpoint.
+    fn resumable(&self, dir: &Path, interrupted: bool) -> bool {
+        interrupted && latest_checkpoint(dir).is_some()
+    }
+    fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
+        let resume = if ctx.resume { latest_checkpoint(ctx.dir) } else { None };
+        match run(self, resume.as_deref(), ctx.env) {
+            // Checkpoints of a run with other settings: start over.
+            Err(TrainError::Resume(why)) if resume.is_some() => {
+                if !ctx.env.progress.quiet {
+                    eprintln!("{}: not resuming ({why}); starting over", ctx.dir.display());
+                }
+                std::fs::remove_dir_all(ctx.dir).map_err(|e| TrainError::io(ctx.dir, e))?;
+                run(self, None, ctx.env)?;
+            }
+            r => {
+                r?;
+            }
+        }
+        Ok(())
+    }
+    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
+        Box::new(self.clone())
+    }
 }

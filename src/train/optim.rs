@@ -105,10 +105,33 @@ impl AdamW {
         let t = candle_core::safetensors::load(path, &device)
             .map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
         let get = |k: &str| t.get(k).cloned().ok_or_else(|| TrainError::Resume(format!("{}: no {k}", path.display())));
-        self.step = get("step")?.to_vec1::<i64>()?[0] as u64;
+        let step = get("step")?;
+        self.step = match step.to_vec1::<i64>().ok().as_deref() {
+            Some(&[n]) if n >= 0 => n as u64,
+            _ => {
+                return Err(TrainError::Resume(format!(
+                    "{}: `step` must hold one non-negative i64, found {:?} {:?}; the checkpoint is damaged, resume from an earlier one",
+                    path.display(),
+                    step.dtype(),
+                    step.dims()
+                )))
+            }
+        };
         for s in &mut self.slots {
-            s.m = get(&format!("m.{}", s.name))?;
-            s.v = get(&format!("v.{}", s.name))?;
+            for (moment, slot) in [("m", &mut s.m), ("v", &mut s.v)] {
+                let key = format!("{moment}.{}", s.name);
+                let t = get(&key)?;
+                if t.dims() != s.var.dims() || t.dtype() != DType::F32 {
+                    return Err(TrainError::Resume(format!(
+                        "{}: {key} is {:?} {:?}, the parameter is {:?} F32; the checkpoint belongs to another model or is damaged",
+                        path.display(),
+                        t.dtype(),
+                        t.dims(),
+                        s.var.dims()
+                    )));
+                }
+                *slot = t;
+            }
         }
         Ok(())
     }
@@ -148,25 +171,59 @@ mod tests {
 
     #[test]
     fn adamw_matches_pytorch_first_steps() {
-        // torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01), p = [1, -2],
-        // grads [0.5, 0.25] then [-0.5, 1.0]: p after step 1 = [0.899, -2.098 + 0.002 ...] (computed below by hand).
+        // Numbers printed by PyTorch 2.15 (float32):
+        //   p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        //   opt = torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+        //   for g in ([0.5, 0.25], [-0.5, 1.0], [0.125, -0.75]):
+        //       p.grad = torch.tensor(g); opt.step(); print(p.tolist())
+        let torch: [[f32; 2]; 3] = [
+            [0.899_000_05, -2.098_000_05],
+            [0.903_364_2, -2.184_339_5],
+            [0.895_338_65, -2.199_826],
+        ];
         let dev = candle_core::Device::Cpu;
         let var = Var::from_tensor(&Tensor::new(&[1f32, -2.0], &dev).unwrap()).unwrap();
         let mut opt = AdamW::new(vec![("w".into(), var.clone())], &[], (0.9, 0.999, 1e-8, 0.01)).unwrap();
-        let g = |a: f32, b: f32| BTreeMap::from([("w".to_string(), Tensor::new(&[a, b], &dev).unwrap())]);
-        opt.step(&g(0.5, 0.25), 0.1).unwrap();
-        let p: Vec<f32> = var.as_tensor().to_vec1().unwrap();
-        // Step 1: m̂ = g, v̂ = g², update = sign(g) (up to eps); p = p(1 - lr·wd) - lr·sign(g).
-        assert!((p[0] - (1.0 * 0.999 - 0.1)).abs() < 1e-6, "{p:?}");
-        assert!((p[1] - (-2.0 * 0.999 - 0.1)).abs() < 1e-6, "{p:?}");
-        opt.step(&g(-0.5, 1.0), 0.1).unwrap();
-        let p2: Vec<f32> = var.as_tensor().to_vec1().unwrap();
-        // Step 2 for w0: m = 0.9·0.05 + 0.1·(-0.5)... computed in f64 here.
-        let (b1, b2) = (0.9f64, 0.999f64);
-        let m: f64 = b1 * (0.1 * 0.5) + (1.0 - b1) * -0.5;
-        let v: f64 = b2 * (0.001 * 0.25) + (1.0 - b2) * 0.25;
-        let upd = (m / (1.0 - b1 * b1)) / ((v / (1.0 - b2 * b2)).sqrt() + 1e-8);
-        let want = f64::from(p[0]) * (1.0 - 0.1 * 0.01) - 0.1 * upd;
-        assert!((f64::from(p2[0]) - want).abs() < 1e-6, "{} vs {want}", p2[0]);
+        for (g, want) in [[0.5f32, 0.25], [-0.5, 1.0], [0.125, -0.75]].into_iter().zip(torch) {
+            let grads = BTreeMap::from([("w".to_string(), Tensor::new(&g, &dev).unwrap())]);
+            opt.step(&grads, 0.1).unwrap();
+            let p: Vec<f32> = var.as_tensor().to_vec1().unwrap();
+            for (got, want) in p.iter().zip(want) {
+                assert!((got - want).abs() <= 2e-7, "{p:?} vs PyTorch {want:?}");
+            }
+        }
+    }
+
+    /// Issue 19 (5): a damaged optimizer file is an error naming the file, never a panic.
+    #[test]
+    fn damaged_optimizer_state_is_refused_without_a_panic() {
+        let dev = candle_core::Device::Cpu;
+        let dir = tempfile::tempdir().unwrap();
+        let var = Var::from_tensor(&Tensor::new(&[1f32, -2.0], &dev).unwrap()).unwrap();
+        let mut opt = AdamW::new(vec![("w".into(), var)], &[], (0.9, 0.999, 1e-8, 0.0)).unwrap();
+        let zeros = Tensor::zeros(2, DType::F32, &dev).unwrap();
+        let write = |step: Tensor, m: Tensor| {
+            let path = dir.path().join("optimizer.safetensors");
+            let t = BTreeMap::from([("step".to_string(), step), ("m.w".into(), m), ("v.w".into(), zeros.clone())]);
+            crate::model::write_safetensors(&t, &path).unwrap();
+            path
+        };
+        let empty = Tensor::zeros(0, DType::I64, &dev).unwrap();
+        let path = write(empty, zeros.clone());
+        let err = opt.load(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "resume: {}: `step` must hold one non-negative i64, found I64 [0]; the checkpoint is damaged, resume \
+                 from an earlier one",
+                path.display()
+            )
+        );
+        let path = write(Tensor::new(&[3i64], &dev).unwrap(), Tensor::zeros(3, DType::F32, &dev).unwrap());
+        let err = opt.load(&path).unwrap_err().to_string();
+        assert!(err.ends_with("m.w is F32 [3], the parameter is [2] F32; the checkpoint belongs to another model or is damaged"), "{err}");
+        let path = write(Tensor::new(&[3i64], &dev).unwrap(), zeros.clone());
+        opt.load(&path).unwrap();
+        assert_eq!(opt.step, 3);
     }
 }

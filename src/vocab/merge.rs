@@ -104,6 +104,7 @@ pub fn merge_models(base: &ModelProto, add: &ModelProto, max_added: Option<usize
     let base_min = base.pieces.iter().filter(|p| p.kind == PieceType::Normal).map(|p| p.score).fold(0.0f32, f32::min);
     let mut merged = base.clone();
     let (mut unreachable, mut over_limit) = (0, 0);
+    let mut last = base_min;
     for p in ordered {
         let reachable = p.kind == PieceType::UserDefined
             || is_char(&p)
@@ -121,7 +122,11 @@ pub fn merge_models(base: &ModelProto, add: &ModelProto, max_added: Option<usize
             continue;
         }
         have.insert(p.piece.clone());
-        let score = base_min - 1.0 - added as f32;
+        // One below the previous added piece, and at least one f32 step below it: real bases score pieces
+        // down to about -1e9, where `x - 1.0 == x`, and tied scores are broken differently by SentencePiece
+        // and tokenizers (issue 19: "ärkasin" split two ways).
+        let score = (base_min - 1.0 - added as f32).min(next_below(last));
+        last = score;
         merged.pieces.push(Piece { piece: p.piece.clone(), score, kind: p.kind, extra: Default::default() });
     }
     merged.trainer_spec.set_i32(trainer::VOCAB_SIZE, merged.pieces.len() as i32);
@@ -137,15 +142,38 @@ pub fn merge_models(base: &ModelProto, add: &ModelProto, max_added: Option<usize
     (merged, report)
 }
 
+/// The largest f32 strictly below `x` (finite `x`).
+fn next_below(x: f32) -> f32 {
+    if x == 0.0 {
+        -f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() - 1)
+    } else {
+        f32::from_bits(x.to_bits() + 1)
+    }
+}
+
 /// The base file: a SentencePiece `.model` or a Hugging Face `tokenizer.json` (a directory: its
-/// tokenizer.model, else its tokenizer.json).
-fn base_file(base: &Path) -> Result<(PathBuf, bool), VocabError> {
+/// tokenizer.model when that is a SentencePiece model, else its tokenizer.json; some converters write
+/// other files under the name tokenizer.model). Says on stderr which file of a directory it used.
+fn base_file(base: &Path, env: &Env) -> Result<(PathBuf, bool), VocabError> {
     if base.is_dir() {
-        return match (base.join("tokenizer.model"), base.join("tokenizer.json")) {
-            (m, _) if m.is_file() => Ok((m, false)),
-            (_, j) if j.is_file() => Ok((j, true)),
-            _ => Err(VocabError::NotFound(base.into())),
+        let (model, json) = (base.join("tokenizer.model"), base.join("tokenizer.json"));
+        let chosen = match ModelProto::read(&model) {
+            Ok(_) => (model, false),
+            Err(e) if json.is_file() => {
+                if model.is_file() && !env.progress.quiet {
+                    eprintln!("vocab merge: {e}; using {} beside it", json.display());
+                }
+                (json, true)
+            }
+            Err(_) if !model.is_file() => return Err(VocabError::NotFound(base.into())),
+            Err(e) => return Err(e),
         };
+        if !env.progress.quiet {
+            eprintln!("vocab merge: base tokenizer {}", chosen.0.display());
+        }
+        return Ok(chosen);
     }
     let head = std::fs::read(base).map_err(|source| VocabError::Io { path: base.into(), source })?;
     let is_json = head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
@@ -241,7 +269,7 @@ fn check_checkpoint(ckpt: &Path, base_size: usize) -> Result<(), VocabError> {
 /// Runs `vocab merge`: checks everything, then writes the output directory.
 pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
     let start = Instant::now();
-    let (base_path, is_json) = base_file(&cfg.base)?;
+    let (base_path, is_json) = base_file(&cfg.base, env)?;
     let add = ModelProto::read(&cfg.add)?;
     SpmModel::new(add.clone()).map_err(|message| VocabError::Load { path: cfg.add.clone(), message })?;
     let prepared = if is_json {
@@ -320,4 +348,65 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
     manifest.timings.insert("merge_s".into(), start.elapsed().as_secs_f64());
     manifest.finish(&cfg.out, &outputs)?.write(&cfg.out.join("manifest.json"))?;
     Ok(report)
+}
+
+impl crate::stage::Stage for MergeConfig {
+    fn kind(&self) -> &'static str {
+        "vocab-merge"
+    }
+    fn to_json(&self) -> serde_json::Value {
+        crate::stage::json_of(self)
+    }
+    fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
+        use crate::stage::Need;
+        let mut v = vec![("base".to_string(), &mut self.base, Need::Input), ("add".to_string(), &mut self.add, Need::Input)];
+        v.extend(self.model.as_mut().map(|p| ("model".to_string(), p, Need::Input)));
+        v.extend(crate::stage::indexed("fertility", &mut self.fertility, Need::Input));
+        v
+    }
+    fn set_out(&mut self, dir: &Path) {
+        self.out = dir.into();
+    }
+    fn settings(&self) -> Option<serde_json::Value> {
+        Some(crate::stage::json_of(self))
+    }
+    fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
+        run(self, ctx.env)?;
+        Ok(())
+    }
+    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
+        Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19 (2): on a base whose pieces score down to -1e9 (Mistral-7B's whitespace runs), added pieces
+    /// once tied (-1e9 - 1 - i rounds to -1e9 in f32), and SentencePiece (leftmost pair among equals) and
+    /// tokenizers (lowest merge rank) split "qzq" differently. Distinct falling scores make them agree.
+    #[test]
+    fn added_pieces_get_distinct_scores_below_a_minus_1e9_base() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama/tokenizer.model");
+        let mut base = ModelProto::read(&path).unwrap();
+        let last = base.pieces.iter().rposition(|p| p.kind == PieceType::Normal).unwrap();
+        base.pieces[last].score = -1e9;
+        let piece = |p: &str, score| Piece { piece: p.into(), score, kind: PieceType::Normal, extra: Default::default() };
+        let add = ModelProto { pieces: vec![piece("zq", -1.0), piece("qz", -2.0)], ..Default::default() };
+        let (merged, report) = merge_models(&base, &add, None);
+        assert_eq!(report.added, 2);
+        let scores: Vec<f32> = merged.pieces[base.pieces.len()..].iter().map(|p| p.score).collect();
+        assert!(scores[0] < -1e9 && scores[1] < scores[0], "{scores:?}");
+        let spm = Tokenizer::from_proto(merged.clone(), &path).unwrap();
+        let json = serde_json::to_vec(&tokenizer_json(&merged).unwrap()).unwrap();
+        let hf = tokenizers::Tokenizer::from_bytes(&json).unwrap();
+        for text in ["qzq", "zqz", "qzqzq zq qz"] {
+            let want = spm.encode(text, false).unwrap();
+            assert_eq!(hf.encode(text, false).unwrap().get_ids(), want.as_slice(), "{text}");
+        }
+        let pieces: Vec<String> =
+            spm.encode("qzq", false).unwrap().iter().map(|&i| spm.id_to_piece(i).unwrap()).collect();
+        assert_eq!(pieces, ["▁", "q", "zq"], "the added model's order decides: zq before qz");
+    }
 }

@@ -107,6 +107,52 @@ pub struct Tokenizer {
     bos: Option<u32>,
     eos: Option<u32>,
     unk: Option<u32>,
+    adds_bos: bool,
+}
+
+/// A special token as the Hugging Face files beside a tokenizer name it.
+#[derive(Debug, Clone, PartialEq)]
+enum Special {
+    /// By content (`tokenizer_config.json`'s `bos_token`).
+    Name(String),
+    /// By id (`config.json` / `generation_config.json`'s `bos_token_id`).
+    Id(u32),
+}
+
+/// What transformers reads beside a tokenizer to find its special tokens: `tokenizer_config.json`
+/// (`bos_token`, `eos_token`, `add_bos_token`), then `config.json` and `generation_config.json`
+/// (`bos_token_id`, `eos_token_id`; a list of EOS ids gives its first).
+#[derive(Debug, Default)]
+struct SpecialConfig {
+    bos: Option<Special>,
+    eos: Option<Special>,
+    add_bos: Option<bool>,
+}
+
+impl SpecialConfig {
+    fn read(dir: &Path) -> Result<Self, VocabError> {
+        let mut cfg = SpecialConfig::default();
+        for name in ["tokenizer_config.json", "config.json", "generation_config.json"] {
+            let path = dir.join(name);
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| VocabError::Load { path: path.clone(), message: format!("not valid JSON: {e}") })?;
+            let name_of = |key: &str| match &v[key] {
+                serde_json::Value::String(s) => Some(Special::Name(s.clone())),
+                // AddedToken as a dict: {"content": "<s>", "special": true, ...}
+                serde_json::Value::Object(o) => o.get("content")?.as_str().map(|s| Special::Name(s.to_string())),
+                _ => None,
+            };
+            let id_of = |key: &str| match &v[key] {
+                serde_json::Value::Array(a) => a.first()?.as_u64().map(|i| Special::Id(i as u32)),
+                other => other.as_u64().map(|i| Special::Id(i as u32)),
+            };
+            cfg.bos = cfg.bos.or_else(|| name_of("bos_token")).or_else(|| id_of("bos_token_id"));
+            cfg.eos = cfg.eos.or_else(|| name_of("eos_token")).or_else(|| id_of("eos_token_id"));
+            cfg.add_bos = cfg.add_bos.or(v["add_bos_token"].as_bool());
+        }
+        Ok(cfg)
+    }
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -128,18 +174,55 @@ impl Tokenizer {
         let load_err = |message: String| VocabError::Load { path: file.clone(), message };
         let head = std::fs::read(&file).map_err(|e| load_err(e.to_string()))?;
         let is_json = head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        if is_json {
+        let tok = if is_json {
             let inner = tokenizers::Tokenizer::from_bytes(&head).map_err(|e| load_err(e.to_string()))?;
             let id = |t: &str| inner.token_to_id(t);
             let (bos, eos, unk) = (id("<s>"), id("</s>"), id("<unk>"));
-            return Ok(Self { inner: Arc::new(Backend::Json(inner)), path: file, bos, eos, unk });
+            // Whether the post-processor puts a special token in front (LLaMA's TemplateProcessing does,
+            // GPT-2-style byte-level BPE does not).
+            let with = inner.encode("a", true).map_err(|e| load_err(e.to_string()))?;
+            let without = inner.encode("a", false).map_err(|e| load_err(e.to_string()))?;
+            let adds_bos = with.get_ids().len() > without.get_ids().len()
+                && with.get_special_tokens_mask().first() == Some(&1);
+            Self { inner: Arc::new(Backend::Json(inner)), path: file.clone(), bos, eos, unk, adds_bos }
+        } else {
+            let proto = ModelProto::from_bytes(&head).map_err(|e| VocabError::Proto {
+                path: file.clone(),
+                offset: e.offset,
+                message: e.message,
+            })?;
+            Self::from_proto(proto, &file)?
+        };
+        let dir = file.parent().unwrap_or(Path::new("."));
+        tok.with_special_config(SpecialConfig::read(dir)?)
+    }
+
+    /// Applies the special tokens the files beside the tokenizer name; the names `<s>`/`</s>` (or the
+    /// SentencePiece control pieces) only when they name none. A name that is not in the vocabulary is
+    /// an error: encoding with the wrong BOS would silently shift every score.
+    fn with_special_config(mut self, cfg: SpecialConfig) -> Result<Self, VocabError> {
+        let resolve = |s: Special, what: &str| match s {
+            Special::Id(id) if (id as usize) < self.vocab_size() => Ok(id),
+            Special::Id(id) => Err(VocabError::Load {
+                path: self.path.clone(),
+                message: format!(
+                    "{what} id {id} (from config.json/generation_config.json) is outside the vocabulary of {}",
+                    self.vocab_size()
+                ),
+            }),
+            Special::Name(n) => self.piece_to_id(&n).ok_or_else(|| VocabError::Load {
+                path: self.path.clone(),
+                message: format!("{what} {n:?} (from tokenizer_config.json) is not in the vocabulary"),
+            }),
+        };
+        let bos = cfg.bos.map(|b| resolve(b, "bos_token")).transpose()?;
+        let eos = cfg.eos.map(|e| resolve(e, "eos_token")).transpose()?;
+        self.bos = bos.or(self.bos);
+        self.eos = eos.or(self.eos);
+        if let Some(add) = cfg.add_bos {
+            self.adds_bos = add;
         }
-        let proto = ModelProto::from_bytes(&head).map_err(|e| VocabError::Proto {
-            path: file.clone(),
-            offset: e.offset,
-            message: e.message,
-        })?;
-        Self::from_proto(proto, &file)
+        Ok(self)
     }
 
     /// A tokenizer for an in-memory SentencePiece model; `path` names it in messages.
@@ -148,7 +231,8 @@ impl Tokenizer {
         // SentencePiece's bos_id()/eos_id(): the named piece, if it is a control symbol.
         let sp = special_pieces(model.proto());
         let (bos, eos, unk) = (sp.bos.map(|b| b.0), sp.eos.map(|e| e.0), Some(model.unk_id()));
-        Ok(Self { inner: Arc::new(Backend::Spm(model)), path: path.to_path_buf(), bos, eos, unk })
+        // LlamaTokenizer's default add_bos_token = True.
+        Ok(Self { inner: Arc::new(Backend::Spm(model)), path: path.to_path_buf(), bos, eos, unk, adds_bos: bos.is_some() })
     }
 
     /// Token ids of `text`, with the BOS id first when `add_bos` (never EOS).
@@ -224,6 +308,13 @@ impl Tokenizer {
     /// End-of-sequence id.
     pub fn eos_id(&self) -> Option<u32> {
         self.eos
+    }
+
+    /// Whether the tokenizer itself starts every encoding with BOS (transformers' `add_special_tokens=True`):
+    /// `add_bos_token` of tokenizer_config.json, else its post-processor (tokenizer.json) or SentencePiece's
+    /// LLaMA default (yes).
+    pub fn adds_bos(&self) -> bool {
+        self.adds_bos && self.bos.is_some()
     }
 
     /// Unknown-token id.

@@ -229,19 +229,6 @@ fn sentencepiece_train(_: &[String], _: &TrainConfig, _: &Env) -> Result<ModelPr
     ))
 }
 
-/// SplitMix64: a small seeded generator, enough for reservoir sampling.
-pub(crate) struct SplitMix(pub(crate) u64);
-
-impl SplitMix {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 /// Non-empty lines of every input (Parquet shards: lines of each record's text); at most `max` of
 /// them, a uniform sample (reservoir) when there are more. Returns the sample and the lines read.
 fn read_sentences(
@@ -251,7 +238,7 @@ fn read_sentences(
     env: &Env,
 ) -> Result<(Vec<String>, u64), VocabError> {
     let bar = env.progress.bytes(total_bytes(&files), "reading sentences");
-    let mut rng = SplitMix(seed);
+    let mut rng = crate::rng::SplitMix(seed);
     let mut kept: Vec<String> = Vec::new();
     let mut read = 0u64;
     for line in Lines::new(files, bar.clone()) {
@@ -259,7 +246,7 @@ fn read_sentences(
         read += 1;
         match max {
             Some(m) if kept.len() >= m => {
-                let j = (rng.next() % read) as usize;
+                let j = (rng.next_u64() % read) as usize;
                 if j < m {
                     kept[j] = line;
                 }
@@ -434,6 +421,32 @@ fn llama_model(learned: Vec<Piece>, cfg: &TrainConfig) -> ModelProto {
     ns.set_bool(normalizer::ADD_DUMMY_PREFIX, true);
     ns.set_bool(normalizer::REMOVE_EXTRA_WHITESPACES, false);
     ModelProto { pieces, trainer_spec: ts, normalizer_spec: ns, rest: Message::default() }
+}
+
+
+impl crate::stage::Stage for TrainConfig {
+    fn kind(&self) -> &'static str {
+        "vocab-train"
+    }
+    fn to_json(&self) -> serde_json::Value {
+        crate::stage::json_of(self)
+    }
+    fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
+        crate::stage::indexed("input", &mut self.input, crate::stage::Need::Input).collect()
+    }
+    fn set_out(&mut self, dir: &Path) {
+        self.out = dir.join("spm.model");
+    }
+    fn settings(&self) -> Option<serde_json::Value> {
+        Some(crate::stage::json_of(self))
+    }
+    fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
+        run(self, ctx.env)?;
+        Ok(())
+    }
+    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
+        Box::new(self.clone())
+    }
 }
 
 #[cfg(test)]

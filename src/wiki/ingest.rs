@@ -386,3 +386,35 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
         seconds: clock.elapsed().as_secs_f64(),
     })
 }
+
+impl crate::stage::Stage for IngestConfig {
+    fn kind(&self) -> &'static str {
+        "wiki"
+    }
+    fn to_json(&self) -> serde_json::Value {
+        crate::stage::json_of(self)
+    }
+    fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
+        use crate::stage::Need;
+        let mut v = vec![("dump".to_string(), &mut self.dump, Need::Input)];
+        v.extend(self.index.as_mut().map(|p| ("index".to_string(), p, Need::Input)));
+        v
+    }
+    fn set_out(&mut self, dir: &std::path::Path) {
+        self.out = dir.into();
+    }
+    fn settings(&self) -> Option<serde_json::Value> {
+        Some(self.output_settings())
+    }
+    /// Finished parts of an interrupted run are kept (their footers name the run).
+    fn resumable(&self, _dir: &std::path::Path, interrupted: bool) -> bool {
+        interrupted
+    }
+    fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
+        run(&IngestConfig { resume: ctx.resume, ..self.clone() }, ctx.env)?;
+        Ok(())
+    }
+    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
+        Box::new(self.clone())
+    }
+}

@@ -947,4 +947,13 @@ fn a_language_is_a_few_lines_of_toml() {
             && e.contains("few_shot_sampler"),
         "{e}"
     );
+    // Issue 19: an unknown metric or sampler is an error when the file loads, not silently dropped.
+    let metrics = with_xx.lines().find(|l| l.starts_with("metrics = ")).unwrap();
+    write(&evals.join("xcopa.toml"), &with_xx.replace(metrics, "metrics = [\"acc\", \"f1\"]"));
+    let e = eval::write_requests(&cfg, &out).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("task definition {}", evals.join("xcopa.toml").display())), "{e}");
+    assert!(e.contains("unknown variant `f1`, expected one of `acc`, `acc_norm`, `acc_bytenorm`"), "{e}");
+    write(&evals.join("xcopa.toml"), &with_xx.replace("fewshot_sampler = \"random\"", "fewshot_sampler = \"last_n\""));
+    let e = eval::write_requests(&cfg, &out).unwrap_err().to_string();
+    assert!(e.contains("unknown variant `last_n`, expected `first_n` or `random`"), "{e}");
 }

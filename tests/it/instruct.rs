@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use langadapt::instruct::translate::{self, ApiKey, Backend, TranslateConfig};
-use langadapt::instruct::{InstructRecord, PairsConfig};
+use langadapt::instruct::{InstructError, InstructRecord, PairsConfig};
 use langadapt::{Env, Progress};
 use serde_json::{json, Value};
 
@@ -192,7 +192,8 @@ fn faults_are_retried_and_every_record_comes_out_once_in_order() {
         };
         match n {
             0 => reply.headers.push(("Retry-After", "1".into())),
-            3 => reply.delay = Duration::from_millis(600),
+            // Far past the 2 s timeout below, which no healthy reply comes near even on a loaded machine.
+            3 => reply.delay = Duration::from_secs(6),
             4 => reply.body = "{\"choices\": [".into(),
             5 => reply.cut = true,
             _ => {}
@@ -205,6 +206,8 @@ fn faults_are_retried_and_every_record_comes_out_once_in_order() {
     cfg.concurrency = 1;
     cfg.limit = Some(4);
     cfg.max_retries = 6;
+    // Issue 19 (6): exact retry counts must not depend on machine load, so the timeout is generous.
+    cfg.timeout_s = 2.0;
     let report = translate::run(&cfg, &env()).unwrap();
     let reqs = mock.requests();
     assert!(reqs[1].at - reqs[0].at >= Duration::from_secs(1), "Retry-After honoured: {:?}", reqs[1].at - reqs[0].at);
@@ -246,7 +249,7 @@ fn records_that_keep_failing_are_listed_not_dropped_or_copied() {
     let mut cfg = config(&input, Backend::Openai, &dir.path().join("out"), &mock.url);
     cfg.model = Some("m".into());
     cfg.max_retries = 2;
-    let report = translate::run(&cfg, &env()).unwrap();
+    let report = incomplete(translate::run(&cfg, &env()), 3, 4);
     let out: Vec<InstructRecord> = read_jsonl(&report.translated);
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].id.clone(), out[0].input.as_str()), (langadapt::corpus::DocId::Int(3), "<noinput>"));
@@ -265,6 +268,32 @@ fn records_that_keep_failing_are_listed_not_dropped_or_copied() {
     assert_eq!(manifest["details"]["failed"].as_array().unwrap().len(), 3);
     assert_eq!(manifest["counts"]["records_failed"], 3);
     assert_eq!(manifest["counts"]["records"], 4);
+    assert_eq!(
+        manifest["incomplete"],
+        "3 of 4 records could not be translated (failed.jsonl); rerun the stage to retry them"
+    );
+}
+
+/// The report of a run that ended with `failed` of `records` records untranslated (issue 19: an error, so no
+/// caller can mistake it for a finished stage).
+fn incomplete(r: Result<translate::TranslateReport, InstructError>, failed: u64, records: u64) -> translate::TranslateReport {
+    match r {
+        Err(e @ InstructError::Incomplete { .. }) => {
+            let msg = e.to_string();
+            let InstructError::Incomplete { failed: f, records: n, report } = e else { unreachable!() };
+            assert_eq!((f, n), (failed, records), "{msg}");
+            assert_eq!(
+                msg,
+                format!(
+                    "{failed} of {records} records could not be translated (ids and reasons in {}); the stage is \
+                     incomplete: rerun to retry them, the cache keeps the rest",
+                    report.failed.display()
+                )
+            );
+            *report
+        }
+        other => panic!("expected an incomplete run, got {other:?}"),
+    }
 }
 
 #[test]
@@ -277,7 +306,10 @@ fn killed_run_resumes_without_sending_any_text_twice() {
     cfg.model = Some("m".into());
     cfg.limit = Some(40);
     cfg.max_retries = 1;
-    let r1 = translate::run(&cfg, &env()).unwrap();
+    let r1 = match translate::run(&cfg, &env()) {
+        Err(InstructError::Incomplete { report, .. }) => *report,
+        other => panic!("expected an incomplete run, got {other:?}"),
+    };
     assert!(r1.counts["records_failed"] > 0 && r1.counts["records_translated"] > 0, "{:?}", r1.counts);
     let second = Mock::start(None, |r, _| openai_echo(r));
     cfg.endpoint = Some(second.url.clone());
@@ -366,7 +398,7 @@ fn keys_never_reach_errors_outputs_or_stderr() {
     let mut cfg = config(&fixture(SAMPLE), Backend::Google, &dir.path().join("g"), &mock.url);
     cfg.api_key = Some(ApiKey::new("gk-TOPSECRET"));
     cfg.limit = Some(3);
-    let report = translate::run(&cfg, &env()).unwrap();
+    let report = incomplete(translate::run(&cfg, &env()), 3, 3);
     let failed = std::fs::read_to_string(&report.failed).unwrap();
     assert!(failed.contains("/language/translate/v2?key=***"), "{failed}");
     // Through the binary, with the key in the environment.
@@ -615,4 +647,64 @@ fn parquet_input_with_string_ids_and_missing_columns() {
     let p = write("c.parquet", vec![("instruction", vec![None]), ("output", vec![Some("y")])]);
     let err = langadapt::instruct::RecordReader::open(&p).unwrap().next().unwrap().unwrap_err().to_string();
     assert!(err.ends_with("c.parquet: row 0: 'instruction' is null"), "{err}");
+}
+
+/// Issue 19 (1): inside a recipe, a translation with failed records fails the run naming failed.jsonl, is
+/// not skipped by the next run, and the rerun sends only the texts that failed.
+#[test]
+fn a_recipe_fails_on_untranslated_records_and_the_rerun_retries_only_those() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let healed = Arc::new(AtomicBool::new(false));
+    let h = healed.clone();
+    let mock = Mock::start(None, move |r, _| {
+        let text = r.body["messages"][1]["content"].as_str().unwrap_or_default();
+        if text.contains("binary number") && !h.load(Ordering::SeqCst) {
+            status(500, "down")
+        } else {
+            openai_echo(r)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "out = \"out\"\n[translate.tr]\ninput = {:?}\ntarget = \"tr\"\nbackend = \"openai\"\nmodel = \"m\"\n\
+             endpoint = \"{}\"\nlimit = 6\nmax_retries = 0\n",
+            fixture(SAMPLE),
+            mock.url
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let r = langadapt::pipeline::Recipe::load(&recipe, Some(dir.path().join("out")), false).unwrap();
+        r.run(&env())
+    };
+    let err = langadapt::error::render_chain(&run().unwrap_err());
+    let failed = dir.path().join("out/tr/failed.jsonl");
+    assert_eq!(
+        err,
+        format!(
+            "stage tr: 1 of 6 records could not be translated (ids and reasons in {}); the stage is incomplete: rerun \
+             to retry them, the cache keeps the rest",
+            failed.display()
+        )
+    );
+    let content = |r: &crate::mock_http::Req| r.body["messages"][1]["content"].to_string();
+    let answered: Vec<String> =
+        mock.requests().iter().map(content).filter(|t| !t.contains("binary number")).collect();
+    // Still broken: the stage is run again (not skipped) and fails again.
+    assert!(run().is_err());
+    healed.store(true, Ordering::SeqCst);
+    let before = mock.requests().len();
+    let report = run().unwrap();
+    assert_eq!(report.stages[0].2, langadapt::pipeline::Outcome::Resumed);
+    let resent: Vec<String> = mock.requests()[before..].iter().map(content).collect();
+    assert!(resent.iter().any(|t| t.contains("binary number")), "{resent:?}");
+    assert!(resent.iter().all(|t| !answered.contains(t)), "a text answered before was sent again: {resent:?}");
+    assert_eq!(read_jsonl::<InstructRecord>(&dir.path().join("out/tr/translated.jsonl")).len(), 6);
+    assert!(std::fs::read_to_string(&failed).unwrap().is_empty());
+    // Complete now: the next run skips it.
+    assert_eq!(run().unwrap().stages[0].2, langadapt::pipeline::Outcome::Skipped);
 }

@@ -2,6 +2,7 @@
 
 mod audit;
 mod common;
+mod errors;
 mod eval;
 mod instruct;
 mod mock_http;

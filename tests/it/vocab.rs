@@ -582,3 +582,124 @@ fn sentencepiece_backend_names_the_feature_it_needs() {
     assert!(crate::common::stderr(&out).contains("--features sentencepiece"), "{}", crate::common::stderr(&out));
     assert!(!dir.path().join("m.model").exists());
 }
+
+/// Issue 19 (2): merging an Estonian BPE into a real 32,000-piece LLaMA-family `tokenizer.model`
+/// (Mistral-7B v0.1's, whose whitespace-run pieces score -1e9, where f32 steps are 64 apart) gives a
+/// `.model` and a `tokenizer.json` that encode every line of a multilingual text alike, and like the
+/// real SentencePiece library (sha256 of its ids over all lines, from Python sentencepiece 0.2.3:
+/// `make_mistral_merge_reference.py`).
+#[test]
+fn merge_into_a_real_32k_base_keeps_model_and_json_in_agreement() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = train_on(dir.path(), "et", 900, |l| l.contains('õ') || l.contains('ä'));
+    let out = dir.path().join("merged");
+    merge(&fixture("vocab/mistral-7b-v0.1.tokenizer.model"), &add, &out, &[]);
+    let spm = Tokenizer::from_path(&out.join("tokenizer.model")).unwrap();
+    let hf = Tokenizer::from_path(&out.join("tokenizer.json")).unwrap();
+    assert!(spm.vocab_size() > 32_000 && spm.vocab_size() == hf.vocab_size(), "{}", spm.vocab_size());
+    let proto = langadapt::vocab::ModelProto::read(&out.join("tokenizer.model")).unwrap();
+    let added: Vec<f32> = proto.pieces[32_000..].iter().map(|p| p.score).collect();
+    assert!(added.windows(2).all(|w| w[1] < w[0]), "added pieces must have distinct, falling scores");
+    assert!(added[0] < -1e9, "below the base minimum: {}", added[0]);
+    let text = std::fs::read_to_string(fixture("tokenizer-train.txt")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.extend(["ärkasin", "Ma ärkasin hommikul vara.", "  kaks   tühikut  ", "tõusin üles ja läksin"]);
+    let mut digest = sha2::Sha256::new();
+    for line in &lines {
+        let ids = spm.encode(line, false).unwrap();
+        assert_eq!(hf.encode(line, false).unwrap(), ids, "tokenizer.json and tokenizer.model differ on {line:?}");
+        digest.update(join(&ids).as_bytes());
+        digest.update(b"\n");
+    }
+    use sha2::Digest;
+    let reference = json("vocab/mistral-merge-reference.json");
+    assert_eq!(hex::encode(digest.finalize()), reference["ids_sha256"].as_str().unwrap());
+    assert_eq!(spm.vocab_size() as u64, reference["vocab_size"].as_u64().unwrap());
+}
+
+/// Issue 19 (7): a byte-level BPE tokenizer whose special tokens are not called `<s>`/`</s>` (SmolLM2,
+/// Llama-3, Qwen style) gets its BOS/EOS from the files beside it, as transformers does, and whether it
+/// prepends BOS from its post-processor or `add_bos_token`.
+#[test]
+fn special_tokens_come_from_the_checkpoint_files_not_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    byte_level_base(&path);
+    let mut tok = tokenizers::Tokenizer::from_file(&path).unwrap();
+    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(|s| tokenizers::AddedToken::from(s, true));
+    tok.add_special_tokens(&specials);
+    tok.save(&path, false).unwrap();
+    let id = |s: &str| tok.token_to_id(s).unwrap();
+    let (end, start, stop) = (id("<|endoftext|>"), id("<|im_start|>"), id("<|im_end|>"));
+    let load = || Tokenizer::from_path(dir.path());
+    // No config files: nothing is called <s>, so there is no BOS or EOS, and scoring says so.
+    let bare = load().unwrap();
+    assert_eq!((bare.bos_id(), bare.eos_id(), bare.adds_bos()), (None, None, false));
+    let err = langadapt::eval::lm::prefix_token(&bare).unwrap_err().to_string();
+    assert!(err.ends_with("the tokenizer has neither a BOS nor an EOS token to start sequences with"), "{err}");
+    // config.json's ids (SmolLM2-135M: bos_token_id = eos_token_id = 0 = <|endoftext|>; a list of EOS ids).
+    let write = |name: &str, v: Value| std::fs::write(dir.path().join(name), v.to_string()).unwrap();
+    write("config.json", serde_json::json!({"bos_token_id": end, "eos_token_id": [stop, end]}));
+    let t = load().unwrap();
+    assert_eq!((t.bos_id(), t.eos_id(), t.adds_bos()), (Some(end), Some(stop), false));
+    assert_eq!(langadapt::eval::lm::prefix_token(&t).unwrap(), end);
+    // tokenizer_config.json's names win over config.json's ids, as in transformers; add_bos_token decides.
+    write(
+        "tokenizer_config.json",
+        serde_json::json!({"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>", "special": true},
+            "add_bos_token": true}),
+    );
+    let t = load().unwrap();
+    assert_eq!((t.bos_id(), t.eos_id(), t.adds_bos()), (Some(start), Some(stop), true));
+    assert_eq!(t.encode("hi", t.adds_bos()).unwrap()[0], start);
+    // Shards with add_bos/add_eos build on it (refused before: "has no </s> token").
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, "the cat sat on the mat\n\nthe dog ran").unwrap();
+    let src = langadapt::shards::SourceConfig {
+        name: "en".into(),
+        path: text,
+        lang: "en".into(),
+        share: Some(1.0),
+        epochs: None,
+    };
+    let mut cfg = langadapt::shards::BuildConfig::single(dir.path().to_path_buf(), src, 16, dir.path().join("shards"));
+    cfg.val_share = 0.0;
+    let env = langadapt::Env { threads: 1, progress: langadapt::Progress { quiet: true } };
+    langadapt::shards::run(&cfg, dir.path(), &env).unwrap();
+    // A name that is not in the vocabulary is refused, naming the file and the key.
+    write("tokenizer_config.json", serde_json::json!({"bos_token": "<s>"}));
+    let err = load().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: cannot load tokenizer: bos_token \"<s>\" (from tokenizer_config.json) is not in the vocabulary",
+            path.display()
+        )
+    );
+}
+
+/// Issue 19 (9): a checkpoint folder whose `tokenizer.model` is not SentencePiece (some converters write
+/// other files under that name) merges through the valid tokenizer.json beside it, and says so.
+#[test]
+fn merge_base_folder_with_a_foreign_tokenizer_model_uses_the_json_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    byte_level_base(&base.join("tokenizer.json"));
+    std::fs::write(base.join("tokenizer.model"), b"\x00\x01 a tiktoken-style file, not SentencePiece").unwrap();
+    let out = dir.path().join("merged");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_langadapt"))
+        .args(["vocab", "merge", "--base", base.to_str().unwrap(), "--add"])
+        .arg(fixture("vocab/tokenizer-train-bpe.model"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = crate::common::stderr(&run);
+    assert!(run.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("vocab merge: ")).collect();
+    assert!(lines[0].starts_with(&format!("vocab merge: {}: not a valid SentencePiece model at byte ", base.join("tokenizer.model").display())), "{err}");
+    assert!(lines[0].ends_with(&format!("; using {} beside it", base.join("tokenizer.json").display())), "{err}");
+    assert_eq!(lines[1], format!("vocab merge: base tokenizer {}", base.join("tokenizer.json").display()));
+    assert!(out.join("tokenizer.json").is_file() && !out.join("tokenizer.model").exists());
+}

@@ -213,13 +213,14 @@ fn resume_after_a_crash_equals_a_clean_run() {
 
 #[test]
 fn killed_process_resumes_without_losing_or_duplicating_pages() {
-    // A dump large enough that the process is still running when we kill it.
+    // A dump large enough that the process is still running when we kill it (asserted below).
+    const COPIES: usize = 120;
     let xml = String::from_utf8(dump_xml()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let pages_start = xml.find("  <page>").unwrap();
     let pages_end = xml.rfind("</mediawiki>").unwrap();
     let mut big = xml[..pages_start].to_string();
-    for _ in 0..40 {
+    for _ in 0..COPIES {
         big.push_str(&xml[pages_start..pages_end]);
     }
     big.push_str("</mediawiki>\n");
@@ -242,13 +243,17 @@ fn killed_process_resumes_without_losing_or_duplicating_pages() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     child.kill().unwrap();
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    // Issue 19 (6): the child was still running when killed, or this would not test a crash.
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "the run ended before the kill ({status}): make the dump bigger");
+    assert!(!out.join("manifest.json").exists(), "a killed run must not look finished");
     let mut resume = args(&out);
     resume.push("--resume".into());
     let r = langadapt(&resume.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(r.status.success(), "{}", stderr(&r));
     assert_eq!(parquet_files(&out), parquet_files(&clean));
-    assert_eq!(records(&out).len(), 26 * 40);
+    assert_eq!(records(&out).len(), 26 * COPIES);
 }
 
 /// Runs the CLI on `dump` (and `index`), expects failure; returns stderr and checks no parquet is left.

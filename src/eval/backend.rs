@@ -1,0 +1,119 @@
+//! Which language model answers the requests: a local checkpoint scored with candle, or a model behind an
+//! OpenAI-compatible completions server. One factory for the CLI, recipes and tests.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::openai::OpenAiLm;
+use super::run::ModelInfo;
+use super::{EvalError, LanguageModel};
+use crate::vocab::Tokenizer;
+use crate::Env;
+
+/// The kind of model server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A local checkpoint, scored with candle.
+    Local,
+    /// An OpenAI-compatible `/v1/completions` server (vLLM, llama.cpp server, ...); key in OPENAI_API_KEY.
+    Openai,
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(BackendKind::Local),
+            "openai" => Ok(BackendKind::Openai),
+            other => Err(format!("unknown backend `{other}`; use local or openai")),
+        }
+    }
+}
+
+/// Default requests per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 16;
+
+/// Everything needed to open a model for evaluation.
+#[derive(Debug, Clone)]
+pub struct BackendSpec {
+    /// The server kind.
+    pub kind: BackendKind,
+    /// Checkpoint directory, or the served model's name for `openai`.
+    pub model: String,
+    /// Server URL (`openai`).
+    pub endpoint: Option<String>,
+    /// Tokenizer for `openai` (default: the one in `model` when it is a directory).
+    pub tokenizer: Option<PathBuf>,
+    /// Context length (default: the model's `max_position_embeddings`).
+    pub max_length: Option<usize>,
+    /// Requests per batch.
+    pub batch_size: usize,
+    /// `cpu` or `cuda[:N]` (`local`).
+    pub device: String,
+}
+
+impl BackendSpec {
+    /// What results.json records about the model (the weight files of a local checkpoint are hashed).
+    pub fn model_info(&self) -> Result<ModelInfo, EvalError> {
+        match self.kind {
+            BackendKind::Local => ModelInfo::local(Path::new(&self.model), self.batch_size, &self.device),
+            BackendKind::Openai => Ok(ModelInfo {
+                backend: "openai".into(),
+                model: self.model.clone(),
+                weight_files: Vec::new(),
+                endpoint: self.endpoint.clone(),
+                batch_size: self.batch_size,
+                device: self.device.clone(),
+            }),
+        }
+    }
+
+    /// Opens the model.
+    pub fn open(&self, env: &Env) -> Result<Box<dyn LanguageModel>, EvalError> {
+        match self.kind {
+            BackendKind::Local => {
+                let lm = super::open_local_lm(
+                    Path::new(&self.model),
+                    &self.device,
+                    self.batch_size,
+                    self.max_length,
+                    env.progress,
+                )?;
+                Ok(Box::new(lm))
+            }
+            BackendKind::Openai => {
+                let config = |m: &str| EvalError::Config(m.into());
+                let endpoint = self
+                    .endpoint
+                    .as_deref()
+                    .ok_or_else(|| config("--backend openai needs --endpoint URL (e.g. http://127.0.0.1:8000/v1)"))?;
+                let model_dir = Path::new(&self.model);
+                let tok_path =
+                    self.tokenizer.clone().or_else(|| model_dir.is_dir().then(|| model_dir.to_path_buf())).ok_or_else(
+                        || {
+                            config(
+                                "--backend openai needs the model's tokenizer to build token prompts: --tokenizer PATH \
+                                 (or --model as a checkpoint directory)",
+                            )
+                        },
+                    )?;
+                let tokenizer = Tokenizer::from_path(&tok_path)?;
+                let max_length = self
+                    .max_length
+                    .or_else(|| config_max_length(model_dir))
+                    .ok_or_else(|| config("--backend openai needs --max-length (the served model's context length)"))?;
+                Ok(Box::new(OpenAiLm::new(endpoint, &self.model, tokenizer, max_length, self.batch_size, env.progress)?))
+            }
+        }
+    }
+}
+
+/// The model's context length from a checkpoint's config.json.
+pub fn config_max_length(model: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(model.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("max_position_embeddings")?.as_u64().map(|n| n as usize)
+}
