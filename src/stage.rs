@@ -34,13 +34,30 @@ pub struct StageCtx<'a> {
 /// Why a stage failed, with its error chain kept.
 pub type StageError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A recipe stage: the settings of one command of kind [`Stage::kind`], run into its own folder.
-pub trait Stage: std::fmt::Debug + Send + Sync {
-    /// The table the stage sits in (`wiki`, `translate`, ...).
-    fn kind(&self) -> &'static str;
-
+/// What every stage config gets from being a plain `Clone + Serialize` struct.
+pub trait StageBase {
     /// The full settings, for `run --dry-run --json`.
     fn to_json(&self) -> serde_json::Value;
+
+    /// A boxed copy.
+    fn clone_box(&self) -> Box<dyn Stage>;
+}
+
+impl<T: Stage + Clone + serde::Serialize + 'static> StageBase for T {
+    fn to_json(&self) -> serde_json::Value {
+        // Plain serde structs: a failure would be a bug, shown as null.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn clone_box(&self) -> Box<dyn Stage> {
+        Box::new(self.clone())
+    }
+}
+
+/// A recipe stage: the settings of one command of kind [`Stage::kind`], run into its own folder.
+pub trait Stage: StageBase + std::fmt::Debug + Send + Sync {
+    /// The table the stage sits in (`wiki`, `translate`, ...).
+    fn kind(&self) -> &'static str;
 
     /// Every path-valued key, for resolution and checks.
     fn paths_mut(&mut self) -> Vec<PathKey<'_>>;
@@ -68,20 +85,12 @@ pub trait Stage: std::fmt::Debug + Send + Sync {
 
     /// Runs the stage.
     fn run(&self, ctx: &StageCtx) -> Result<(), StageError>;
-
-    /// A boxed copy.
-    fn clone_box(&self) -> Box<dyn Stage>;
 }
 
 impl Clone for Box<dyn Stage> {
     fn clone(&self) -> Self {
         self.clone_box()
     }
-}
-
-/// The settings as JSON (they are plain serde structs; a failure would be a bug, shown as null).
-pub fn json_of<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or_default()
 }
 
 /// `key[i]` entries for a list of input paths.

@@ -568,9 +568,6 @@ impl crate::stage::Stage for EvalConfig {
     fn kind(&self) -> &'static str {
         "eval"
     }
-    fn to_json(&self) -> serde_json::Value {
-        crate::stage::json_of(self)
-    }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
         let mut v = vec![
@@ -598,8 +595,5 @@ impl crate::stage::Stage for EvalConfig {
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         EvalConfig::run(self, ctx.env)?;
         Ok(())
-    }
-    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
-        Box::new(self.clone())
     }
 }

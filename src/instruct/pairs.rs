@@ -333,9 +333,6 @@ impl crate::stage::Stage for PairsConfig {
     fn kind(&self) -> &'static str {
         "translation-pairs"
     }
-    fn to_json(&self) -> serde_json::Value {
-        crate::stage::json_of(self)
-    }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         crate::stage::indexed("parallel", &mut self.parallel, crate::stage::Need::Input).collect()
     }
@@ -351,9 +348,6 @@ impl crate::stage::Stage for PairsConfig {
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         run(self, ctx.env)?;
         Ok(())
-    }
-    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
-        Box::new(self.clone())
     }
 }
 

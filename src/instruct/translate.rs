@@ -779,9 +779,6 @@ impl crate::stage::Stage for TranslateConfig {
     fn kind(&self) -> &'static str {
         "translate"
     }
-    fn to_json(&self) -> serde_json::Value {
-        crate::stage::json_of(self)
-    }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
         let mut v = vec![("input".to_string(), &mut self.input, Need::Input)];
@@ -806,9 +803,6 @@ impl crate::stage::Stage for TranslateConfig {
         let cfg = TranslateConfig { api_key: ApiKey::from_env(self.backend), ..self.clone() };
         run(&cfg, ctx.env)?;
         Ok(())
-    }
-    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
-        Box::new(self.clone())
     }
 }
 

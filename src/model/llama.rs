@@ -226,9 +226,23 @@ pub struct Llama {
     rope: Rope,
     device: Device,
     dtype: DType,
+    /// Queries per attention block in inference (see [`Llama::with_query_block`]).
+    query_block: usize,
 }
 
+/// Default queries per attention block: the f32 scores of one block are `heads × 512 × keys × 4` bytes
+/// (a 9-head model at 8,192 keys: 151 MB instead of 2.4 GB for all queries at once).
+pub const DEFAULT_QUERY_BLOCK: usize = 512;
+
 impl Llama {
+    /// Inference computes attention `n` queries at a time (exact softmax per row, so the same numbers), so
+    /// the scores' memory grows linearly in the sequence length; training keeps one block (autograd holds
+    /// every block anyway).
+    pub fn with_query_block(mut self, n: usize) -> Self {
+        self.query_block = n.max(1);
+        self
+    }
+
     /// Builds the model from `vb` (Hugging Face tensor names), with LoRA factors from `lora` when given.
     pub fn new(cfg: &LlamaConfig, vb: VarBuilder, lora: Option<(&LoraConfig, VarBuilder)>) -> Result<Self> {
         let device = vb.device().clone();
@@ -297,6 +311,7 @@ impl Llama {
             rope: Rope::new(cfg, dtype, &device)?,
             device,
             dtype,
+            query_block: DEFAULT_QUERY_BLOCK,
         })
     }
 
@@ -374,7 +389,8 @@ impl Llama {
         let offset = key_mask.dim(1)? - t;
         let bias = self.attention_bias(&key_mask, t, offset, segments.as_deref())?;
         let mut xs = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
-        let ctx = LayerCtx { positions: &positions, bias: bias.as_ref(), rope: &self.rope, train };
+        let ctx =
+            LayerCtx { positions: &positions, bias: bias.as_ref(), rope: &self.rope, train, query_block: self.query_block };
         for (l, block) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
             xs = block.forward(&xs, &ctx, kv)?;
@@ -464,6 +480,7 @@ struct LayerCtx<'a> {
     bias: Option<&'a Tensor>,
     rope: &'a Rope,
     train: Option<u64>,
+    query_block: usize,
 }
 
 impl Block {
@@ -480,7 +497,7 @@ impl Block {
 
 impl Attention {
     fn forward(&self, xs: &Tensor, ctx: &LayerCtx<'_>, kv: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
-        let LayerCtx { positions, bias, rope, train } = *ctx;
+        let LayerCtx { positions, bias, rope, train, query_block } = *ctx;
         let (b, t, _) = xs.dims3()?;
         let hd = self.head_dim;
         let split = |x: Tensor, heads: usize| -> Result<Tensor> {
@@ -499,17 +516,33 @@ impl Attention {
         let groups = self.heads / self.kv_heads;
         let (k, v) = (repeat_kv(k, groups)?, repeat_kv(v, groups)?);
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.to_dtype(DType::F32)?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        // The fused kernel has no backward pass: only for inference.
-        let probs = match train {
-            Some(_) => candle_nn::ops::softmax(&scores, D::Minus1)?,
-            None => candle_nn::ops::softmax_last_dim(&scores)?,
-        }
-        .to_dtype(v.dtype())?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
+        let kt = k.t()?.contiguous()?;
+        // Softmax(q kᵀ / sqrt(d) + bias) v for the queries of `q` (rows of `bias`).
+        let attend = |q: &Tensor, bias: Option<&Tensor>| -> Result<Tensor> {
+            let mut scores = (q.matmul(&kt)? * scale)?.to_dtype(DType::F32)?;
+            if let Some(bias) = bias {
+                scores = scores.broadcast_add(bias)?;
+            }
+            // The fused kernel has no backward pass: only for inference.
+            let probs = match train {
+                Some(_) => candle_nn::ops::softmax(&scores, D::Minus1)?,
+                None => candle_nn::ops::softmax_last_dim(&scores)?,
+            }
+            .to_dtype(v.dtype())?;
+            Ok(probs.matmul(&v)?)
+        };
+        let out = if train.is_none() && t > query_block {
+            let mut parts = Vec::with_capacity(t.div_ceil(query_block));
+            for start in (0..t).step_by(query_block) {
+                let len = query_block.min(t - start);
+                let rows = bias.map(|b| b.narrow(2, start, len)).transpose()?;
+                parts.push(attend(&q.narrow(2, start, len)?.contiguous()?, rows.as_ref())?);
+            }
+            Tensor::cat(&parts, 2)?
+        } else {
+            attend(&q, bias)?
+        };
+        let out = out.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
         self.o.forward(&out, train)
     }
 }

@@ -470,9 +470,6 @@ impl crate::stage::Stage for BuildConfig {
     fn kind(&self) -> &'static str {
         "shards"
     }
-    fn to_json(&self) -> serde_json::Value {
-        crate::stage::json_of(self)
-    }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
         let mut v = vec![("tokenizer".to_string(), &mut self.tokenizer, Need::Input)];
@@ -488,8 +485,5 @@ impl crate::stage::Stage for BuildConfig {
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         run(self, ctx.base, ctx.env)?;
         Ok(())
-    }
-    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
-        Box::new(self.clone())
     }
 }

@@ -455,9 +455,6 @@ impl crate::stage::Stage for TrainConfig {
     fn kind(&self) -> &'static str {
         "train"
     }
-    fn to_json(&self) -> serde_json::Value {
-        crate::stage::json_of(self)
-    }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
         let mut v = vec![
@@ -471,7 +468,7 @@ impl crate::stage::Stage for TrainConfig {
         self.out = dir.into();
     }
     fn settings(&self) -> Option<serde_json::Value> {
-        Some(crate::stage::json_of(self))
+        Some(crate::stage::StageBase::to_json(self))
     }
     fn smoke(&mut self) {
         let steps = crate::stage::SMOKE_STEPS;
@@ -502,8 +499,5 @@ impl crate::stage::Stage for TrainConfig {
             }
         }
         Ok(())
-    }
-    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
-        Box::new(self.clone())
     }
 }

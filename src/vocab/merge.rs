@@ -354,9 +354,6 @@ impl crate::stage::Stage for MergeConfig {
     fn kind(&self) -> &'static str {
         "vocab-merge"
     }
-    fn to_json(&self) -> serde_json::Value {
-        crate::stage::json_of(self)
-    }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
         let mut v = vec![("base".to_string(), &mut self.base, Need::Input), ("add".to_string(), &mut self.add, Need::Input)];
@@ -368,14 +365,11 @@ impl crate::stage::Stage for MergeConfig {
         self.out = dir.into();
     }
     fn settings(&self) -> Option<serde_json::Value> {
-        Some(crate::stage::json_of(self))
+        Some(crate::stage::StageBase::to_json(self))
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         run(self, ctx.env)?;
         Ok(())
-    }
-    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
-        Box::new(self.clone())
     }
 }
 

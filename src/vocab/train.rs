@@ -428,9 +428,6 @@ impl crate::stage::Stage for TrainConfig {
     fn kind(&self) -> &'static str {
         "vocab-train"
     }
-    fn to_json(&self) -> serde_json::Value {
-        crate::stage::json_of(self)
-    }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         crate::stage::indexed("input", &mut self.input, crate::stage::Need::Input).collect()
     }
@@ -438,14 +435,11 @@ impl crate::stage::Stage for TrainConfig {
         self.out = dir.join("spm.model");
     }
     fn settings(&self) -> Option<serde_json::Value> {
-        Some(crate::stage::json_of(self))
+        Some(crate::stage::StageBase::to_json(self))
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         run(self, ctx.env)?;
         Ok(())
-    }
-    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
-        Box::new(self.clone())
     }
 }
 

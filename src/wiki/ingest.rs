@@ -391,9 +391,6 @@ impl crate::stage::Stage for IngestConfig {
     fn kind(&self) -> &'static str {
         "wiki"
     }
-    fn to_json(&self) -> serde_json::Value {
-        crate::stage::json_of(self)
-    }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
         let mut v = vec![("dump".to_string(), &mut self.dump, Need::Input)];
@@ -413,8 +410,5 @@ impl crate::stage::Stage for IngestConfig {
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         run(&IngestConfig { resume: ctx.resume, ..self.clone() }, ctx.env)?;
         Ok(())
-    }
-    fn clone_box(&self) -> Box<dyn crate::stage::Stage> {
-        Box::new(self.clone())
     }
 }

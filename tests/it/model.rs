@@ -416,6 +416,31 @@ fn packed_segments_do_not_see_each_other() {
     assert!(max_diff(&logits_of(&model, &packed)[4..], &want_b) > 1e-3);
 }
 
+/// Issue 21/15: inference attention in query blocks gives the numbers of the whole-matrix path (left padding
+/// and a batch of two included), so long-context scoring needs memory linear in the length.
+#[test]
+fn attention_in_query_blocks_equals_the_whole_matrix() {
+    let whole = scorer(1).model().clone().with_query_block(usize::MAX);
+    let ids: Vec<u32> = (0..200u32).map(|i| 3 + (i * 37 + i / 7) % 990).collect();
+    let mut padded = vec![0u32; 40];
+    padded.extend(&ids[..160]);
+    let input = Tensor::new(vec![ids.clone(), padded.clone()], &Device::Cpu).unwrap();
+    let mask: Vec<Vec<u32>> = vec![vec![1; 200], padded.iter().enumerate().map(|(i, _)| u32::from(i >= 40)).collect()];
+    let mask = Tensor::new(mask, &Device::Cpu).unwrap();
+    let run = |m: &langadapt::model::Llama| -> Vec<Vec<Vec<f32>>> {
+        m.forward(&input, ForwardOptions { mask: Some(&mask), ..Default::default() }).unwrap().to_vec3().unwrap()
+    };
+    let want = run(&whole);
+    for block in [1, 7, 64, 199] {
+        let got = run(&whole.clone().with_query_block(block));
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            let rows = if r == 0 { 0..200 } else { 40..200 };
+            let d = max_diff(&g[rows.clone()], &w[rows]);
+            assert!(d <= 1e-5, "block {block}, row {r}: {d}");
+        }
+    }
+}
+
 #[test]
 fn cli_info_and_generate() {
     let ckpt = fixture("tiny-llama");
