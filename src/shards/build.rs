@@ -274,6 +274,7 @@ impl Run<'_> {
             let bar = self.env.progress.bytes(0, &format!("tokenizing {}", s.name));
             let shard = cfg.shard;
             let docs = source::open(&s.path, cfg.kind)?
+                .take(s.limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)))
                 .enumerate()
                 .filter(|(i, _)| shard.owns(*i as u64))
                 .map(|(i, d)| d.map(|d| (i as u64, d)));
