@@ -143,7 +143,8 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Run(a) => {
             let cfg = run_config(&a.tasks, &a.backend, a.out.clone())?;
-            let cfg = RunConfig { perplexity_data: a.data, log_samples: a.log_samples, seed: a.seed, ..cfg };
+            let perplexity_data = a.data.map(eval::PerplexityData::One);
+            let cfg = RunConfig { perplexity_data, log_samples: a.log_samples, seed: a.seed, ..cfg };
             let mut lm = open_lm(&a.backend, env)?;
             // Warnings (e.g. known data defects) are printed by the run and kept in results.json.
             let results = eval::run(&cfg, lm.as_mut(), env)?;
@@ -236,6 +237,7 @@ fn run_config(t: &TaskArgs, b: &BackendArgs, out: PathBuf) -> anyhow::Result<Run
         limit: t.limit,
         seed: 1234,
         perplexity_data: None,
+        prompt_template: None,
         log_samples: None,
         evals_dir: t.evals_dir.clone(),
         fixed_variants: !t.no_fixed,

@@ -152,7 +152,9 @@ impl StageConfig {
             StageConfig::Eval(c) => {
                 v.push(one("model", &mut c.model, Need::Input));
                 v.push(one("data_dir", &mut c.data_dir, Need::Input));
-                v.extend(c.perplexity_data.as_mut().map(|p| one("perplexity_data", p, Need::Input)));
+                if let Some(data) = c.perplexity_data.as_mut() {
+                    v.extend(data.paths_mut().into_iter().map(|(k, p)| (k, p, Need::Input)));
+                }
                 v.extend(c.evals_dir.as_mut().map(|p| one("evals_dir", p, Need::Input)));
             }
         }
