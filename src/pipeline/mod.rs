@@ -66,6 +66,9 @@ pub enum StageConfig {
     /// `instruct translation-pairs`.
     #[serde(rename = "translation-pairs")]
     Pairs(instruct::PairsConfig),
+    /// A labelled dataset made into instruction records (task-specific fine-tuning data).
+    #[serde(rename = "labelled")]
+    Labelled(instruct::LabelledConfig),
     /// `vocab train`.
     #[serde(rename = "vocab-train")]
     VocabTrain(vocab::train::TrainConfig),
@@ -107,6 +110,7 @@ impl StageConfig {
             StageConfig::Wiki(_) => "wiki",
             StageConfig::Translate(_) => "translate",
             StageConfig::Pairs(_) => "translation-pairs",
+            StageConfig::Labelled(_) => "labelled",
             StageConfig::VocabTrain(_) => "vocab-train",
             StageConfig::VocabMerge(_) => "vocab-merge",
             StageConfig::Shards(_) => "shards",
@@ -131,6 +135,7 @@ impl StageConfig {
             StageConfig::Pairs(c) => {
                 v.extend(c.parallel.iter_mut().enumerate().map(|(i, p)| (format!("parallel[{i}]"), p, Need::Input)))
             }
+            StageConfig::Labelled(c) => v.push(one("input", &mut c.input, Need::Input)),
             StageConfig::VocabTrain(c) => {
                 v.extend(c.input.iter_mut().enumerate().map(|(i, p)| (format!("input[{i}]"), p, Need::Input)))
             }
@@ -167,6 +172,7 @@ impl StageConfig {
             StageConfig::Wiki(c) => c.out = dir.into(),
             StageConfig::Translate(c) => c.out = dir.into(),
             StageConfig::Pairs(c) => c.out = dir.join("pairs.jsonl"),
+            StageConfig::Labelled(c) => c.out = dir.into(),
             StageConfig::VocabTrain(c) => c.out = dir.join("spm.model"),
             StageConfig::VocabMerge(c) => c.out = dir.into(),
             StageConfig::Shards(c) => c.out = dir.into(),
@@ -192,6 +198,7 @@ impl StageConfig {
             StageConfig::Wiki(c) => c.output_settings(),
             StageConfig::Translate(c) => c.settings(),
             StageConfig::Pairs(c) => c.settings(),
+            StageConfig::Labelled(c) => v(serde_json::to_value(c)),
             StageConfig::VocabTrain(c) => v(serde_json::to_value(c)),
             StageConfig::VocabMerge(c) => v(serde_json::to_value(c)),
             StageConfig::Shards(c) => c.output_settings(),
@@ -241,6 +248,8 @@ struct RecipeFile {
     translate: BTreeMap<String, Spanned<instruct::TranslateConfig>>,
     #[serde(default, rename = "translation-pairs")]
     pairs: BTreeMap<String, Spanned<instruct::PairsConfig>>,
+    #[serde(default)]
+    labelled: BTreeMap<String, Spanned<instruct::LabelledConfig>>,
     #[serde(default, rename = "vocab-train")]
     vocab_train: BTreeMap<String, Spanned<vocab::train::TrainConfig>>,
     #[serde(default, rename = "vocab-merge")]
@@ -266,6 +275,7 @@ impl RecipeFile {
         add(&mut all, self.wiki, StageConfig::Wiki);
         add(&mut all, self.translate, StageConfig::Translate);
         add(&mut all, self.pairs, StageConfig::Pairs);
+        add(&mut all, self.labelled, StageConfig::Labelled);
         add(&mut all, self.vocab_train, StageConfig::VocabTrain);
         add(&mut all, self.vocab_merge, StageConfig::VocabMerge);
         add(&mut all, self.shards, StageConfig::Shards);
@@ -315,13 +325,35 @@ pub struct RunReport {
 }
 
 /// Lays `over` onto `base`, table by table; `path` is the key path so far. New tables are refused at
-/// the top and kind levels, where they would silently add a stage (`[inputs]` excepted).
+/// the top and kind levels, where they would silently add a stage (`[inputs]` excepted). An array of
+/// tables that all have a `name` (`[[smoke.shards.S.sources]]`) is laid element by element onto the
+/// recipe's elements of those names, so a smoke run can change one source's path or size and keep the
+/// rest; a name the recipe lacks is refused (it would silently add a source). Other arrays (`tasks`)
+/// are replaced whole.
 fn overlay(base: &mut toml::Table, over: toml::Table, path: &[&str]) -> Result<(), String> {
     for (k, v) in over {
         let mut here = path.to_vec();
         here.push(&k);
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => overlay(b, o, &here)?,
+            (Some(toml::Value::Array(b)), toml::Value::Array(o)) => match named_tables(o) {
+                Ok(named) => {
+                    for (name, e) in named {
+                        let Some(target) = b.iter_mut().find(|x| name_of(x) == Some(name.as_str())) else {
+                            let have: Vec<&str> = b.iter().filter_map(name_of).collect();
+                            return Err(format!(
+                                "[[smoke.{}]] name = \"{name}\" names no element of the recipe's {k} (it has: {})",
+                                here.join("."),
+                                have.join(", ")
+                            ));
+                        };
+                        if let toml::Value::Table(t) = target {
+                            overlay(t, e, &here)?;
+                        }
+                    }
+                }
+                Err(o) => *b = o,
+            },
             (None, toml::Value::Table(_)) if path.len() < 2 && k != "inputs" => {
                 return Err(format!("[smoke.{}] names no table of the recipe", here.join(".")));
             }
@@ -331,6 +363,57 @@ fn overlay(base: &mut toml::Table, over: toml::Table, path: &[&str]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The `name` of an array element that is a table with a string `name`.
+fn name_of(v: &toml::Value) -> Option<&str> {
+    v.as_table()?.get("name")?.as_str()
+}
+
+/// The elements of an array, with their names, when every one is a table with a string `name` (and
+/// there is at least one); else the array back.
+fn named_tables(array: Vec<toml::Value>) -> Result<Vec<(String, toml::Table)>, Vec<toml::Value>> {
+    if array.is_empty() || !array.iter().all(|e| name_of(e).is_some()) {
+        return Err(array);
+    }
+    Ok(array
+        .into_iter()
+        .filter_map(|e| match e {
+            toml::Value::Table(t) => Some((t.get("name")?.as_str()?.to_string(), t)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Eval stages without `prompt_template` get the template of the SFT shards their model was tuned on
+/// (the model is `@T/final` of a train stage T that reads `@S/train` of an sft shards stage S), so
+/// generation prompts are in the model's own instruction format. Other models keep the task's format.
+fn model_templates(stages: &mut [Stage]) {
+    let same = |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    let template_of = |model: &Path| {
+        let data = stages.iter().find_map(|t| match &t.config {
+            StageConfig::Train(c) if same(&c.out.join("final"), model) => Some(&c.train),
+            _ => None,
+        })?;
+        stages.iter().find_map(|s| match &s.config {
+            StageConfig::Shards(b) if b.kind == shards::Kind::Sft && same(&b.out.join("train"), data) => {
+                Some(b.template_name().to_string())
+            }
+            _ => None,
+        })
+    };
+    let found: Vec<Option<String>> = stages
+        .iter()
+        .map(|s| match &s.config {
+            StageConfig::Eval(c) if c.prompt_template.is_none() => template_of(&c.model),
+            _ => None,
+        })
+        .collect();
+    for (s, t) in stages.iter_mut().zip(found) {
+        if let (StageConfig::Eval(c), Some(t)) = (&mut s.config, t) {
+            c.prompt_template = Some(t);
+        }
+    }
 }
 
 impl Recipe {
@@ -411,6 +494,7 @@ impl Recipe {
             stage.config.set_out(&out.join(name));
             stages.push(stage);
         }
+        model_templates(&mut stages);
         match missing.len() {
             0 => {}
             1 => return Err(invalid(format!("{} (relative paths start at the recipe's folder)", missing[0].0))),
@@ -584,6 +668,7 @@ fn run_stage(stage: &Stage, dir: &Path, base: &Path, env: &Env) -> Result<Outcom
             .map_err(|e| fail(&e))?
         }
         StageConfig::Pairs(c) => instruct::pairs::run(c, env).map(drop).map_err(|e| fail(&e))?,
+        StageConfig::Labelled(c) => instruct::labelled::run(c, env).map(drop).map_err(|e| fail(&e))?,
         StageConfig::VocabTrain(c) => vocab::train::run(c, env).map(drop).map_err(|e| fail(&e))?,
         StageConfig::VocabMerge(c) => vocab::merge::run(c, env).map(drop).map_err(|e| fail(&e))?,
         StageConfig::Shards(c) => shards::run(c, base, env).map(drop).map_err(|e| fail(&e))?,
@@ -690,5 +775,46 @@ mod tests {
         std::fs::write(&p, "out = \"x\"\n[wiki.w]\ndump = \"small.xml\"\n[smoke.wiki.ww]\nmin_chars = 0\n").unwrap();
         let err = Recipe::load(&p, None, true).unwrap_err().to_string();
         assert!(err.ends_with("[smoke.wiki.ww] names no table of the recipe"), "{err}");
+    }
+
+    #[test]
+    fn smoke_merges_named_sources_and_evals_take_their_models_sft_template() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["tok.model", "a.jsonl", "b.jsonl", "small.jsonl"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("m")).unwrap();
+        let p = dir.path().join("r.toml");
+        let recipe = "out = \"x\"\n\
+            [shards.sft-data]\ntokenizer = \"tok.model\"\nkind = \"sft\"\ntemplate = \"alpaca_tr\"\nseq_len = 64\n\
+            [[shards.sft-data.sources]]\nname = \"a\"\npath = \"a.jsonl\"\nlang = \"tr\"\nepochs = 1.0\n\
+            [[shards.sft-data.sources]]\nname = \"b\"\npath = \"b.jsonl\"\nlang = \"tr\"\nepochs = 2.0\n\
+            [train.sft]\nmodel = \"m\"\ntrain = \"@sft-data/train\"\nmode = \"sft\"\n\
+            [eval.after]\nmodel = \"@sft/final\"\ntasks = [\"codeswitch_tr\"]\n\
+            [eval.base]\nmodel = \"m\"\ntasks = [\"codeswitch_tr\"]\n\
+            [eval.pinned]\nmodel = \"@sft/final\"\ntasks = [\"codeswitch_tr\"]\nprompt_template = \"chat\"\n";
+        let smoke = "[[smoke.shards.sft-data.sources]]\nname = \"b\"\npath = \"small.jsonl\"\nlimit = 3\n";
+        std::fs::write(&p, format!("{recipe}{smoke}")).unwrap();
+        let r = Recipe::load(&p, None, true).unwrap();
+        let StageConfig::Shards(b) = &r.stages[0].config else { panic!() };
+        let got: Vec<_> = b.sources.iter().map(|s| (s.name.as_str(), s.path.clone(), s.epochs, s.limit)).collect();
+        assert_eq!(
+            got,
+            [("a", dir.path().join("a.jsonl"), Some(1.0), None), ("b", dir.path().join("small.jsonl"), Some(2.0), Some(3))]
+        );
+        let templates: Vec<_> = r.stages[2..]
+            .iter()
+            .map(|s| match &s.config {
+                StageConfig::Eval(c) => (s.name.as_str(), c.prompt_template.as_deref()),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(templates, [("after", Some("alpaca_tr")), ("base", None), ("pinned", Some("chat"))]);
+        std::fs::write(&p, format!("{recipe}{}", smoke.replace("\"b\"", "\"c\""))).unwrap();
+        let err = Recipe::load(&p, None, true).unwrap_err().to_string();
+        assert!(
+            err.ends_with("[[smoke.shards.sft-data.sources]] name = \"c\" names no element of the recipe's sources (it has: a, b)"),
+            "{err}"
+        );
     }
 }

@@ -172,9 +172,14 @@ impl BuildConfig {
         Ok(cfg)
     }
 
+    /// The name of the template SFT examples are formatted with (`alpaca` unless set).
+    pub fn template_name(&self) -> &str {
+        self.template.as_deref().unwrap_or("alpaca")
+    }
+
     /// The template SFT examples are formatted with.
     pub fn template(&self) -> Result<Template, String> {
-        Template::by_name(self.template.as_deref().unwrap_or("alpaca"))
+        Template::by_name(self.template_name())
     }
 
     /// Refuses settings that cannot make the requested shards; `origin` names the config file (or the flags).
