@@ -264,8 +264,13 @@ struct Plan<'a> {
 }
 
 fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, EvalError> {
-    let mut p =
-        Plan { mc: Vec::new(), perplexity: Vec::new(), codeswitch: Vec::new(), groups: Vec::new(), warnings: Vec::new() };
+    let mut p = Plan {
+        mc: Vec::new(),
+        perplexity: Vec::new(),
+        codeswitch: Vec::new(),
+        groups: Vec::new(),
+        warnings: Vec::new(),
+    };
     for name in &cfg.tasks {
         let refs = registry.resolve(name, &cfg.data_dir)?;
         if let Some(g) = registry.group_of(name) {

@@ -106,7 +106,10 @@ fn rows(cfg: &LabelledConfig) -> Result<Box<dyn Iterator<Item = Result<Row, Inst
             names.iter().position(|n| *n == f).ok_or_else(|| InstructError::Record {
                 path: path.clone(),
                 at: "line 1".into(),
-                msg: format!("the header has no column `{f}` (it has: {}); set text_field/label_field", names.join(", ")),
+                msg: format!(
+                    "the header has no column `{f}` (it has: {}); set text_field/label_field",
+                    names.join(", ")
+                ),
             })
         };
         Some((find(&text_field)?, find(&label_field)?))
@@ -196,10 +199,15 @@ pub fn run(cfg: &LabelledConfig, env: &Env) -> Result<LabelledReport, InstructEr
     }
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
     crate::io::commit(file, &tmp, &out).map_err(|source| InstructError::Io { path: out.clone(), source })?;
-    for (k, n) in [("records", r.records), ("skipped_label", r.skipped_label), ("skipped_limit", r.skipped_limit)] {
+    let counts = [
+        ("records", r.records),
+        ("skipped_label", r.skipped_label),
+        ("skipped_limit", r.skipped_limit),
+        ("skipped_empty", r.skipped_empty),
+    ];
+    for (k, n) in counts {
         manifest.count(k, n);
     }
-    manifest.count("skipped_empty", r.skipped_empty);
     for (label, n) in &r.per_label {
         manifest.count(&format!("label:{label}"), *n);
     }
@@ -277,7 +285,12 @@ mod tests {
         assert_eq!(lines(&cfg.output_path())[0]["input"], "Kötü.");
         cfg.text_field = "text".into();
         let err = run(&cfg, &Env::default()).unwrap_err().to_string();
-        assert!(err.ends_with("line 1: the header has no column `text` (it has: id, score, review); set text_field/label_field"), "{err}");
+        assert!(
+            err.ends_with(
+                "line 1: the header has no column `text` (it has: id, score, review); set text_field/label_field"
+            ),
+            "{err}"
+        );
         let err = run(&LabelledConfig { input: dir.path().join("s.csv"), ..cfg }, &Env::default()).unwrap_err();
         assert!(err.to_string().contains("labelled data must be .jsonl"), "{err}");
     }

@@ -800,7 +800,10 @@ mod tests {
         let got: Vec<_> = b.sources.iter().map(|s| (s.name.as_str(), s.path.clone(), s.epochs, s.limit)).collect();
         assert_eq!(
             got,
-            [("a", dir.path().join("a.jsonl"), Some(1.0), None), ("b", dir.path().join("small.jsonl"), Some(2.0), Some(3))]
+            [
+                ("a", dir.path().join("a.jsonl"), Some(1.0), None),
+                ("b", dir.path().join("small.jsonl"), Some(2.0), Some(3))
+            ]
         );
         let templates: Vec<_> = r.stages[2..]
             .iter()

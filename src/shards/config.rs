@@ -238,7 +238,10 @@ impl BuildConfig {
                 (None, Some(e)) => return bad(format!("source '{}': epochs = {e} must be above 0", s.name)),
             }
             if s.limit == Some(0) {
-                return bad(format!("source '{}': limit = 0 reads nothing; remove the source or raise the limit", s.name));
+                return bad(format!(
+                    "source '{}': limit = 0 reads nothing; remove the source or raise the limit",
+                    s.name
+                ));
             }
         }
         if shares == self.sources.len() && (share_sum - 1.0).abs() > SHARE_SUM_TOLERANCE {

@@ -200,7 +200,10 @@ mod tests {
              yazın.\n\n### Talimat:\nBir şiir yaz.\n\n### Yanıt:\n"
         );
         assert_eq!(tr.stop(), "### Talimat:");
-        assert_eq!((Template::Chat.prompt("Hi."), Template::Chat.stop()), ("[INST] Hi. [/INST]".into(), "[INST]".into()));
+        assert_eq!(
+            (Template::Chat.prompt("Hi."), Template::Chat.stop()),
+            ("[INST] Hi. [/INST]".into(), "[INST]".into())
+        );
     }
 
     #[test]

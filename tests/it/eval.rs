@@ -672,7 +672,10 @@ fn several_perplexity_texts_and_prompts_in_the_model_template() {
     let (zh_bpb, en_bpb) = (one(&zh), one(&en));
     assert_ne!(zh_bpb, en_bpb);
     let named = PerplexityData::Named([("zh".to_string(), zh.clone()), ("en".to_string(), en.clone())].into());
-    for (data, names) in [(named, ["perplexity_zh", "perplexity_en"]), (PerplexityData::List(vec![zh.clone(), en.clone()]), ["perplexity_zh", "perplexity_en"])] {
+    for (data, names) in [
+        (named, ["perplexity_zh", "perplexity_en"]),
+        (PerplexityData::List(vec![zh.clone(), en.clone()]), ["perplexity_zh", "perplexity_en"]),
+    ] {
         let mut cfg = run_config(&["perplexity", "codeswitch_zh"], &fixture("data"), dir.path().join("two.json"));
         cfg.perplexity_data = Some(data);
         cfg.prompt_template = Some("alpaca_zh".into());
@@ -684,7 +687,11 @@ fn several_perplexity_texts_and_prompts_in_the_model_template() {
         assert!(!r.results.contains_key("perplexity"));
         assert_eq!(lm.asked.len(), 2);
         let first = &lm.asked[0];
-        assert!(first.context.starts_with("以下是描述任务的指令。请写出恰当完成该请求的回答。\n\n### 指令:\n"), "{}", first.context);
+        assert!(
+            first.context.starts_with("以下是描述任务的指令。请写出恰当完成该请求的回答。\n\n### 指令:\n"),
+            "{}",
+            first.context
+        );
         assert!(first.context.ends_with("\n\n### 回答:\n"), "{}", first.context);
         assert_eq!(first.until, ["### 指令:"]);
         assert_eq!(r.results["codeswitch_zh"]["codeswitch_rate,none"].as_f64(), Some(0.0));

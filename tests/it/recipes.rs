@@ -154,7 +154,10 @@ fn llamaturk_smoke_runs_and_real_paths_are_named() {
     assert_eq!((m["counts"]["records"].as_u64(), m["counts"]["skipped_label"].as_u64()), (Some(10), Some(2)));
     let first = std::fs::read_to_string(out.path().join("sentiment-tr/instructions.jsonl")).unwrap();
     let first: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
-    assert_eq!((first["input"].as_str(), first["output"].as_str()), (Some("Ürün çok kaliteli, herkese tavsiye ederim."), Some("olumlu")));
+    assert_eq!(
+        (first["input"].as_str(), first["output"].as_str()),
+        (Some("Ürün çok kaliteli, herkese tavsiye ederim."), Some("olumlu"))
+    );
     // Generation after instruction tuning is prompted in the tuned format; the base keeps the task's.
     assert_eq!(prompt_template(out.path(), "after-cit"), "alpaca_tr");
     assert_eq!(prompt_template(out.path(), "after-sft-ci"), "alpaca_tr");
@@ -194,7 +197,11 @@ fn persian_smoke_runs_and_real_paths_are_named() {
     let cap = setting(&resolved(&recipe("persian"), &["--smoke"]), "vocab-fa", &["max_added"]).as_u64().unwrap();
     let report = json(&out.path().join("vocab-fa/merge_report.json"));
     let n = |k: &str| report[k].as_u64().unwrap();
-    assert_eq!((n("base_size"), n("added"), n("skipped_limit"), n("final_size")), (1000, cap, 6, 1000 + cap), "{report}");
+    assert_eq!(
+        (n("base_size"), n("added"), n("skipped_limit"), n("final_size")),
+        (1000, cap, 6, 1000 + cap),
+        "{report}"
+    );
     assert_eq!(prompt_template(out.path(), "after-sft"), "alpaca");
 }
 
@@ -247,7 +254,9 @@ fn evaluate(recipe: &Value, expr: &str) -> Value {
     if !expr.contains(" × ") && !expr.contains(" + ") {
         return path(expr);
     }
-    let factor = |f: &str| f.parse::<f64>().unwrap_or_else(|_| path(f).as_f64().unwrap_or_else(|| panic!("`{f}` is not a number")));
+    let factor = |f: &str| {
+        f.parse::<f64>().unwrap_or_else(|_| path(f).as_f64().unwrap_or_else(|| panic!("`{f}` is not a number")))
+    };
     let sum: f64 = expr.split(" + ").map(|t| t.split(" × ").map(factor).product::<f64>()).sum();
     serde_json::json!(sum)
 }
@@ -263,7 +272,9 @@ fn agrees(got: &Value, want: &str) -> bool {
                 || want.strip_prefix('@').is_some_and(|rest| s.ends_with(&format!("/{rest}")))
                 || Path::new(s).file_name().is_some_and(|f| f == want)
         }
-        Value::Array(a) => list(&a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()) == want,
+        Value::Array(a) => {
+            list(&a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()) == want
+        }
         Value::Object(o) => list(&o.keys().cloned().collect::<Vec<_>>()) == want,
         Value::Null => false,
     }
@@ -310,7 +321,11 @@ fn readme_tables_match_the_resolved_recipes() {
             let cells: Vec<&str> = line.split(" | ").map(|c| c.trim_matches(|c| c == '|' || c == ' ')).collect();
             let (expr, want) = (cells[0].trim_matches('`'), cells[2].trim_matches('`'));
             let value = evaluate(&got, expr);
-            assert!(agrees(&value, want), "{}: README says `{expr}` = `{want}`, the recipe resolves it to {value}", case.name);
+            assert!(
+                agrees(&value, want),
+                "{}: README says `{expr}` = `{want}`, the recipe resolves it to {value}",
+                case.name
+            );
             rows += 1;
         }
         assert!(rows >= 15, "{}: only {rows} checked rows in its README table", case.name);
