@@ -67,6 +67,7 @@ fn main() {
         lang: "tr".into(),
         share: Some(1.0),
         epochs: None,
+        limit: None,
     };
     let shards_dir = data.join("shards");
     shards::run(

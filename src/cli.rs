@@ -485,7 +485,8 @@ fn shards_build(a: ShardsBuildArgs, env: &Env) -> anyhow::Result<()> {
             let name = a.name.clone().unwrap_or_else(|| {
                 path.file_stem().map_or_else(|| "source".into(), |s| s.to_string_lossy().into_owned())
             });
-            let source = shards::SourceConfig { name, path, lang: a.lang.clone(), share: None, epochs: Some(1.0) };
+            let source =
+                shards::SourceConfig { name, path, lang: a.lang.clone(), share: None, epochs: Some(1.0), limit: None };
             (shards::BuildConfig::single(tokenizer, source, seq_len, PathBuf::new()), PathBuf::from("flags"))
         }
     };

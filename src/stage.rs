@@ -85,6 +85,29 @@ pub trait Stage: StageBase + std::fmt::Debug + Send + Sync {
 
     /// Runs the stage.
     fn run(&self, ctx: &StageCtx) -> Result<(), StageError>;
+
+    /// A training stage: the token shards it trains on, when `model` is its final checkpoint.
+    fn trained_model_data(&self, _model: &Path) -> Option<PathBuf> {
+        None
+    }
+
+    /// An SFT shards stage: its instruction template, when `data` is its training split.
+    fn sft_template(&self, _data: &Path) -> Option<String> {
+        None
+    }
+
+    /// An evaluation without a prompt template: the model it scores (to look up how it was tuned).
+    fn model_without_template(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Sets the prompt template of an evaluation (see [`Stage::model_without_template`]).
+    fn set_prompt_template(&mut self, _template: String) {}
+}
+
+/// Whether two paths name the same file (canonical forms compared when both exist).
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 impl Clone for Box<dyn Stage> {

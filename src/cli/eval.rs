@@ -143,7 +143,8 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
         EvalCommand::Run(a) => {
             let spec = a.backend.spec();
             let cfg = run_config(&a.tasks, spec.model_info()?, a.out.clone());
-            let cfg = RunConfig { perplexity_data: a.data, log_samples: a.log_samples, seed: a.seed, ..cfg };
+            let perplexity_data = a.data.map(eval::PerplexityData::One);
+            let cfg = RunConfig { perplexity_data, log_samples: a.log_samples, seed: a.seed, ..cfg };
             let mut lm = spec.open(env)?;
             // Warnings (e.g. known data defects) are printed by the run and kept in results.json.
             let results = eval::run(&cfg, lm.as_mut(), env)?;
@@ -225,6 +226,7 @@ fn run_config(t: &TaskArgs, model: ModelInfo, out: PathBuf) -> RunConfig {
         limit: t.limit,
         seed: 1234,
         perplexity_data: None,
+        prompt_template: None,
         log_samples: None,
         evals_dir: t.evals_dir.clone(),
         fixed_variants: !t.no_fixed,

@@ -22,7 +22,7 @@ pub use lm::{
 };
 pub use local::{open_local_lm, CandleScorer};
 pub use results::Results;
-pub use run::{run, score_requests, write_requests, EvalConfig, RunConfig};
+pub use run::{run, score_requests, write_requests, EvalConfig, PerplexityData, RunConfig};
 pub use task::{TaskRegistry, TaskSpec};
 
 /// Errors of the evaluation harness.

@@ -1,7 +1,7 @@
 //! `eval run` / `eval requests` / `eval score`: resolve tasks, build requests, ask the model once per
 //! request type, score, aggregate, write results.json (+ manifest, + per-task sample logs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,7 @@ use super::results::{NSamples, Results};
 use super::task::{CodeswitchSpec, McTask, Metric, TaskRegistry, TaskSpec};
 use super::EvalError;
 use crate::manifest::{InputFile, ManifestBuilder, TOOL_VERSION};
+use crate::shards::Template;
 use crate::Env;
 
 /// Prompt sets shipped in evals/prompts, compiled in.
@@ -39,8 +40,12 @@ pub struct RunConfig {
     pub limit: Option<usize>,
     /// Recorded for reproducibility (prompts and greedy decoding draw no random numbers).
     pub seed: u64,
-    /// Text for the `perplexity` task.
-    pub perplexity_data: Option<PathBuf>,
+    /// Text(s) for the `perplexity` task.
+    pub perplexity_data: Option<PerplexityData>,
+    /// Instruction template (an SFT template name) the code-switching prompts are written in; default:
+    /// the task file's own (English Alpaca).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<String>,
     /// Write `DIR/{task}.jsonl` with every request and its score.
     pub log_samples: Option<PathBuf>,
     /// Extra task definitions (`*.toml`, and prompt sets under `prompts/`).
@@ -73,9 +78,13 @@ pub struct EvalConfig {
     /// Score only the first N documents of each task.
     #[serde(default)]
     pub limit: Option<usize>,
-    /// Text for the `perplexity` task.
+    /// Text(s) for the `perplexity` task: one path, a list, or a table name → path.
     #[serde(default)]
-    pub perplexity_data: Option<PathBuf>,
+    pub perplexity_data: Option<PerplexityData>,
+    /// Instruction template of the model (`alpaca`, `alpaca_tr`, `chat`, …) for generation prompts; in a
+    /// recipe, taken from the SFT stage that trained the model when not given.
+    #[serde(default)]
+    pub prompt_template: Option<String>,
     /// Extra task definitions (`*.toml`, and prompt sets under `prompts/`).
     #[serde(default)]
     pub evals_dir: Option<PathBuf>,
@@ -129,6 +138,7 @@ impl EvalConfig {
             limit: self.limit,
             seed: self.seed,
             perplexity_data: self.perplexity_data.clone(),
+            prompt_template: self.prompt_template.clone(),
             log_samples: None,
             evals_dir: self.evals_dir.clone(),
             fixed_variants: self.fixed_variants,
@@ -148,6 +158,59 @@ impl EvalConfig {
         let cfg = self.run_config()?;
         let mut lm = super::open_local_lm(&self.model, &self.device, self.batch_size, self.max_length, env.progress)?;
         run(&cfg, &mut lm, env)
+    }
+}
+
+/// The text(s) the `perplexity` task scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PerplexityData {
+    /// One text: results under the task's name (`perplexity`).
+    One(PathBuf),
+    /// Several: results under `perplexity_{file stem}`.
+    List(Vec<PathBuf>),
+    /// Several, named: results under `perplexity_{name}` (`{ zh = "…", en = "…" }`).
+    Named(BTreeMap<String, PathBuf>),
+}
+
+impl PerplexityData {
+    /// `(result name, text)` of each text, for the perplexity task called `task`; file stems of a list must
+    /// differ.
+    pub fn texts(&self, task: &str) -> Result<Vec<(String, &Path)>, EvalError> {
+        let named = |name: &str| format!("{task}_{name}");
+        let texts: Vec<(String, &Path)> = match self {
+            PerplexityData::One(p) => vec![(task.to_string(), p.as_path())],
+            PerplexityData::List(ps) => {
+                ps.iter().map(|p| (named(&p.file_stem().unwrap_or_default().to_string_lossy()), p.as_path())).collect()
+            }
+            PerplexityData::Named(m) => m.iter().map(|(k, p)| (named(k), p.as_path())).collect(),
+        };
+        if texts.is_empty() {
+            return Err(EvalError::Config("perplexity_data names no text: give a path, a list or a table".into()));
+        }
+        for (i, (name, path)) in texts.iter().enumerate() {
+            if let Some((_, other)) = texts[..i].iter().find(|(n, _)| n == name) {
+                return Err(EvalError::Config(format!(
+                    "perplexity_data: {} and {} would both report as `{name}`; name them in a table instead \
+                     (perplexity_data = {{ a = \"…\", b = \"…\" }})",
+                    other.display(),
+                    path.display()
+                )));
+            }
+        }
+        Ok(texts)
+    }
+
+    /// Every path with the key it is written under (`perplexity_data`, `perplexity_data[1]`,
+    /// `perplexity_data.zh`).
+    pub fn paths_mut(&mut self) -> Vec<(String, &mut PathBuf)> {
+        match self {
+            PerplexityData::One(p) => vec![("perplexity_data".into(), p)],
+            PerplexityData::List(ps) => {
+                ps.iter_mut().enumerate().map(|(i, p)| (format!("perplexity_data[{i}]"), p)).collect()
+            }
+            PerplexityData::Named(m) => m.iter_mut().map(|(k, p)| (format!("perplexity_data.{k}"), p)).collect(),
+        }
     }
 }
 
@@ -206,15 +269,20 @@ pub fn weight_files(ckpt: &Path) -> Result<Vec<PathBuf>, EvalError> {
 /// Resolved work: multiple-choice tasks, perplexity, code-switching.
 struct Plan<'a> {
     mc: Vec<McTask<'a>>,
-    perplexity: Option<String>,
+    perplexity: Vec<(String, PathBuf)>,
     codeswitch: Vec<(String, &'a CodeswitchSpec, TargetLang)>,
     groups: Vec<(String, Vec<String>, bool)>,
     warnings: Vec<String>,
 }
 
 fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, EvalError> {
-    let mut p =
-        Plan { mc: Vec::new(), perplexity: None, codeswitch: Vec::new(), groups: Vec::new(), warnings: Vec::new() };
+    let mut p = Plan {
+        mc: Vec::new(),
+        perplexity: Vec::new(),
+        codeswitch: Vec::new(),
+        groups: Vec::new(),
+        warnings: Vec::new(),
+    };
     for name in &cfg.tasks {
         let refs = registry.resolve(name, &cfg.data_dir)?;
         if let Some(g) = registry.group_of(name) {
@@ -260,12 +328,13 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
                     p.mc.push(task);
                 }
                 TaskSpec::Perplexity(_) => {
-                    if cfg.perplexity_data.is_none() {
+                    let Some(data) = &cfg.perplexity_data else {
                         return Err(EvalError::Config(
                             "task `perplexity` needs the text to score: --data PATH (.txt, .jsonl, text-shard .parquet or a directory)".into(),
                         ));
-                    }
-                    p.perplexity = Some(r.name);
+                    };
+                    p.perplexity =
+                        data.texts(&r.name)?.into_iter().map(|(name, path)| (name, path.to_path_buf())).collect();
                 }
                 TaskSpec::Codeswitch(cs) => {
                     let target = cs.instances[&r.instance].clone();
@@ -282,7 +351,7 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
 pub fn write_requests(cfg: &RunConfig, out: &Path) -> Result<usize, EvalError> {
     let registry = TaskRegistry::load(cfg.evals_dir.as_deref())?;
     let p = plan(&registry, cfg)?;
-    if p.perplexity.is_some() || !p.codeswitch.is_empty() {
+    if !p.perplexity.is_empty() || !p.codeswitch.is_empty() {
         return Err(EvalError::Config("`eval requests` writes loglikelihood requests of multiple-choice tasks only; drop perplexity/codeswitch tasks".into()));
     }
     for w in &p.warnings {
@@ -439,7 +508,7 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         results.group_subtasks.insert(group.clone(), members.clone());
     }
 
-    if let (Some(name), Some(data)) = (&p.perplexity, &cfg.perplexity_data) {
+    for (name, data) in &p.perplexity {
         let (rep, docs) = perplexity(lm, data, cfg.limit)?;
         results.set(name, "token_perplexity", rep.token_perplexity(), None, false);
         results.set(name, "word_perplexity", rep.word_perplexity(), None, false);
@@ -460,15 +529,18 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         write_samples(&cfg.log_samples, name, &lines)?;
     }
 
+    let template = cfg.prompt_template.as_deref().map(Template::by_name).transpose().map_err(EvalError::Config)?;
     for (name, spec, target) in &p.codeswitch {
         let prompts = read_prompts(&target.prompts, cfg.evals_dir.as_deref())?;
         let prompts: Vec<String> = prompts.into_iter().take(cfg.limit.unwrap_or(usize::MAX)).collect();
         let reqs: Vec<GenerateUntil> = prompts
             .iter()
-            .map(|pr| GenerateUntil {
-                context: spec.template.replace("{prompt}", pr),
-                until: spec.until.clone(),
-                max_tokens: cfg.max_gen_tokens.unwrap_or(spec.max_tokens),
+            .map(|pr| {
+                let (context, until) = match &template {
+                    Some(t) => (t.prompt(pr), vec![t.stop()]),
+                    None => (spec.template.replace("{prompt}", pr), spec.until.clone()),
+                };
+                GenerateUntil { context, until, max_tokens: cfg.max_gen_tokens.unwrap_or(spec.max_tokens) }
             })
             .collect();
         let responses = lm.generate_until(&reqs)?;
@@ -574,9 +646,17 @@ impl crate::stage::Stage for EvalConfig {
             ("model".to_string(), &mut self.model, Need::Input),
             ("data_dir".to_string(), &mut self.data_dir, Need::Input),
         ];
-        v.extend(self.perplexity_data.as_mut().map(|p| ("perplexity_data".to_string(), p, Need::Input)));
+        if let Some(data) = self.perplexity_data.as_mut() {
+            v.extend(data.paths_mut().into_iter().map(|(k, p)| (k, p, Need::Input)));
+        }
         v.extend(self.evals_dir.as_mut().map(|p| ("evals_dir".to_string(), p, Need::Input)));
         v
+    }
+    fn model_without_template(&self) -> Option<PathBuf> {
+        self.prompt_template.is_none().then(|| self.model.clone())
+    }
+    fn set_prompt_template(&mut self, template: String) {
+        self.prompt_template = Some(template);
     }
     fn set_out(&mut self, dir: &Path) {
         self.out = dir.into();

@@ -22,6 +22,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("evals/ceval.toml", include_str!("../../evals/ceval.toml")),
     ("evals/perplexity.toml", include_str!("../../evals/perplexity.toml")),
     ("evals/codeswitch.toml", include_str!("../../evals/codeswitch.toml")),
+    ("evals/sentiment.toml", include_str!("../../evals/sentiment.toml")),
 ];
 
 /// One `evals/*.toml` file: a task family.

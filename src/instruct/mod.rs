@@ -6,6 +6,7 @@ pub mod cache;
 pub mod deepl;
 pub mod google;
 pub mod http;
+pub mod labelled;
 pub mod libre;
 pub mod openai;
 pub mod pairs;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 
 pub use cache::{CacheScope, TranslationCache};
 pub use http::{CallError, Http};
+pub use labelled::{LabelledConfig, LabelledReport};
 pub use pairs::{PairsConfig, PairsReport};
 pub use qa::QaConfig;
 pub use record::{InstructRecord, RecordReader, SourceRecord};

@@ -99,6 +99,7 @@ stage_kinds! {
     wiki: "wiki" => wiki::IngestConfig,
     translate: "translate" => instruct::TranslateConfig,
     pairs: "translation-pairs" => instruct::PairsConfig,
+    labelled: "labelled" => instruct::LabelledConfig,
     vocab_train: "vocab-train" => vocab::train::TrainConfig,
     vocab_merge: "vocab-merge" => vocab::merge::MergeConfig,
     shards: "shards" => shards::BuildConfig,
@@ -165,13 +166,35 @@ pub struct RunReport {
 }
 
 /// Lays `over` onto `base`, table by table; `path` is the key path so far. New tables are refused at
-/// the top and kind levels, where they would silently add a stage (`[inputs]` excepted).
+/// the top and kind levels, where they would silently add a stage (`[inputs]` excepted). An array of
+/// tables that all have a `name` (`[[smoke.shards.S.sources]]`) is laid element by element onto the
+/// recipe's elements of those names, so a smoke run can change one source's path or size and keep the
+/// rest; a name the recipe lacks is refused (it would silently add a source). Other arrays (`tasks`)
+/// are replaced whole.
 fn overlay(base: &mut toml::Table, over: toml::Table, path: &[&str]) -> Result<(), String> {
     for (k, v) in over {
         let mut here = path.to_vec();
         here.push(&k);
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => overlay(b, o, &here)?,
+            (Some(toml::Value::Array(b)), toml::Value::Array(o)) => match named_tables(o) {
+                Ok(named) => {
+                    for (name, e) in named {
+                        let Some(target) = b.iter_mut().find(|x| name_of(x) == Some(name.as_str())) else {
+                            let have: Vec<&str> = b.iter().filter_map(name_of).collect();
+                            return Err(format!(
+                                "[[smoke.{}]] name = \"{name}\" names no element of the recipe's {k} (it has: {})",
+                                here.join("."),
+                                have.join(", ")
+                            ));
+                        };
+                        if let toml::Value::Table(t) = target {
+                            overlay(t, e, &here)?;
+                        }
+                    }
+                }
+                Err(o) => *b = o,
+            },
             (None, toml::Value::Table(_)) if path.len() < 2 && k != "inputs" => {
                 return Err(format!("[smoke.{}] names no table of the recipe", here.join(".")));
             }
@@ -181,6 +204,45 @@ fn overlay(base: &mut toml::Table, over: toml::Table, path: &[&str]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The `name` of an array element that is a table with a string `name`.
+fn name_of(v: &toml::Value) -> Option<&str> {
+    v.as_table()?.get("name")?.as_str()
+}
+
+/// The elements of an array, with their names, when every one is a table with a string `name` (and
+/// there is at least one); else the array back.
+fn named_tables(array: Vec<toml::Value>) -> Result<Vec<(String, toml::Table)>, Vec<toml::Value>> {
+    if array.is_empty() || !array.iter().all(|e| name_of(e).is_some()) {
+        return Err(array);
+    }
+    Ok(array
+        .into_iter()
+        .filter_map(|e| match e {
+            toml::Value::Table(t) => Some((t.get("name")?.as_str()?.to_string(), t)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Eval stages without `prompt_template` get the template of the SFT shards their model was tuned on
+/// (the model is `@T/final` of a train stage T that reads `@S/train` of an sft shards stage S), so
+/// generation prompts are in the model's own instruction format. Other models keep the task's format.
+fn model_templates(stages: &mut [RecipeStage]) {
+    let found: Vec<Option<String>> = stages
+        .iter()
+        .map(|s| {
+            let model = s.config.model_without_template()?;
+            let data = stages.iter().find_map(|t| t.config.trained_model_data(&model))?;
+            stages.iter().find_map(|d| d.config.sft_template(&data))
+        })
+        .collect();
+    for (s, t) in stages.iter_mut().zip(found) {
+        if let Some(t) = t {
+            s.config.set_prompt_template(t);
+        }
+    }
 }
 
 impl Recipe {
@@ -261,6 +323,7 @@ impl Recipe {
             stage.config.set_out(&out.join(name));
             stages.push(stage);
         }
+        model_templates(&mut stages);
         match missing.len() {
             0 => {}
             1 => return Err(invalid(format!("{} (relative paths start at the recipe's folder)", missing[0].0))),
@@ -500,5 +563,53 @@ mod tests {
         std::fs::write(&p, "out = \"x\"\n[wiki.w]\ndump = \"small.xml\"\n[smoke.wiki.ww]\nmin_chars = 0\n").unwrap();
         let err = Recipe::load(&p, None, true).unwrap_err().to_string();
         assert!(err.ends_with("[smoke.wiki.ww] names no table of the recipe"), "{err}");
+    }
+
+    #[test]
+    fn smoke_merges_named_sources_and_evals_take_their_models_sft_template() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["tok.model", "a.jsonl", "b.jsonl", "small.jsonl"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("m")).unwrap();
+        let p = dir.path().join("r.toml");
+        let recipe = "out = \"x\"\n\
+            [shards.sft-data]\ntokenizer = \"tok.model\"\nkind = \"sft\"\ntemplate = \"alpaca_tr\"\nseq_len = 64\n\
+            [[shards.sft-data.sources]]\nname = \"a\"\npath = \"a.jsonl\"\nlang = \"tr\"\nepochs = 1.0\n\
+            [[shards.sft-data.sources]]\nname = \"b\"\npath = \"b.jsonl\"\nlang = \"tr\"\nepochs = 2.0\n\
+            [train.sft]\nmodel = \"m\"\ntrain = \"@sft-data/train\"\nmode = \"sft\"\n\
+            [eval.after]\nmodel = \"@sft/final\"\ntasks = [\"codeswitch_tr\"]\n\
+            [eval.base]\nmodel = \"m\"\ntasks = [\"codeswitch_tr\"]\n\
+            [eval.pinned]\nmodel = \"@sft/final\"\ntasks = [\"codeswitch_tr\"]\nprompt_template = \"chat\"\n";
+        let smoke = "[[smoke.shards.sft-data.sources]]\nname = \"b\"\npath = \"small.jsonl\"\nlimit = 3\n";
+        std::fs::write(&p, format!("{recipe}{smoke}")).unwrap();
+        let r = Recipe::load(&p, None, true).unwrap();
+        let b = r.stages[0].config.to_json();
+        let got: Vec<_> = b["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap(), PathBuf::from(s["path"].as_str().unwrap()), s["epochs"].as_f64(), s["limit"].as_u64()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", dir.path().join("a.jsonl"), Some(1.0), None),
+                ("b", dir.path().join("small.jsonl"), Some(2.0), Some(3))
+            ]
+        );
+        let templates: Vec<_> =
+            r.stages[2..].iter().map(|s| (s.name.as_str(), s.config.to_json()["prompt_template"].clone())).collect();
+        let t = |v: Option<&str>| v.map_or(serde_json::Value::Null, |s| s.into());
+        assert_eq!(
+            templates,
+            [("after", t(Some("alpaca_tr"))), ("base", t(None)), ("pinned", t(Some("chat")))]
+        );
+        std::fs::write(&p, format!("{recipe}{}", smoke.replace("\"b\"", "\"c\""))).unwrap();
+        let err = Recipe::load(&p, None, true).unwrap_err().to_string();
+        assert!(
+            err.ends_with("[[smoke.shards.sft-data.sources]] name = \"c\" names no element of the recipe's sources (it has: a, b)"),
+            "{err}"
+        );
     }
 }

@@ -282,6 +282,7 @@ impl Run<'_> {
             let bar = self.env.progress.bytes(0, &format!("tokenizing {}", s.name));
             let shard = cfg.shard;
             let docs = source::open(&s.path, cfg.kind)?
+                .take(s.limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)))
                 .enumerate()
                 .filter(|(i, _)| shard.owns(*i as u64))
                 .map(|(i, d)| d.map(|d| (i as u64, d)));
@@ -481,6 +482,10 @@ impl crate::stage::Stage for BuildConfig {
     }
     fn settings(&self) -> Option<serde_json::Value> {
         Some(self.output_settings())
+    }
+    fn sft_template(&self, data: &Path) -> Option<String> {
+        (self.kind == Kind::Sft && crate::stage::same_path(&self.out.join("train"), data))
+            .then(|| self.template_name().to_string())
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         run(self, ctx.base, ctx.env)?;

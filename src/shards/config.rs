@@ -56,6 +56,10 @@ pub struct SourceConfig {
     /// How many times to use every training document (fractions take a seeded subset for the rest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<f64>,
+    /// Read only the first N documents (records) of the source, e.g. an SFT data size (1K, 5K, …) taken
+    /// from one larger file; earlier sizes are then subsets of later ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 /// Settings of `shards build`.
@@ -168,9 +172,14 @@ impl BuildConfig {
         Ok(cfg)
     }
 
+    /// The name of the template SFT examples are formatted with (`alpaca` unless set).
+    pub fn template_name(&self) -> &str {
+        self.template.as_deref().unwrap_or("alpaca")
+    }
+
     /// The template SFT examples are formatted with.
     pub fn template(&self) -> Result<Template, String> {
-        Template::by_name(self.template.as_deref().unwrap_or("alpaca"))
+        Template::by_name(self.template_name())
     }
 
     /// Refuses settings that cannot make the requested shards; `origin` names the config file (or the flags).
@@ -228,6 +237,12 @@ impl BuildConfig {
                 (Some(p), None) => return bad(format!("source '{}': share = {p} must be in (0, 1]", s.name)),
                 (None, Some(e)) => return bad(format!("source '{}': epochs = {e} must be above 0", s.name)),
             }
+            if s.limit == Some(0) {
+                return bad(format!(
+                    "source '{}': limit = 0 reads nothing; remove the source or raise the limit",
+                    s.name
+                ));
+            }
         }
         if shares == self.sources.len() && (share_sum - 1.0).abs() > SHARE_SUM_TOLERANCE {
             return bad(format!("shares sum to {share_sum}, not 1; adjust them (or give some sources epochs)"));
@@ -249,7 +264,14 @@ impl BuildConfig {
         let sources: Vec<_> = self
             .sources
             .iter()
-            .map(|s| serde_json::json!({"name": s.name, "lang": s.lang, "share": s.share, "epochs": s.epochs}))
+            .map(|s| {
+                let mut v = serde_json::json!({"name": s.name, "lang": s.lang, "share": s.share, "epochs": s.epochs});
+                // Only when set, so runs without a limit keep their run ids.
+                if let Some(n) = s.limit {
+                    v["limit"] = n.into();
+                }
+                v
+            })
             .collect();
         serde_json::json!({
             "kind": self.kind,

@@ -110,7 +110,7 @@ mod tests {
     use super::*;
 
     fn src(name: &str, share: Option<f64>, epochs: Option<f64>) -> SourceConfig {
-        SourceConfig { name: name.into(), path: "x".into(), lang: "et".into(), share, epochs }
+        SourceConfig { name: name.into(), path: "x".into(), lang: "et".into(), share, epochs, limit: None }
     }
 
     #[test]

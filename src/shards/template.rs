@@ -127,6 +127,29 @@ impl Template {
             }
         }
     }
+
+    /// The prompt of an instruction with no input: what a model tuned with this template is asked at
+    /// evaluation (code-switching, generation).
+    pub fn prompt(&self, instruction: &str) -> String {
+        let r = Instruction {
+            id: serde_json::Value::Null,
+            instruction: instruction.into(),
+            input: String::new(),
+            output: String::new(),
+            lang: String::new(),
+            source_id: None,
+            translator: None,
+        };
+        self.format(&r).0
+    }
+
+    /// Where a generated response ends: the start of the next turn in this format.
+    pub fn stop(&self) -> String {
+        match self {
+            Template::Alpaca(w) => format!("### {}:", w.sections[0]),
+            Template::Chat => "[INST]".into(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +189,21 @@ mod tests {
         );
         let et = Template::by_name("alpaca_et").unwrap().format(&rec("Hello.")).0;
         assert!(et.ends_with("### Juhis:\nTranslate.\n\n### Sisend:\nHello.\n\n### Vastus:\n"), "{et}");
+    }
+
+    #[test]
+    fn evaluation_prompts_and_stops_follow_the_template() {
+        let tr = Template::by_name("alpaca_tr").unwrap();
+        assert_eq!(
+            tr.prompt("Bir şiir yaz."),
+            "Aşağıda bir görevi tanımlayan bir talimat bulunmaktadır. İsteği uygun şekilde tamamlayan bir yanıt \
+             yazın.\n\n### Talimat:\nBir şiir yaz.\n\n### Yanıt:\n"
+        );
+        assert_eq!(tr.stop(), "### Talimat:");
+        assert_eq!(
+            (Template::Chat.prompt("Hi."), Template::Chat.stop()),
+            ("[INST] Hi. [/INST]".into(), "[INST]".into())
+        );
     }
 
     #[test]

@@ -479,6 +479,9 @@ impl crate::stage::Stage for TrainConfig {
         self.eval_every = self.eval_every.min(steps);
         self.save_every = self.save_every.min(steps / 2);
     }
+    fn trained_model_data(&self, model: &Path) -> Option<PathBuf> {
+        crate::stage::same_path(&self.out.join("final"), model).then(|| self.train.clone())
+    }
     /// An interrupted run continues from its newest complete checkpoint.
     fn resumable(&self, dir: &Path, interrupted: bool) -> bool {
         interrupted && latest_checkpoint(dir).is_some()

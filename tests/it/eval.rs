@@ -299,6 +299,7 @@ fn run_config(tasks: &[&str], data_dir: &Path, out: PathBuf) -> RunConfig {
         limit: None,
         seed: 1234,
         perplexity_data: None,
+        prompt_template: None,
         log_samples: None,
         evals_dir: None,
         fixed_variants: true,
@@ -607,7 +608,7 @@ fn perplexity_over_text_jsonl_and_shards_and_codeswitch_task() {
     for data in [shard.parent().unwrap().to_path_buf(), jsonl] {
         let mut lm = formula_lm_with(4, 300);
         let mut cfg = run_config(&["perplexity", "codeswitch_zh"], &fixture("data"), dir.path().join("ppl.json"));
-        cfg.perplexity_data = Some(data.clone());
+        cfg.perplexity_data = Some(langadapt::eval::PerplexityData::One(data.clone()));
         let r = eval::run(&cfg, &mut lm, &env()).unwrap();
         let p = &r.results["perplexity"];
         assert!(
@@ -630,6 +631,82 @@ fn perplexity_over_text_jsonl_and_shards_and_codeswitch_task() {
     let cfg = run_config(&["perplexity"], &fixture("data"), dir.path().join("ppl.json"));
     let e = eval::run(&cfg, &mut formula_lm(1), &env()).unwrap_err().to_string();
     assert!(e.contains("--data PATH"), "{e}");
+}
+
+/// Answers generation with a fixed Chinese sentence and keeps the requests; scores with the formula.
+struct RecordingLm {
+    inner: LocalLm<FormulaScorer>,
+    asked: Vec<GenerateUntil>,
+}
+
+impl LanguageModel for RecordingLm {
+    fn loglikelihood(&mut self, r: &[Loglikelihood]) -> Result<Vec<eval::LoglikelihoodResult>, EvalError> {
+        self.inner.loglikelihood(r)
+    }
+    fn loglikelihood_rolling(
+        &mut self,
+        r: &[eval::LoglikelihoodRolling],
+    ) -> Result<Vec<eval::RollingResult>, EvalError> {
+        self.inner.loglikelihood_rolling(r)
+    }
+    fn generate_until(&mut self, r: &[GenerateUntil]) -> Result<Vec<String>, EvalError> {
+        self.asked.extend_from_slice(r);
+        Ok(r.iter().map(|_| "今天天气很好。".to_string()).collect())
+    }
+}
+
+/// Issue 17: zh and en perplexity in one eval (a table name → text, or a list named by file stem), and
+/// code-switching prompts written in the model's own instruction template.
+#[test]
+fn several_perplexity_texts_and_prompts_in_the_model_template() {
+    use langadapt::eval::PerplexityData;
+    let dir = tempfile::tempdir().unwrap();
+    let (zh, en) = (dir.path().join("zh.txt"), dir.path().join("en.txt"));
+    write(&zh, "今天天气很好。\n\n我们去公园吧。\n");
+    write(&en, "The weather is nice today.\n\nLet us go to the park.\n");
+    let one = |path: &Path| {
+        let mut cfg = run_config(&["perplexity"], &fixture("data"), dir.path().join("one.json"));
+        cfg.perplexity_data = Some(PerplexityData::One(path.to_path_buf()));
+        eval::run(&cfg, &mut formula_lm(2), &env()).unwrap().results["perplexity"]["bits_per_byte,none"].clone()
+    };
+    let (zh_bpb, en_bpb) = (one(&zh), one(&en));
+    assert_ne!(zh_bpb, en_bpb);
+    let named = PerplexityData::Named([("zh".to_string(), zh.clone()), ("en".to_string(), en.clone())].into());
+    for (data, names) in [
+        (named, ["perplexity_zh", "perplexity_en"]),
+        (PerplexityData::List(vec![zh.clone(), en.clone()]), ["perplexity_zh", "perplexity_en"]),
+    ] {
+        let mut cfg = run_config(&["perplexity", "codeswitch_zh"], &fixture("data"), dir.path().join("two.json"));
+        cfg.perplexity_data = Some(data);
+        cfg.prompt_template = Some("alpaca_zh".into());
+        cfg.limit = Some(2);
+        let mut lm = RecordingLm { inner: formula_lm(2), asked: Vec::new() };
+        let r = eval::run(&cfg, &mut lm, &env()).unwrap();
+        assert_eq!(r.results[names[0]]["bits_per_byte,none"], zh_bpb);
+        assert_eq!(r.results[names[1]]["bits_per_byte,none"], en_bpb);
+        assert!(!r.results.contains_key("perplexity"));
+        assert_eq!(lm.asked.len(), 2);
+        let first = &lm.asked[0];
+        assert!(
+            first.context.starts_with("以下是描述任务的指令。请写出恰当完成该请求的回答。\n\n### 指令:\n"),
+            "{}",
+            first.context
+        );
+        assert!(first.context.ends_with("\n\n### 回答:\n"), "{}", first.context);
+        assert_eq!(first.until, ["### 指令:"]);
+        assert_eq!(r.results["codeswitch_zh"]["codeswitch_rate,none"].as_f64(), Some(0.0));
+    }
+    // Two texts with one file stem cannot share a result name.
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    write(&dir.path().join("b/zh.txt"), "再见。\n");
+    let mut cfg = run_config(&["perplexity"], &fixture("data"), dir.path().join("three.json"));
+    cfg.perplexity_data = Some(PerplexityData::List(vec![zh.clone(), dir.path().join("b/zh.txt")]));
+    let e = eval::run(&cfg, &mut formula_lm(2), &env()).unwrap_err().to_string();
+    assert!(e.contains("would both report as `perplexity_zh`; name them in a table instead"), "{e}");
+    cfg.perplexity_data = Some(PerplexityData::One(zh));
+    cfg.prompt_template = Some("vicuna".into());
+    let e = eval::run(&cfg, &mut formula_lm(2), &env()).unwrap_err().to_string();
+    assert!(e.starts_with("unknown template 'vicuna'; known templates: alpaca, alpaca_tr"), "{e}");
 }
 
 /// A fake OpenAI-compatible server on 127.0.0.1 answering `n` requests: echoed logprobs from the

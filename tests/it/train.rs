@@ -24,7 +24,14 @@ fn corpus(dir: &Path) -> PathBuf {
 
 fn build_shards(dir: &Path, kind: Kind, source: PathBuf) -> PathBuf {
     let out = dir.join(format!("shards-{kind:?}"));
-    let src = SourceConfig { name: "tr".into(), path: source, lang: "tr".into(), share: Some(1.0), epochs: None };
+    let src = SourceConfig {
+        name: "tr".into(),
+        path: source,
+        lang: "tr".into(),
+        share: Some(1.0),
+        epochs: None,
+        limit: None,
+    };
     // The Alpaca prompt alone is ~100 tokens with the tiny byte-fallback vocabulary.
     let seq_len = if kind == Kind::Sft { 256 } else { 32 };
     let mut cfg = BuildConfig::single(fixture("tiny-llama"), src, seq_len, out.clone());

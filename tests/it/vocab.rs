@@ -661,6 +661,7 @@ fn special_tokens_come_from_the_checkpoint_files_not_their_names() {
         lang: "en".into(),
         share: Some(1.0),
         epochs: None,
+        limit: None,
     };
     let mut cfg = langadapt::shards::BuildConfig::single(dir.path().to_path_buf(), src, 16, dir.path().join("shards"));
     cfg.val_share = 0.0;
