@@ -105,7 +105,14 @@ impl BackendSpec {
                     .max_length
                     .or_else(|| config_max_length(model_dir))
                     .ok_or_else(|| config("--backend openai needs --max-length (the served model's context length)"))?;
-                Ok(Box::new(OpenAiLm::new(endpoint, &self.model, tokenizer, max_length, self.batch_size, env.progress)?))
+                Ok(Box::new(OpenAiLm::new(
+                    endpoint,
+                    &self.model,
+                    tokenizer,
+                    max_length,
+                    self.batch_size,
+                    env.progress,
+                )?))
             }
         }
     }

@@ -216,7 +216,6 @@ pub fn run(cfg: &LabelledConfig, env: &Env) -> Result<LabelledReport, InstructEr
     Ok(r)
 }
 
-
 impl crate::stage::Stage for LabelledConfig {
     fn kind(&self) -> &'static str {
         "labelled"

@@ -328,7 +328,6 @@ pub fn manifest_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-
 impl crate::stage::Stage for PairsConfig {
     fn kind(&self) -> &'static str {
         "translation-pairs"

@@ -774,7 +774,6 @@ fn write_manifest(
     crate::io::write_atomic(path, &bytes).map_err(|source| InstructError::Io { path: path.into(), source })
 }
 
-
 impl crate::stage::Stage for TranslateConfig {
     fn kind(&self) -> &'static str {
         "translate"

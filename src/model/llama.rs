@@ -389,8 +389,13 @@ impl Llama {
         let offset = key_mask.dim(1)? - t;
         let bias = self.attention_bias(&key_mask, t, offset, segments.as_deref())?;
         let mut xs = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
-        let ctx =
-            LayerCtx { positions: &positions, bias: bias.as_ref(), rope: &self.rope, train, query_block: self.query_block };
+        let ctx = LayerCtx {
+            positions: &positions,
+            bias: bias.as_ref(),
+            rope: &self.rope,
+            train,
+            query_block: self.query_block,
+        };
         for (l, block) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
             xs = block.forward(&xs, &ctx, kv)?;
@@ -560,15 +565,7 @@ fn repeat_kv(xs: Tensor, n: usize) -> Result<Tensor> {
 fn dropout(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     let mut rng = crate::rng::SplitMix(seed);
     let scale = 1.0 / (1.0 - p);
-    let keep: Vec<f32> = (0..xs.elem_count())
-        .map(|_| {
-            if rng.next_f32() >= p {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let keep: Vec<f32> = (0..xs.elem_count()).map(|_| if rng.next_f32() >= p { scale } else { 0.0 }).collect();
     let mask = Tensor::from_vec(keep, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
     Ok((xs * mask)?)
 }

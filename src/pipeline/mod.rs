@@ -559,7 +559,10 @@ mod tests {
         assert!(Recipe::load(&p, None, false).unwrap_err().to_string().contains("big.xml does not exist"));
         let r = Recipe::load(&p, None, true).unwrap();
         let w = r.stages[0].config.to_json();
-        assert_eq!((w["dump"].as_str().unwrap(), w["min_chars"].as_u64()), (dir.path().join("small.xml").to_str().unwrap(), Some(0)));
+        assert_eq!(
+            (w["dump"].as_str().unwrap(), w["min_chars"].as_u64()),
+            (dir.path().join("small.xml").to_str().unwrap(), Some(0))
+        );
         std::fs::write(&p, "out = \"x\"\n[wiki.w]\ndump = \"small.xml\"\n[smoke.wiki.ww]\nmin_chars = 0\n").unwrap();
         let err = Recipe::load(&p, None, true).unwrap_err().to_string();
         assert!(err.ends_with("[smoke.wiki.ww] names no table of the recipe"), "{err}");
@@ -589,7 +592,14 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| (s["name"].as_str().unwrap(), PathBuf::from(s["path"].as_str().unwrap()), s["epochs"].as_f64(), s["limit"].as_u64()))
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap(),
+                    PathBuf::from(s["path"].as_str().unwrap()),
+                    s["epochs"].as_f64(),
+                    s["limit"].as_u64(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -601,10 +611,7 @@ mod tests {
         let templates: Vec<_> =
             r.stages[2..].iter().map(|s| (s.name.as_str(), s.config.to_json()["prompt_template"].clone())).collect();
         let t = |v: Option<&str>| v.map_or(serde_json::Value::Null, |s| s.into());
-        assert_eq!(
-            templates,
-            [("after", t(Some("alpaca_tr"))), ("base", t(None)), ("pinned", t(Some("chat")))]
-        );
+        assert_eq!(templates, [("after", t(Some("alpaca_tr"))), ("base", t(None)), ("pinned", t(Some("chat")))]);
         std::fs::write(&p, format!("{recipe}{}", smoke.replace("\"b\"", "\"c\""))).unwrap();
         let err = Recipe::load(&p, None, true).unwrap_err().to_string();
         assert!(

@@ -176,11 +176,8 @@ mod tests {
         //   opt = torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
         //   for g in ([0.5, 0.25], [-0.5, 1.0], [0.125, -0.75]):
         //       p.grad = torch.tensor(g); opt.step(); print(p.tolist())
-        let torch: [[f32; 2]; 3] = [
-            [0.899_000_05, -2.098_000_05],
-            [0.903_364_2, -2.184_339_5],
-            [0.895_338_65, -2.199_826],
-        ];
+        let torch: [[f32; 2]; 3] =
+            [[0.899_000_05, -2.098_000_05], [0.903_364_2, -2.184_339_5], [0.895_338_65, -2.199_826]];
         let dev = candle_core::Device::Cpu;
         let var = Var::from_tensor(&Tensor::new(&[1f32, -2.0], &dev).unwrap()).unwrap();
         let mut opt = AdamW::new(vec![("w".into(), var.clone())], &[], (0.9, 0.999, 1e-8, 0.01)).unwrap();
@@ -221,7 +218,12 @@ mod tests {
         );
         let path = write(Tensor::new(&[3i64], &dev).unwrap(), Tensor::zeros(3, DType::F32, &dev).unwrap());
         let err = opt.load(&path).unwrap_err().to_string();
-        assert!(err.ends_with("m.w is F32 [3], the parameter is [2] F32; the checkpoint belongs to another model or is damaged"), "{err}");
+        assert!(
+            err.ends_with(
+                "m.w is F32 [3], the parameter is [2] F32; the checkpoint belongs to another model or is damaged"
+            ),
+            "{err}"
+        );
         let path = write(Tensor::new(&[3i64], &dev).unwrap(), zeros.clone());
         opt.load(&path).unwrap();
         assert_eq!(opt.step, 3);

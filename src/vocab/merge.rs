@@ -356,7 +356,8 @@ impl crate::stage::Stage for MergeConfig {
     }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
-        let mut v = vec![("base".to_string(), &mut self.base, Need::Input), ("add".to_string(), &mut self.add, Need::Input)];
+        let mut v =
+            vec![("base".to_string(), &mut self.base, Need::Input), ("add".to_string(), &mut self.add, Need::Input)];
         v.extend(self.model.as_mut().map(|p| ("model".to_string(), p, Need::Input)));
         v.extend(crate::stage::indexed("fertility", &mut self.fertility, Need::Input));
         v
@@ -386,7 +387,8 @@ mod tests {
         let mut base = ModelProto::read(&path).unwrap();
         let last = base.pieces.iter().rposition(|p| p.kind == PieceType::Normal).unwrap();
         base.pieces[last].score = -1e9;
-        let piece = |p: &str, score| Piece { piece: p.into(), score, kind: PieceType::Normal, extra: Default::default() };
+        let piece =
+            |p: &str, score| Piece { piece: p.into(), score, kind: PieceType::Normal, extra: Default::default() };
         let add = ModelProto { pieces: vec![piece("zq", -1.0), piece("qz", -2.0)], ..Default::default() };
         let (merged, report) = merge_models(&base, &add, None);
         assert_eq!(report.added, 2);

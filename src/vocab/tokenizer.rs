@@ -182,8 +182,8 @@ impl Tokenizer {
             // GPT-2-style byte-level BPE does not).
             let with = inner.encode("a", true).map_err(|e| load_err(e.to_string()))?;
             let without = inner.encode("a", false).map_err(|e| load_err(e.to_string()))?;
-            let adds_bos = with.get_ids().len() > without.get_ids().len()
-                && with.get_special_tokens_mask().first() == Some(&1);
+            let adds_bos =
+                with.get_ids().len() > without.get_ids().len() && with.get_special_tokens_mask().first() == Some(&1);
             Self { inner: Arc::new(Backend::Json(inner)), path: file.clone(), bos, eos, unk, adds_bos }
         } else {
             let proto = ModelProto::from_bytes(&head).map_err(|e| VocabError::Proto {
@@ -232,7 +232,14 @@ impl Tokenizer {
         let sp = special_pieces(model.proto());
         let (bos, eos, unk) = (sp.bos.map(|b| b.0), sp.eos.map(|e| e.0), Some(model.unk_id()));
         // LlamaTokenizer's default add_bos_token = True.
-        Ok(Self { inner: Arc::new(Backend::Spm(model)), path: path.to_path_buf(), bos, eos, unk, adds_bos: bos.is_some() })
+        Ok(Self {
+            inner: Arc::new(Backend::Spm(model)),
+            path: path.to_path_buf(),
+            bos,
+            eos,
+            unk,
+            adds_bos: bos.is_some(),
+        })
     }
 
     /// Token ids of `text`, with the BOS id first when `add_bos` (never EOS).

@@ -423,7 +423,6 @@ fn llama_model(learned: Vec<Piece>, cfg: &TrainConfig) -> ModelProto {
     ModelProto { pieces, trainer_spec: ts, normalizer_spec: ns, rest: Message::default() }
 }
 
-
 impl crate::stage::Stage for TrainConfig {
     fn kind(&self) -> &'static str {
         "vocab-train"

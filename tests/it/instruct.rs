@@ -276,7 +276,11 @@ fn records_that_keep_failing_are_listed_not_dropped_or_copied() {
 
 /// The report of a run that ended with `failed` of `records` records untranslated (issue 19: an error, so no
 /// caller can mistake it for a finished stage).
-fn incomplete(r: Result<translate::TranslateReport, InstructError>, failed: u64, records: u64) -> translate::TranslateReport {
+fn incomplete(
+    r: Result<translate::TranslateReport, InstructError>,
+    failed: u64,
+    records: u64,
+) -> translate::TranslateReport {
     match r {
         Err(e @ InstructError::Incomplete { .. }) => {
             let msg = e.to_string();
@@ -692,8 +696,7 @@ fn a_recipe_fails_on_untranslated_records_and_the_rerun_retries_only_those() {
         )
     );
     let content = |r: &crate::mock_http::Req| r.body["messages"][1]["content"].to_string();
-    let answered: Vec<String> =
-        mock.requests().iter().map(content).filter(|t| !t.contains("binary number")).collect();
+    let answered: Vec<String> = mock.requests().iter().map(content).filter(|t| !t.contains("binary number")).collect();
     // Still broken: the stage is run again (not skipped) and fails again.
     assert!(run().is_err());
     healed.store(true, Ordering::SeqCst);

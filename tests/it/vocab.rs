@@ -699,7 +699,13 @@ fn merge_base_folder_with_a_foreign_tokenizer_model_uses_the_json_beside_it() {
     let err = crate::common::stderr(&run);
     assert!(run.status.success(), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("vocab merge: ")).collect();
-    assert!(lines[0].starts_with(&format!("vocab merge: {}: not a valid SentencePiece model at byte ", base.join("tokenizer.model").display())), "{err}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "vocab merge: {}: not a valid SentencePiece model at byte ",
+            base.join("tokenizer.model").display()
+        )),
+        "{err}"
+    );
     assert!(lines[0].ends_with(&format!("; using {} beside it", base.join("tokenizer.json").display())), "{err}");
     assert_eq!(lines[1], format!("vocab merge: base tokenizer {}", base.join("tokenizer.json").display()));
     assert!(out.join("tokenizer.json").is_file() && !out.join("tokenizer.model").exists());
