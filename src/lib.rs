@@ -9,6 +9,7 @@ pub mod instruct;
 pub mod io;
 pub mod manifest;
 pub mod model;
+pub mod net;
 pub mod parallel;
 pub mod pipeline;
 pub mod progress;
