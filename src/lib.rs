@@ -5,6 +5,7 @@
 
 pub mod corpus;
 pub mod eval;
+pub mod hub;
 pub mod instruct;
 pub mod io;
 pub mod manifest;
