@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use langadapt::eval::openai::OpenAiLm;
 use langadapt::eval::run::ModelInfo;
 use langadapt::eval::{self, codeswitch, LanguageModel, Results, RunConfig, TaskRegistry};
+use langadapt::hub::HubConfig;
 use langadapt::vocab::Tokenizer;
 use langadapt::Env;
 
@@ -141,8 +142,12 @@ pub struct ScoreArgs {
 /// Runs an `eval` subcommand.
 pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
     match cmd {
-        EvalCommand::Run(a) => {
-            let cfg = run_config(&a.tasks, &a.backend, a.out.clone())?;
+        EvalCommand::Run(mut a) => {
+            let hub_model = fetch_model(&mut a.backend, env)?;
+            let mut cfg = run_config(&a.tasks, &a.backend, a.out.clone(), env)?;
+            if let Some((spec, source)) = hub_model {
+                (cfg.model.model, cfg.model.hub) = (spec, Some(source));
+            }
             let cfg = RunConfig { perplexity_data: a.data, log_samples: a.log_samples, seed: a.seed, ..cfg };
             let mut lm = open_lm(&a.backend, env)?;
             // Warnings (e.g. known data defects) are printed by the run and kept in results.json.
@@ -152,11 +157,12 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
             eprintln!("results: {}", a.out.display());
         }
         EvalCommand::Requests(a) => {
-            let cfg = run_config(&a.tasks, &BackendArgs::none(), a.out.clone())?;
+            let cfg = run_config(&a.tasks, &BackendArgs::none(), a.out.clone(), env)?;
             let n = eval::write_requests(&cfg, &a.out)?;
             eprintln!("{n} requests: {}", a.out.display());
         }
-        EvalCommand::Score(a) => {
+        EvalCommand::Score(mut a) => {
+            fetch_model(&mut a.backend, env)?;
             let mut lm = open_lm(&a.backend, env)?;
             let n = eval::score_requests(lm.as_mut(), &a.requests, &a.out)?;
             eprintln!("{n} requests scored: {}", a.out.display());
@@ -217,7 +223,19 @@ impl BackendArgs {
     }
 }
 
-fn run_config(t: &TaskArgs, b: &BackendArgs, out: PathBuf) -> anyhow::Result<RunConfig> {
+/// With the local backend, `--model org/name[@revision]` (not a local path) is fetched from the Hub and
+/// replaced by its snapshot directory; returns what was asked for and where it came from.
+fn fetch_model(b: &mut BackendArgs, env: &Env) -> anyhow::Result<Option<(String, langadapt::hub::HubSource)>> {
+    if b.backend != "local" {
+        return Ok(None);
+    }
+    let resolved = langadapt::hub::resolve_model(&b.model, &HubConfig::from_env(env.progress))?;
+    let Some(source) = resolved.hub else { return Ok(None) };
+    let spec = std::mem::replace(&mut b.model, resolved.path.to_string_lossy().into_owned());
+    Ok(Some((spec, source)))
+}
+
+fn run_config(t: &TaskArgs, b: &BackendArgs, out: PathBuf, env: &Env) -> anyhow::Result<RunConfig> {
     let model = match b.backend.as_str() {
         "local" => ModelInfo::local(Path::new(&b.model), b.batch_size, &b.device)?,
         _ => ModelInfo {
@@ -227,6 +245,7 @@ fn run_config(t: &TaskArgs, b: &BackendArgs, out: PathBuf) -> anyhow::Result<Run
             endpoint: b.endpoint.clone(),
             batch_size: b.batch_size,
             device: b.device.clone(),
+            hub: None,
         },
     };
     Ok(RunConfig {
@@ -242,6 +261,7 @@ fn run_config(t: &TaskArgs, b: &BackendArgs, out: PathBuf) -> anyhow::Result<Run
         max_gen_tokens: t.max_gen_tokens,
         out,
         model,
+        hub: Some(HubConfig::from_env(env.progress)),
     })
 }
 
