@@ -121,7 +121,10 @@ impl StageConfig {
         let mut v = Vec::new();
         match self {
             StageConfig::Wiki(c) => {
-                v.push(one("dump", &mut c.dump, Need::Input));
+                // With `date` the dump is downloaded when the stage runs.
+                if c.date.is_none() {
+                    v.push(one("dump", &mut c.dump, Need::Input));
+                }
                 v.extend(c.index.as_mut().map(|p| one("index", p, Need::Input)));
             }
             StageConfig::Translate(c) => {
@@ -558,7 +561,11 @@ fn run_stage(stage: &Stage, dir: &Path, base: &Path, env: &Env) -> Result<Outcom
     create_dir(dir)?;
     match &stage.config {
         StageConfig::Wiki(c) => {
-            let cfg = wiki::IngestConfig { resume: resumable, ..c.clone() };
+            let mut cfg = wiki::IngestConfig { resume: resumable, ..c.clone() };
+            if let Some(date) = &c.date {
+                let dump = download_dump(c, date, dir, env).map_err(|e| fail(&e))?;
+                (cfg.dump, cfg.index) = (dump.dump, Some(dump.index));
+            }
             wiki::run(&cfg, env).map(drop).map_err(|e| fail(&e))?
         }
         StageConfig::Translate(c) => {
@@ -588,6 +595,28 @@ fn run_stage(stage: &Stage, dir: &Path, base: &Path, env: &Env) -> Result<Outcom
         StageConfig::Eval(c) => c.run(env).map(drop).map_err(|e| fail(&e))?,
     }
     Ok(if resumable && interrupted { Outcome::Resumed } else { Outcome::Ran })
+}
+
+/// A `wiki` stage's `lang` + `date` dump, downloaded (or completed) into `{stage}.dump/` beside the stage's
+/// folder, which a rerun with other settings keeps.
+fn download_dump(
+    c: &wiki::IngestConfig,
+    date: &str,
+    dir: &Path,
+    env: &Env,
+) -> Result<crate::hub::dump::DumpReport, String> {
+    let lang = c.lang.clone().ok_or("`date` needs `lang` (the Wikipedia language code) to name the dump")?;
+    let mut out = dir.as_os_str().to_owned();
+    out.push(".dump");
+    let cfg = crate::hub::dump::DumpConfig {
+        lang,
+        date: date.to_string(),
+        mirror: c.mirror.clone().unwrap_or_else(|| crate::hub::dump::DEFAULT_MIRROR.into()),
+        out: out.into(),
+        retry: crate::hub::download_retry(),
+        progress: env.progress,
+    };
+    crate::hub::dump::download(&cfg).map_err(|e| e.to_string())
 }
 
 /// Every key of `want` has the same value in `args` (stages may record more, e.g. which translator).

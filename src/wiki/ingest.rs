@@ -27,7 +27,14 @@ use crate::Env;
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// The dump: `*-pages-articles[-multistream].xml.bz2` or plain `.xml` (UTF-8 or UTF-16 with BOM).
+    #[serde(default)]
     pub dump: PathBuf,
+    /// In a recipe, instead of `dump`: the date (`YYYYMMDD` or `latest`) of `lang`'s dump to download first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    /// The dump site for `date` (default: dumps.wikimedia.org).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     /// Output directory for `part-NNNNN.parquet` and `manifest.json` (a recipe sets it per stage).
     #[serde(default)]
     pub out: PathBuf,
@@ -70,6 +77,8 @@ impl IngestConfig {
     pub fn new(dump: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
         IngestConfig {
             dump: dump.into(),
+            date: None,
+            mirror: None,
             out: out.into(),
             index: None,
             lang: None,
