@@ -3,6 +3,7 @@
 mod audit;
 mod common;
 mod eval;
+mod hub;
 mod instruct;
 mod mock_http;
 mod model;
