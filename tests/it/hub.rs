@@ -574,7 +574,7 @@ fn eval_run_with_model_and_task_data_by_name() {
     assert_eq!(std::fs::read_to_string(cached).unwrap(), COMMIT);
 
     // The token reached the Hub's Authorization header and nothing else.
-    assert!(fake.hub.requests().iter().any(|r| r.headers.get("authorization").is_some()));
+    assert!(fake.hub.requests().iter().any(|r| r.headers.get("authorization") == Some(&format!("Bearer {TOKEN}"))));
     let outputs = [String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o), all_text(work.path())];
     assert!(outputs.iter().all(|t| !t.contains(TOKEN)), "the token leaked");
 }
