@@ -94,6 +94,26 @@ enum Command {
 enum WikiCommand {
     /// Turn a Wikipedia dump into clean text shards (DIR/part-NNNNN.parquet + manifest.json).
     Ingest(IngestArgs),
+    /// Download a dump (pages-articles-multistream + its index) by language and date, resumable and sha1-checked.
+    Download(WikiDownloadArgs),
+}
+
+#[derive(Debug, Args)]
+struct WikiDownloadArgs {
+    /// Wikipedia language code (tr, et, fa, zh).
+    lang: String,
+    /// Dump date YYYYMMDD, or `latest` (the newest finished dump).
+    #[arg(long, default_value = "latest")]
+    date: String,
+    /// Dump site or mirror with the dumps.wikimedia.org layout.
+    #[arg(long, default_value = langadapt::hub::dump::DEFAULT_MIRROR)]
+    mirror: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -406,8 +426,9 @@ impl Cli {
                 run_recipe(&recipe, out, (dry_run, smoke, json), (from.as_deref(), only.as_deref()), &env)
             }
             Command::Wiki(WikiCommand::Ingest(a)) => ingest(a, &env),
+            Command::Wiki(WikiCommand::Download(a)) => wiki_download(a, &env),
             Command::Corpus(CorpusCommand::Cat { path, limit }) => cat(&path, limit),
-            Command::Model(cmd) => model_command(cmd),
+            Command::Model(cmd) => model_command(cmd, &env),
             Command::Train(a) => train_command(*a, &env),
             Command::Audit { dir, json } => audit_command(&dir, json, &env),
             Command::Report { dir } => {
@@ -430,9 +451,41 @@ impl Cli {
     }
 }
 
+fn wiki_download(a: WikiDownloadArgs, env: &Env) -> anyhow::Result<()> {
+    let cfg = langadapt::hub::dump::DumpConfig {
+        lang: a.lang,
+        date: a.date,
+        mirror: a.mirror,
+        out: a.out,
+        retry: langadapt::hub::download_retry(),
+        progress: env.progress,
+    };
+    let r = langadapt::hub::dump::download(&cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        eprintln!(
+            "wiki download: {} dump {} and its index {} ({} bytes fetched, sha1 checked); manifest: {}",
+            r.date,
+            r.dump.display(),
+            r.index.display(),
+            r.bytes_fetched,
+            r.manifest.display()
+        );
+    }
+    Ok(())
+}
+
+/// A checkpoint argument: an existing local path as given, else `org/name[@revision]` fetched from the Hub.
+fn checkpoint_path(p: &std::path::Path, env: &Env) -> anyhow::Result<PathBuf> {
+    langadapt::stage::checkpoint(p, env).map_err(anyhow::Error::from_boxed)
+}
+
 fn ingest(a: IngestArgs, env: &Env) -> anyhow::Result<()> {
     let cfg = wiki::IngestConfig {
         dump: a.dump,
+        date: None,
+        mirror: None,
         out: a.out,
         index: a.index,
         lang: a.lang,
@@ -751,10 +804,10 @@ struct GenerateArgs {
     dtype: String,
 }
 
-fn model_command(cmd: ModelCommand) -> anyhow::Result<()> {
+fn model_command(cmd: ModelCommand, env: &Env) -> anyhow::Result<()> {
     match cmd {
         ModelCommand::Info { ckpt, json } => {
-            let info = model::Checkpoint::open(&ckpt)?.info()?;
+            let info = model::Checkpoint::open(&checkpoint_path(&ckpt, env)?)?.info()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
                 return Ok(());
@@ -776,7 +829,7 @@ fn model_command(cmd: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelCommand::Generate(a) => {
-            let ckpt = model::Checkpoint::open(&a.ckpt)?;
+            let ckpt = model::Checkpoint::open(&checkpoint_path(&a.ckpt, env)?)?;
             let device = model::parse_device(&a.device)?;
             let llama = ckpt.load(&device, model::parse_dtype(&a.dtype)?)?;
             let tokenizer = ckpt.tokenizer()?;
@@ -794,7 +847,7 @@ fn model_command(cmd: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelCommand::MergeLora { base, adapter, out } => {
-            let report = model::merge_lora(&base, &adapter, &out)?;
+            let report = model::merge_lora(&checkpoint_path(&base, env)?, &adapter, &out)?;
             eprintln!(
                 "merge-lora: {} projections merged, {} modules replaced ({}); checkpoint in {}",
                 report.merged_projections,
@@ -959,7 +1012,8 @@ fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
         ("lora", (!lora.is_empty()).then_some(toml::Value::Table(lora))),
     ];
     let flags: toml::Table = flags.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
-    let cfg = train::TrainConfig::load(a.config.as_deref(), flags)?;
+    let mut cfg = train::TrainConfig::load(a.config.as_deref(), flags)?;
+    cfg.model = checkpoint_path(&cfg.model, env)?;
     let report = train::run(&cfg, a.resume.as_deref(), env)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -1046,7 +1100,7 @@ fn vocab_merge(a: VocabMergeArgs, env: &Env) -> anyhow::Result<()> {
         add: a.add,
         out: a.out,
         max_added: a.max_added,
-        model: a.model,
+        model: a.model.map(|m| checkpoint_path(&m, env)).transpose()?,
         init,
         seed: a.seed,
         fertility: a.fertility,

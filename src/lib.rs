@@ -6,10 +6,12 @@
 pub mod corpus;
 pub mod error;
 pub mod eval;
+pub mod hub;
 pub mod instruct;
 pub mod io;
 pub mod manifest;
 pub mod model;
+pub mod net;
 pub mod parallel;
 pub mod pipeline;
 pub mod progress;

@@ -13,6 +13,15 @@ pub enum Need {
     Input,
     /// Read when present, written otherwise (a translation cache).
     Optional,
+    /// A checkpoint folder, or a Hub model id `org/name[@revision]` fetched when the stage runs.
+    Checkpoint,
+}
+
+/// A checkpoint setting as the stage loads it: a local folder as given, else a Hub id fetched into the
+/// Hugging Face cache (honouring HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
+pub fn checkpoint(model: &Path, env: &Env) -> Result<PathBuf, StageError> {
+    let hub = crate::hub::HubConfig::from_env(env.progress);
+    Ok(crate::hub::resolve_model(&model.to_string_lossy(), &hub)?.path)
 }
 
 /// One path-valued setting: its key as the recipe writes it, the value to resolve in place, and the need.

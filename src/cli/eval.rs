@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use langadapt::eval::backend::{BackendKind, BackendSpec};
 use langadapt::eval::run::ModelInfo;
 use langadapt::eval::{self, codeswitch, Results, RunConfig, TaskRegistry};
+use langadapt::hub::HubConfig;
 use langadapt::Env;
 
 #[derive(Debug, Subcommand)]
@@ -141,8 +142,14 @@ pub struct ScoreArgs {
 pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Run(a) => {
-            let spec = a.backend.spec();
-            let cfg = run_config(&a.tasks, spec.model_info()?, a.out.clone());
+            let hub = HubConfig::from_env(env.progress);
+            let mut spec = a.backend.spec();
+            let fetched = spec.fetch_model(&hub)?;
+            let mut model = spec.model_info()?;
+            if let Some((asked, source)) = fetched {
+                (model.model, model.hub) = (asked, Some(source));
+            }
+            let cfg = run_config(&a.tasks, model, a.out.clone(), Some(hub));
             let perplexity_data = a.data.map(eval::PerplexityData::One);
             let cfg = RunConfig { perplexity_data, log_samples: a.log_samples, seed: a.seed, ..cfg };
             let mut lm = spec.open(env)?;
@@ -153,12 +160,14 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
             eprintln!("results: {}", a.out.display());
         }
         EvalCommand::Requests(a) => {
-            let cfg = run_config(&a.tasks, ModelInfo::none(), a.out.clone());
+            let cfg = run_config(&a.tasks, ModelInfo::none(), a.out.clone(), Some(HubConfig::from_env(env.progress)));
             let n = eval::write_requests(&cfg, &a.out)?;
             eprintln!("{n} requests: {}", a.out.display());
         }
         EvalCommand::Score(a) => {
-            let mut lm = a.backend.spec().open(env)?;
+            let mut spec = a.backend.spec();
+            spec.fetch_model(&HubConfig::from_env(env.progress))?;
+            let mut lm = spec.open(env)?;
             let n = eval::score_requests(lm.as_mut(), &a.requests, &a.out)?;
             eprintln!("{n} requests scored: {}", a.out.display());
         }
@@ -218,7 +227,7 @@ impl BackendArgs {
     }
 }
 
-fn run_config(t: &TaskArgs, model: ModelInfo, out: PathBuf) -> RunConfig {
+fn run_config(t: &TaskArgs, model: ModelInfo, out: PathBuf, hub: Option<HubConfig>) -> RunConfig {
     RunConfig {
         tasks: t.tasks.clone(),
         data_dir: t.data_dir.clone(),
@@ -233,5 +242,6 @@ fn run_config(t: &TaskArgs, model: ModelInfo, out: PathBuf) -> RunConfig {
         max_gen_tokens: t.max_gen_tokens,
         out,
         model,
+        hub,
     }
 }

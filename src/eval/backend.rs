@@ -56,6 +56,21 @@ pub struct BackendSpec {
 }
 
 impl BackendSpec {
+    /// With the local backend, a `model` of the form `org/name[@revision]` (not a local path) is fetched from
+    /// the Hub and replaced by its snapshot folder; returns what was asked for and where it came from.
+    pub fn fetch_model(
+        &mut self,
+        hub: &crate::hub::HubConfig,
+    ) -> Result<Option<(String, crate::hub::HubSource)>, EvalError> {
+        if self.kind != BackendKind::Local {
+            return Ok(None);
+        }
+        let resolved = crate::hub::resolve_model(&self.model, hub)?;
+        let Some(source) = resolved.hub else { return Ok(None) };
+        let asked = std::mem::replace(&mut self.model, resolved.path.to_string_lossy().into_owned());
+        Ok(Some((asked, source)))
+    }
+
     /// What results.json records about the model (the weight files of a local checkpoint are hashed).
     pub fn model_info(&self) -> Result<ModelInfo, EvalError> {
         match self.kind {
@@ -67,6 +82,7 @@ impl BackendSpec {
                 endpoint: self.endpoint.clone(),
                 batch_size: self.batch_size,
                 device: self.device.clone(),
+                hub: None,
             }),
         }
     }

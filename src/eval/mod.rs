@@ -67,6 +67,9 @@ pub enum EvalError {
         /// Task families that exist.
         known: String,
     },
+    /// Fetching the model or data from the Hub failed.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] crate::vocab::VocabError),

@@ -58,6 +58,9 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// The model: how it is served and what files make it.
     pub model: ModelInfo,
+    /// Fetch task data missing under `data_dir` from the Hub (None: local files only).
+    #[serde(skip)]
+    pub hub: Option<crate::hub::HubConfig>,
 }
 
 /// Settings of an `eval` stage of a recipe: a local checkpoint scored on tasks (what `eval run` does with
@@ -145,6 +148,7 @@ impl EvalConfig {
             max_gen_tokens: self.max_gen_tokens,
             out: self.results_path(),
             model: ModelInfo::local(&self.model, self.batch_size, &self.device)?,
+            hub: Some(crate::hub::HubConfig::from_env(crate::Progress::default())),
         })
     }
 
@@ -229,6 +233,9 @@ pub struct ModelInfo {
     pub batch_size: usize,
     /// Device (local backend).
     pub device: String,
+    /// The Hub repository, revision and commit, when the model was fetched by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<crate::hub::HubSource>,
 }
 
 impl ModelInfo {
@@ -241,6 +248,7 @@ impl ModelInfo {
             endpoint: None,
             batch_size: 1,
             device: String::new(),
+            hub: None,
         }
     }
 
@@ -253,6 +261,7 @@ impl ModelInfo {
             endpoint: None,
             batch_size,
             device: device.into(),
+            hub: None,
         })
     }
 }
@@ -283,8 +292,9 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
         groups: Vec::new(),
         warnings: Vec::new(),
     };
+    let hub = cfg.hub.clone().map(crate::hub::Hub::new).transpose()?;
     for name in &cfg.tasks {
-        let refs = registry.resolve(name, &cfg.data_dir)?;
+        let refs = registry.resolve(name, &cfg.data_dir, hub.is_some())?;
         if let Some(g) = registry.group_of(name) {
             let all = registry.group_size(name);
             if refs.len() < all {
@@ -302,7 +312,7 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
                     if p.mc.iter().any(|t| t.name == r.name) {
                         continue;
                     }
-                    let task = McTask::open(&r.name, &r.instance, mc, &cfg.data_dir)?;
+                    let task = McTask::open(&r.name, &r.instance, mc, &cfg.data_dir, hub.as_ref())?;
                     if let Some((fix, n)) = task.detect_defect() {
                         let msg = format!(
                             "{}: {} has the known defect in `{}` ({n} rows): {}; reporting `{}` as released{}",
@@ -420,6 +430,9 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
+    // Which Hub dataset, config and commit each fetched task read.
+    let datasets: std::collections::BTreeMap<&str, _> =
+        p.mc.iter().filter_map(|t| t.hub_source.as_ref().map(|s| (t.name.as_str(), s))).collect();
     let args = serde_json::to_value(cfg).map_err(|e| EvalError::Config(e.to_string()))?;
     let mut manifest = ManifestBuilder::new("eval run", args, Some(cfg.seed));
     let mut model_files: Vec<InputFile> = Vec::new();
@@ -586,6 +599,8 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         "limit": cfg.limit,
         "seed": cfg.seed,
         "data_dir": cfg.data_dir,
+        "model_hub": cfg.model.hub,
+        "datasets": datasets,
         "versions": { "langadapt": TOOL_VERSION, "lm_eval_templates": "0.4.13" },
     });
     results.write(&cfg.out)?;
@@ -643,7 +658,7 @@ impl crate::stage::Stage for EvalConfig {
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
         let mut v = vec![
-            ("model".to_string(), &mut self.model, Need::Input),
+            ("model".to_string(), &mut self.model, Need::Checkpoint),
             ("data_dir".to_string(), &mut self.data_dir, Need::Input),
         ];
         if let Some(data) = self.perplexity_data.as_mut() {
@@ -673,7 +688,8 @@ impl crate::stage::Stage for EvalConfig {
         self.limit = Some(self.limit.unwrap_or(cap).min(cap));
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
-        EvalConfig::run(self, ctx.env)?;
+        let cfg = EvalConfig { model: crate::stage::checkpoint(&self.model, ctx.env)?, ..self.clone() };
+        EvalConfig::run(&cfg, ctx.env)?;
         Ok(())
     }
 }

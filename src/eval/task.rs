@@ -90,6 +90,36 @@ pub struct McSpec {
     /// Known defects of released data files, per instance.
     #[serde(default)]
     pub fixes: BTreeMap<String, FixSpec>,
+    /// The Hub dataset lm-evaluation-harness reads, fetched when `data` is not under `--data-dir`.
+    #[serde(default)]
+    pub hub: Option<HubData>,
+}
+
+/// Where a family's data lies on the Hugging Face Hub (`{instance}` is filled in everywhere).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubData {
+    /// Dataset repository, as lm-eval's `dataset_path`.
+    pub dataset: String,
+    /// Dataset config, as lm-eval's `dataset_name`.
+    pub config: String,
+    /// Branch, tag or commit; `refs/convert/parquet` is the Hub's Parquet export of every config.
+    pub revision: String,
+    /// The scored split's file in the repository (`.parquet`, `.jsonl` or `.csv`).
+    pub data: String,
+    /// The few-shot split's file.
+    #[serde(default)]
+    pub fewshot_data: Option<String>,
+}
+
+/// A task's data fetched from the Hub, for results.json.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HubDataSource {
+    /// Dataset config.
+    pub config: String,
+    /// Repository, revision asked for, and the commit it resolved to.
+    #[serde(flatten)]
+    pub source: crate::hub::HubSource,
 }
 
 /// Where the right answer is: `values.index(doc[field])`.
@@ -136,6 +166,8 @@ pub enum DocFormat {
     Jsonl,
     /// RFC 4180 CSV with a header row.
     Csv,
+    /// Parquet (the Hub's dataset export): one document per row, values as their text.
+    Parquet,
 }
 
 /// The `perplexity` task.
@@ -257,14 +289,17 @@ impl TaskRegistry {
     }
 
     /// Resolves a task or group name. Groups expand to their instances (see [`TaskRegistry::group_of`]).
-    pub fn resolve(&self, name: &str, data_dir: &Path) -> Result<Vec<TaskRef<'_>>, EvalError> {
+    /// With `hub`, a group with no subject under `data_dir` takes all of them (their data comes from the Hub).
+    pub fn resolve(&self, name: &str, data_dir: &Path, hub: bool) -> Result<Vec<TaskRef<'_>>, EvalError> {
         for (_, spec) in &self.families {
             if let TaskSpec::MultipleChoice(mc) = spec {
                 if mc.group.as_ref().is_some_and(|g| g.name == name) {
+                    let local = |i: &&String| data_dir.join(mc.data.replace("{instance}", i)).is_file();
+                    let all = hub && mc.hub.is_some() && !mc.instances.keys().any(|i| local(&i));
                     let present: Vec<TaskRef> = mc
                         .instances
                         .keys()
-                        .filter(|i| data_dir.join(mc.data.replace("{instance}", i)).is_file())
+                        .filter(|i| all || local(i))
                         .map(|i| TaskRef { name: mc.name.replace("{instance}", i), instance: i.clone(), spec })
                         .collect();
                     if present.is_empty() {
@@ -411,9 +446,11 @@ pub struct Doc {
 
 /// Reads every document of a JSONL or CSV file; a malformed row is an error naming file and line.
 pub fn read_docs(path: &Path, format: DocFormat) -> Result<Vec<Doc>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
+    let read = || std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e));
     match format {
+        DocFormat::Parquet => read_parquet_docs(path),
         DocFormat::Jsonl => {
+            let text = read()?;
             let mut docs = Vec::new();
             for (i, line) in text.lines().enumerate() {
                 let lineno = i as u64 + 1;
@@ -440,6 +477,7 @@ pub fn read_docs(path: &Path, format: DocFormat) -> Result<Vec<Doc>, EvalError> 
             Ok(docs)
         }
         DocFormat::Csv => {
+            let text = read()?;
             let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
             let headers =
                 reader.headers().map_err(|e| EvalError::data(path, 1, format!("bad CSV header: {e}")))?.clone();
@@ -458,6 +496,39 @@ pub fn read_docs(path: &Path, format: DocFormat) -> Result<Vec<Doc>, EvalError> 
     }
 }
 
+/// Every row of a Parquet file as a document (`line` = 1-based row); nulls are absent fields, other
+/// values their text (integers as digits, as a JSONL file's numbers are read).
+fn read_parquet_docs(path: &Path) -> Result<Vec<Doc>, EvalError> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
+    let bad = |e: &dyn std::fmt::Display| EvalError::data(path, 0, format!("not a readable Parquet file: {e}"));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| bad(&e))?;
+    let mut docs = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(&e))?;
+        let schema = batch.schema();
+        let opts = FormatOptions::default();
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).map(|f| (c, f)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        for row in 0..batch.num_rows() {
+            let fields = columns
+                .iter()
+                .zip(schema.fields())
+                .filter(|((c, _), _)| c.is_valid(row))
+                .map(|((_, f), field)| (field.name().clone(), f.value(row).to_string()))
+                .collect();
+            docs.push(Doc { fields, line: docs.len() as u64 + 1 });
+        }
+    }
+    Ok(docs)
+}
+
 /// A multiple-choice task bound to its instance and data.
 #[derive(Debug)]
 pub struct McTask<'a> {
@@ -473,6 +544,8 @@ pub struct McTask<'a> {
     pub docs: Vec<Doc>,
     /// The few-shot documents file and documents.
     fewshot: Option<(PathBuf, Vec<Doc>)>,
+    /// Where the data came from, when it was fetched from the Hub.
+    pub hub_source: Option<HubDataSource>,
 }
 
 /// One loglikelihood request of a multiple-choice document.
@@ -500,41 +573,72 @@ impl McRequest {
 }
 
 impl<'a> McTask<'a> {
-    /// Binds `spec`'s instance `instance` to the files under `data_dir`.
-    pub fn open(name: &str, instance: &str, spec: &'a McSpec, data_dir: &Path) -> Result<Self, EvalError> {
+    /// Binds `spec`'s instance `instance` to its files: under `data_dir` when the scored file is there,
+    /// else fetched from the family's Hub dataset with `hub` (None: local files only).
+    pub fn open(
+        name: &str,
+        instance: &str,
+        spec: &'a McSpec,
+        data_dir: &Path,
+        hub: Option<&crate::hub::Hub>,
+    ) -> Result<Self, EvalError> {
         let mut vars = spec.instances.get(instance).cloned().unwrap_or_default();
         vars.insert("instance".into(), toml::Value::String(instance.into()));
-        let data_path = data_dir.join(spec.data.replace("{instance}", instance));
+        let fill = |t: &str| t.replace("{instance}", instance);
+        let local = data_dir.join(fill(&spec.data));
+        let (data_path, fewshot_path, hub_source) = match (hub, &spec.hub) {
+            (Some(hub), Some(h)) if !local.is_file() => {
+                let repo = crate::hub::RepoRef {
+                    kind: crate::hub::RepoKind::Dataset,
+                    id: h.dataset.clone(),
+                    revision: fill(&h.revision),
+                };
+                let files: Vec<String> = std::iter::once(&h.data).chain(&h.fewshot_data).map(|f| fill(f)).collect();
+                let snap = hub.files(&repo, &files).map_err(|e| EvalError::Config(format!("{name}: {e}")))?;
+                let fewshot = h.fewshot_data.as_ref().map(|f| snap.dir.join(fill(f)));
+                let source = HubDataSource { config: fill(&h.config), source: snap.source };
+                (snap.dir.join(&files[0]), fewshot, Some(source))
+            }
+            _ => (local, spec.fewshot_data.as_ref().map(|f| data_dir.join(fill(f))), None),
+        };
         if !data_path.is_file() {
+            let hub_hint = match &spec.hub {
+                Some(h) => format!(", or let it be fetched from the Hub dataset {} (unset HF_HUB_OFFLINE)", h.dataset),
+                None => String::new(),
+            };
             return Err(EvalError::Config(format!(
-                "{name}: no data file {}; download the dataset into --data-dir in its released layout ({})",
+                "{name}: no data file {}; download the dataset into --data-dir in its released layout ({}){hub_hint}",
                 data_path.display(),
                 spec.data
             )));
         }
-        let docs = read_docs(&data_path, spec.format)?;
-        let fewshot = match &spec.fewshot_data {
-            Some(rel) => {
-                let p = data_dir.join(rel.replace("{instance}", instance));
-                if p == data_path {
-                    Some((p, docs.clone()))
-                } else if p.is_file() {
-                    let d = read_docs(&p, spec.format)?;
-                    Some((p, d))
-                } else {
-                    None
-                }
+        let format_of =
+            |p: &Path| if p.extension().is_some_and(|e| e == "parquet") { DocFormat::Parquet } else { spec.format };
+        let docs = read_docs(&data_path, format_of(&data_path))?;
+        let fewshot = match fewshot_path {
+            Some(p) if p == data_path => Some((p, docs.clone())),
+            Some(p) if p.is_file() => {
+                let d = read_docs(&p, format_of(&p))?;
+                Some((p, d))
             }
-            None => None,
+            _ => None,
         };
-        Ok(McTask { name: name.to_string(), spec, vars, data_path, docs, fewshot })
+        Ok(McTask { name: name.to_string(), spec, vars, data_path, docs, fewshot, hub_source })
+    }
+
+    /// The name `path` has in the released layout (`test.tr.jsonl`), which the fixes are keyed by, wherever
+    /// the file came from.
+    fn layout_name(&self, path: &Path) -> String {
+        let instance = self.vars.get("instance").and_then(|v| v.as_str()).unwrap_or("");
+        let rel = if path == self.data_path { Some(&self.spec.data) } else { self.spec.fewshot_data.as_ref() };
+        rel.map(|r| file_name(&r.replace("{instance}", instance))).unwrap_or_default()
     }
 
     /// The known defect of this instance's scored file, if its rows show it: (fix, rows affected).
     pub fn detect_defect(&self) -> Option<(&'a FixSpec, usize)> {
         let instance = self.vars.get("instance").and_then(|v| v.as_str())?;
         let fix = self.spec.fixes.get(instance)?;
-        let keys = fix.rows.get(&file_name(&self.data_path.to_string_lossy()))?;
+        let keys = fix.rows.get(&self.layout_name(&self.data_path))?;
         let wrong = self
             .docs
             .iter()
@@ -547,7 +651,7 @@ impl<'a> McTask<'a> {
     /// A copy with the defect corrected, named `{name}_fixed`.
     pub fn fixed(&self, fix: &FixSpec) -> McTask<'a> {
         let apply = |path: &Path, docs: &[Doc]| -> Vec<Doc> {
-            let keys = fix.rows.get(&file_name(&path.to_string_lossy()));
+            let keys = fix.rows.get(&self.layout_name(path));
             docs.iter()
                 .cloned()
                 .map(|mut d| {
@@ -565,6 +669,7 @@ impl<'a> McTask<'a> {
             data_path: self.data_path.clone(),
             docs: apply(&self.data_path, &self.docs),
             fewshot: self.fewshot.as_ref().map(|(p, d)| (p.clone(), apply(p, d))),
+            hub_source: self.hub_source.clone(),
         }
     }
 

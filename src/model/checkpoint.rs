@@ -341,6 +341,12 @@ impl Checkpoint {
     }
 }
 
+/// Why pickle-only checkpoints (local or on the Hub) are refused, and how to convert them.
+pub const PICKLE_HINT: &str =
+    "only pickle weights (.bin/.pt) here; they are not loaded because unpickling runs arbitrary \
+     code. Convert once with transformers: AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT, \
+     safe_serialization=True)";
+
 /// The safetensors files of a checkpoint directory; pickle-only checkpoints are refused.
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index = dir.join("model.safetensors.index.json");
@@ -376,12 +382,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     if names.iter().any(|n| n.ends_with(".bin") || n.ends_with(".pt") || n.ends_with(".pth")) {
-        return Err(ModelError::checkpoint(
-            dir,
-            "only pickle weights (.bin/.pt) here; they are not loaded because unpickling runs arbitrary code. \
-             Convert once with transformers: AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT, \
-             safe_serialization=True)",
-        ));
+        return Err(ModelError::checkpoint(dir, PICKLE_HINT));
     }
     Err(ModelError::checkpoint(dir, "no model.safetensors or model.safetensors.index.json"))
 }

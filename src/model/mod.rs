@@ -11,7 +11,9 @@ mod lora;
 pub mod resize;
 mod score;
 
-pub use checkpoint::{parse_device, parse_dtype, write_sharded, Checkpoint, CheckpointInfo, SaveOptions, Trainable};
+pub use checkpoint::{
+    parse_device, parse_dtype, write_sharded, Checkpoint, CheckpointInfo, SaveOptions, Trainable, PICKLE_HINT,
+};
 pub use config::{HfConfig, LlamaConfig, RopeScaling};
 pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use llama::{ForwardOptions, KvCache, Llama};

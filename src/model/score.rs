@@ -16,17 +16,28 @@ pub struct ContinuationScore {
     pub logprobs: Vec<f32>,
 }
 
+/// Default scored positions per LM-head block (see [`Scorer::with_logit_rows`]).
+pub const DEFAULT_LOGIT_ROWS: usize = 256;
+
 /// Scores token sequences with a model, `batch_size` sequences per forward pass (right-padded).
 #[derive(Debug, Clone)]
 pub struct Scorer {
     model: Llama,
     batch_size: usize,
+    logit_rows: usize,
 }
 
 impl Scorer {
     /// A scorer over `model`.
     pub fn new(model: Llama, batch_size: usize) -> Self {
-        Self { model, batch_size: batch_size.max(1) }
+        Self { model, batch_size: batch_size.max(1), logit_rows: DEFAULT_LOGIT_ROWS }
+    }
+
+    /// Scored positions that go through the LM head and log-softmax at once: the f32 logits and their
+    /// log-softmax are `n × vocab` each, whatever the sequence length (the numbers do not depend on `n`).
+    pub fn with_logit_rows(mut self, n: usize) -> Self {
+        self.logit_rows = n.max(1);
+        self
     }
 
     /// The model.
@@ -111,17 +122,33 @@ impl Scorer {
         for (row, &g) in chunk.iter().enumerate() {
             let input_len = inputs[g].len();
             let span = members[g].iter().map(|&i| requests[i].1).max().unwrap_or(1);
-            // Only the scored positions go through the LM head and the softmax.
-            let h = hidden.get(row)?.narrow(0, input_len - span, span)?;
-            let logprobs = candle_nn::ops::log_softmax(&self.model.logits(&h)?, D::Minus1)?;
-            let argmax: Vec<u32> = logprobs.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1()?;
-            let maxes: Vec<f32> = logprobs.max(D::Minus1)?.to_vec1()?;
-            for &i in &members[g] {
+            // Only the scored positions go through the LM head and the softmax, `logit_rows` at a time: the f32
+            // logits and their log-softmax are `rows × vocab` each (8,192 × 49,152 would be 1.6 GB apiece).
+            let mut argmax: Vec<u32> = Vec::with_capacity(span);
+            let mut maxes: Vec<f32> = Vec::with_capacity(span);
+            let mut picked: Vec<Vec<f32>> = members[g].iter().map(|&i| Vec::with_capacity(requests[i].1)).collect();
+            for start in (0..span).step_by(self.logit_rows) {
+                let len = self.logit_rows.min(span - start);
+                let h = hidden.get(row)?.narrow(0, input_len - span + start, len)?;
+                let logprobs = candle_nn::ops::log_softmax(&self.model.logits(&h)?, D::Minus1)?;
+                argmax.extend(logprobs.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?);
+                maxes.extend(logprobs.max(D::Minus1)?.to_vec1::<f32>()?);
+                for (k, &i) in members[g].iter().enumerate() {
+                    let (tokens, n_cont) = (&requests[i].0, requests[i].1);
+                    // This request's scored positions, in span coordinates, that fall in this block.
+                    let (first, from, to) = (span - n_cont, (span - n_cont).max(start), span.min(start + len));
+                    if from >= to {
+                        continue;
+                    }
+                    let targets = &tokens[tokens.len() - n_cont + (from - first)..][..to - from];
+                    let target_t = Tensor::from_slice(targets, (to - from, 1), device)?;
+                    let rows = logprobs.narrow(0, from - start, to - from)?;
+                    picked[k].extend(rows.gather(&target_t, 1)?.squeeze(1)?.to_vec1::<f32>()?);
+                }
+            }
+            for (&i, picked) in members[g].iter().zip(picked) {
                 let (tokens, n_cont) = (&requests[i].0, requests[i].1);
                 let targets = &tokens[tokens.len() - n_cont..];
-                let rows = logprobs.narrow(0, span - n_cont, n_cont)?;
-                let target_t = Tensor::from_slice(targets, (n_cont, 1), device)?;
-                let picked: Vec<f32> = rows.gather(&target_t, 1)?.squeeze(1)?.to_vec1()?;
                 let (argmax, maxes) = (&argmax[span - n_cont..], &maxes[span - n_cont..]);
                 // Ties count as greedy: the target's log-prob equals the max.
                 let is_greedy =

@@ -289,6 +289,8 @@ impl Recipe {
         // the working directory spelled them.
         let out = out.unwrap_or(file_out);
         let out = std::path::absolute(&out).map_err(|e| invalid(format!("out = {}: {e}", out.display())))?;
+        // `[inputs]` as written: a checkpoint input may be a Hub id (`org/name[@revision]`), not a path.
+        let raw_inputs = inputs.clone();
         let inputs: BTreeMap<String, PathBuf> = inputs.into_iter().map(|(k, v)| (k, base.join(v))).collect();
         let order: Vec<String> = ordered.iter().map(|s| s.name.clone()).collect();
         let mut stages = Vec::new();
@@ -308,7 +310,14 @@ impl Recipe {
                 let at = format!("[{kind}.{name}] {key} = \"{}\"", value.display());
                 let (resolved, produced) =
                     resolve(value, base, &out, &inputs, &earlier).map_err(|m| invalid(format!("{at}: {m}")))?;
-                if !produced && need == Need::Input && !resolved.exists() {
+                if need == Need::Checkpoint && !produced && !resolved.exists() {
+                    if let Some(id) = hub_id(value, &raw_inputs) {
+                        // Fetched into the Hugging Face cache when the stage runs; the manifest keeps the name.
+                        *value = PathBuf::from(id);
+                        continue;
+                    }
+                }
+                if !produced && need != Need::Optional && !resolved.exists() {
                     // Every missing file once, with the first key that names it: a user fills them all in
                     // from one dry run.
                     if !missing.iter().any(|(_, p): &(String, PathBuf)| *p == resolved) {
@@ -377,7 +386,7 @@ impl Recipe {
             let mut config = stage.config.clone();
             for (key, path, need) in config.paths_mut() {
                 let Some(from) = dropped.iter().find(|n| path.starts_with(self.out.join(n))) else { continue };
-                if need == Need::Input && !path.exists() {
+                if need != Need::Optional && !path.exists() {
                     return Err(RecipeError::Select(format!(
                         "[{}.{}] {key} reads {}, which does not exist: run stage `{from}` first (without --from/--only)",
                         stage.config.kind(),
@@ -407,6 +416,16 @@ impl Recipe {
         let summary = write_report(&self.out, &self.all_names, env)?;
         Ok(RunReport { out: self.out.clone(), stages: done, report: summary.report })
     }
+}
+
+/// The Hub model id a checkpoint value names (`org/name[@revision]`, directly or as a whole `$KEY`), if any.
+fn hub_id(value: &Path, raw_inputs: &BTreeMap<String, PathBuf>) -> Option<String> {
+    let text = value.to_str()?;
+    let spec = match text.strip_prefix('$') {
+        Some(key) => raw_inputs.get(key)?.to_str()?,
+        None => text,
+    };
+    crate::hub::RepoRef::parse(spec, crate::hub::RepoKind::Model).map(|_| spec.to_string())
 }
 
 /// Resolves a recipe path: `@stage/rest` (an earlier stage's output; the bool says so), `$input/rest`, or

@@ -458,7 +458,7 @@ impl crate::stage::Stage for TrainConfig {
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
         let mut v = vec![
-            ("model".to_string(), &mut self.model, Need::Input),
+            ("model".to_string(), &mut self.model, Need::Checkpoint),
             ("train".to_string(), &mut self.train, Need::Input),
         ];
         v.extend(self.val.as_mut().map(|p| ("val".to_string(), p, Need::Input)));
@@ -487,15 +487,16 @@ impl crate::stage::Stage for TrainConfig {
         interrupted && latest_checkpoint(dir).is_some()
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
+        let cfg = TrainConfig { model: crate::stage::checkpoint(&self.model, ctx.env)?, ..self.clone() };
         let resume = if ctx.resume { latest_checkpoint(ctx.dir) } else { None };
-        match run(self, resume.as_deref(), ctx.env) {
+        match run(&cfg, resume.as_deref(), ctx.env) {
             // Checkpoints of a run with other settings: start over.
             Err(TrainError::Resume(why)) if resume.is_some() => {
                 if !ctx.env.progress.quiet {
                     eprintln!("{}: not resuming ({why}); starting over", ctx.dir.display());
                 }
                 std::fs::remove_dir_all(ctx.dir).map_err(|e| TrainError::io(ctx.dir, e))?;
-                run(self, None, ctx.env)?;
+                run(&cfg, None, ctx.env)?;
             }
             r => {
                 r?;

@@ -356,9 +356,11 @@ impl crate::stage::Stage for MergeConfig {
     }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
-        let mut v =
-            vec![("base".to_string(), &mut self.base, Need::Input), ("add".to_string(), &mut self.add, Need::Input)];
-        v.extend(self.model.as_mut().map(|p| ("model".to_string(), p, Need::Input)));
+        let mut v = vec![
+            ("base".to_string(), &mut self.base, Need::Checkpoint),
+            ("add".to_string(), &mut self.add, Need::Input),
+        ];
+        v.extend(self.model.as_mut().map(|p| ("model".to_string(), p, Need::Checkpoint)));
         v.extend(crate::stage::indexed("fertility", &mut self.fertility, Need::Input));
         v
     }
@@ -369,7 +371,9 @@ impl crate::stage::Stage for MergeConfig {
         Some(crate::stage::StageBase::to_json(self))
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
-        run(self, ctx.env)?;
+        let model = self.model.as_deref().map(|m| crate::stage::checkpoint(m, ctx.env)).transpose()?;
+        let cfg = MergeConfig { base: crate::stage::checkpoint(&self.base, ctx.env)?, model, ..self.clone() };
+        run(&cfg, ctx.env)?;
         Ok(())
     }
 }

@@ -27,7 +27,14 @@ use crate::Env;
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// The dump: `*-pages-articles[-multistream].xml.bz2` or plain `.xml` (UTF-8 or UTF-16 with BOM).
+    #[serde(default)]
     pub dump: PathBuf,
+    /// In a recipe, instead of `dump`: the date (`YYYYMMDD` or `latest`) of `lang`'s dump to download first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    /// The dump site for `date` (default: dumps.wikimedia.org).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     /// Output directory for `part-NNNNN.parquet` and `manifest.json` (a recipe sets it per stage).
     #[serde(default)]
     pub out: PathBuf,
@@ -70,6 +77,8 @@ impl IngestConfig {
     pub fn new(dump: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
         IngestConfig {
             dump: dump.into(),
+            date: None,
+            mirror: None,
             out: out.into(),
             index: None,
             lang: None,
@@ -387,13 +396,39 @@ pub fn run(cfg: &IngestConfig, env: &Env) -> Result<IngestReport, WikiError> {
     })
 }
 
+/// A `wiki` stage's `lang` + `date` dump, downloaded (or completed) into `{stage}.dump/` beside the stage's
+/// folder, which a rerun with other settings keeps.
+fn download_dump(
+    c: &IngestConfig,
+    date: &str,
+    dir: &std::path::Path,
+    env: &Env,
+) -> Result<crate::hub::dump::DumpReport, crate::stage::StageError> {
+    let lang = c.lang.clone().ok_or("`date` needs `lang` (the Wikipedia language code) to name the dump")?;
+    let mut out = dir.as_os_str().to_owned();
+    out.push(".dump");
+    let cfg = crate::hub::dump::DumpConfig {
+        lang,
+        date: date.to_string(),
+        mirror: c.mirror.clone().unwrap_or_else(|| crate::hub::dump::DEFAULT_MIRROR.into()),
+        out: out.into(),
+        retry: crate::hub::download_retry(),
+        progress: env.progress,
+    };
+    Ok(crate::hub::dump::download(&cfg)?)
+}
+
 impl crate::stage::Stage for IngestConfig {
     fn kind(&self) -> &'static str {
         "wiki"
     }
     fn paths_mut(&mut self) -> Vec<crate::stage::PathKey<'_>> {
         use crate::stage::Need;
-        let mut v = vec![("dump".to_string(), &mut self.dump, Need::Input)];
+        let mut v = Vec::new();
+        // With `date` the dump is downloaded when the stage runs.
+        if self.date.is_none() {
+            v.push(("dump".to_string(), &mut self.dump, Need::Input));
+        }
         v.extend(self.index.as_mut().map(|p| ("index".to_string(), p, Need::Input)));
         v
     }
@@ -408,7 +443,12 @@ impl crate::stage::Stage for IngestConfig {
         interrupted
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
-        run(&IngestConfig { resume: ctx.resume, ..self.clone() }, ctx.env)?;
+        let mut cfg = IngestConfig { resume: ctx.resume, ..self.clone() };
+        if let Some(date) = &self.date {
+            let dump = download_dump(self, date, ctx.dir, ctx.env)?;
+            (cfg.dump, cfg.index) = (dump.dump, Some(dump.index));
+        }
+        run(&cfg, ctx.env)?;
         Ok(())
     }
 }

@@ -312,7 +312,9 @@ fn run_config(tasks: &[&str], data_dir: &Path, out: PathBuf) -> RunConfig {
             endpoint: None,
             batch_size: 1,
             device: "cpu".into(),
+            hub: None,
         },
+        hub: None,
     }
 }
 

@@ -4,6 +4,7 @@ mod audit;
 mod common;
 mod errors;
 mod eval;
+mod hub;
 mod instruct;
 mod mock_http;
 mod model;

@@ -1,6 +1,7 @@
-//! A tiny HTTP/1.1 server on 127.0.0.1 for the translation tests and benchmark: keep-alive,
-//! Content-Length bodies, a handler per request, scripted faults (status, delay, a response cut off,
-//! a server that dies after N requests), and a log of every request it saw.
+//! A tiny HTTP/1.1 server on 127.0.0.1 for the translation, Hub and dump tests and the benchmark:
+//! keep-alive, Content-Length bodies (none for HEAD), byte ranges ([`file`]), a handler per request,
+//! scripted faults (status, delay, a response cut off, a server that dies after N requests), and a log
+//! of every request it saw.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 /// One request as the mock server saw it.
 #[derive(Debug, Clone)]
 pub struct Req {
+    pub method: String,
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Value,
@@ -24,14 +26,31 @@ pub struct Req {
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
-    pub body: String,
+    pub body: Vec<u8>,
     pub delay: Duration,
     /// Send the headers and half the body, then close the connection.
     pub cut: bool,
 }
 
 pub fn ok(body: Value) -> Reply {
-    Reply { status: 200, headers: vec![], body: body.to_string(), delay: Duration::ZERO, cut: false }
+    Reply { status: 200, headers: vec![], body: body.to_string().into(), delay: Duration::ZERO, cut: false }
+}
+
+/// A file, honouring `Range: bytes=N-` (206 with Content-Range) as a Hub CDN or dump mirror does.
+pub fn file(req: &Req, bytes: &[u8]) -> Reply {
+    let from =
+        req.headers.get("range").and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<usize>().ok());
+    match from {
+        Some(n) if n >= bytes.len() => status(416, ""),
+        Some(n) => Reply {
+            status: 206,
+            headers: vec![("Content-Range", format!("bytes {n}-{}/{}", bytes.len() - 1, bytes.len()))],
+            body: bytes[n..].to_vec(),
+            delay: Duration::ZERO,
+            cut: false,
+        },
+        None => Reply { status: 200, headers: vec![], body: bytes.to_vec(), delay: Duration::ZERO, cut: false },
+    }
 }
 
 pub fn status(code: u16, body: &str) -> Reply {
@@ -81,6 +100,7 @@ fn serve(stream: TcpStream, reqs: &Mutex<Vec<Req>>, dead: &AtomicBool, die_after
         if r.read_line(&mut line).unwrap_or(0) == 0 || dead.load(Ordering::SeqCst) {
             return;
         }
+        let method = line.split_whitespace().next().unwrap_or("").to_string();
         let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
         let mut headers = HashMap::new();
         loop {
@@ -96,7 +116,13 @@ fn serve(stream: TcpStream, reqs: &Mutex<Vec<Req>>, dead: &AtomicBool, die_after
         let len: usize = headers.get("content-length").map_or(0, |v| v.parse().unwrap());
         let mut body = vec![0; len];
         r.read_exact(&mut body).unwrap();
-        let req = Req { path, headers, body: serde_json::from_slice(&body).unwrap_or(Value::Null), at: Instant::now() };
+        let req = Req {
+            method,
+            path,
+            headers,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            at: Instant::now(),
+        };
         let n = {
             let mut all = reqs.lock().unwrap();
             all.push(req.clone());
@@ -119,7 +145,11 @@ fn serve(stream: TcpStream, reqs: &Mutex<Vec<Req>>, dead: &AtomicBool, die_after
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        let body = if reply.cut { &reply.body.as_bytes()[..reply.body.len() / 2] } else { reply.body.as_bytes() };
+        let body = match (reply.cut, req.method.as_str()) {
+            (_, "HEAD") => &[][..],
+            (true, _) => &reply.body[..reply.body.len() / 2],
+            (false, _) => &reply.body[..],
+        };
         // One write: head and body in two small writes meet Nagle + delayed ACK (~40 ms a request).
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(body);

@@ -431,6 +431,21 @@ fn attention_in_query_blocks_equals_the_whole_matrix() {
         m.forward(&input, ForwardOptions { mask: Some(&mask), ..Default::default() }).unwrap().to_vec3().unwrap()
     };
     let want = run(&whole);
+    // The LM head in blocks of scored positions: the same log-probabilities (other matmul shapes round
+    // differently in the last bits).
+    let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5);
+    let scores = scorer(2).token_logprobs(&ids).unwrap();
+    for rows in [1, 7, 100] {
+        assert!(close(&scorer(2).with_logit_rows(rows).token_logprobs(&ids).unwrap(), &scores), "{rows} rows");
+    }
+    // Requests sharing one forward pass, with other targets and spans, across block edges.
+    let mut other = ids[..50].to_vec();
+    other[49] = 7;
+    let requests = vec![(ids[..50].to_vec(), 10), (other, 10), (ids[..50].to_vec(), 3), (ids[..30].to_vec(), 29)];
+    let want_scores = scorer(2).score(&requests).unwrap();
+    for (got, want) in scorer(2).with_logit_rows(4).score(&requests).unwrap().iter().zip(&want_scores) {
+        assert!(close(&got.logprobs, &want.logprobs) && got.is_greedy == want.is_greedy, "{got:?} vs {want:?}");
+    }
     for block in [1, 7, 64, 199] {
         let got = run(&whole.clone().with_query_block(block));
         for (r, (g, w)) in got.iter().zip(&want).enumerate() {
