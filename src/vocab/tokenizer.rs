@@ -119,20 +119,26 @@ enum Special {
     Id(u32),
 }
 
-/// What transformers reads beside a tokenizer to find its special tokens: `tokenizer_config.json`
-/// (`bos_token`, `eos_token`, `add_bos_token`), then `config.json` and `generation_config.json`
-/// (`bos_token_id`, `eos_token_id`; a list of EOS ids gives its first).
+/// What transformers reads beside a tokenizer to find its special tokens. The tokenizer's own files name
+/// them (`tokenizer_config.json`, then `special_tokens_map.json`: `bos_token`, `eos_token`, `add_bos_token`)
+/// and win over the tokenizer's defaults (`<s>`/`</s>`, SentencePiece's control pieces); the model's
+/// `config.json` / `generation_config.json` ids (`bos_token_id`, `eos_token_id`; a list gives its first)
+/// only fill in what the tokenizer has none of (byte-level BPE files without a tokenizer_config.json).
 #[derive(Debug, Default)]
 struct SpecialConfig {
+    /// From the tokenizer's files.
     bos: Option<Special>,
     eos: Option<Special>,
     add_bos: Option<bool>,
+    /// From the model's files.
+    bos_id: Option<Special>,
+    eos_id: Option<Special>,
 }
 
 impl SpecialConfig {
     fn read(dir: &Path) -> Result<Self, VocabError> {
         let mut cfg = SpecialConfig::default();
-        for name in ["tokenizer_config.json", "config.json", "generation_config.json"] {
+        for name in ["tokenizer_config.json", "special_tokens_map.json", "config.json", "generation_config.json"] {
             let path = dir.join(name);
             let Ok(bytes) = std::fs::read(&path) else { continue };
             let v: serde_json::Value = serde_json::from_slice(&bytes)
@@ -147,9 +153,11 @@ impl SpecialConfig {
                 serde_json::Value::Array(a) => a.first()?.as_u64().map(|i| Special::Id(i as u32)),
                 other => other.as_u64().map(|i| Special::Id(i as u32)),
             };
-            cfg.bos = cfg.bos.or_else(|| name_of("bos_token")).or_else(|| id_of("bos_token_id"));
-            cfg.eos = cfg.eos.or_else(|| name_of("eos_token")).or_else(|| id_of("eos_token_id"));
+            cfg.bos = cfg.bos.or_else(|| name_of("bos_token"));
+            cfg.eos = cfg.eos.or_else(|| name_of("eos_token"));
             cfg.add_bos = cfg.add_bos.or(v["add_bos_token"].as_bool());
+            cfg.bos_id = cfg.bos_id.or_else(|| id_of("bos_token_id"));
+            cfg.eos_id = cfg.eos_id.or_else(|| id_of("eos_token_id"));
         }
         Ok(cfg)
     }
@@ -217,8 +225,10 @@ impl Tokenizer {
         };
         let bos = cfg.bos.map(|b| resolve(b, "bos_token")).transpose()?;
         let eos = cfg.eos.map(|e| resolve(e, "eos_token")).transpose()?;
-        self.bos = bos.or(self.bos);
-        self.eos = eos.or(self.eos);
+        let bos_id = cfg.bos_id.map(|b| resolve(b, "bos_token")).transpose()?;
+        let eos_id = cfg.eos_id.map(|e| resolve(e, "eos_token")).transpose()?;
+        self.bos = bos.or(self.bos).or(bos_id);
+        self.eos = eos.or(self.eos).or(eos_id);
         if let Some(add) = cfg.add_bos {
             self.adds_bos = add;
         }

@@ -667,6 +667,14 @@ fn special_tokens_come_from_the_checkpoint_files_not_their_names() {
     cfg.val_share = 0.0;
     let env = langadapt::Env { threads: 1, progress: langadapt::Progress { quiet: true } };
     langadapt::shards::run(&cfg, dir.path(), &env).unwrap();
+    // The tokenizer's own defaults win over the model's ids, as in transformers: a SentencePiece model with
+    // <s> keeps it even when config.json says bos_token_id = 0 (a random model saved by transformers does).
+    let spm_dir = dir.path().join("spm");
+    std::fs::create_dir(&spm_dir).unwrap();
+    std::fs::copy(fixture("tiny-llama/tokenizer.model"), spm_dir.join("tokenizer.model")).unwrap();
+    std::fs::write(spm_dir.join("config.json"), r#"{"bos_token_id": 0, "eos_token_id": 0}"#).unwrap();
+    let t = Tokenizer::from_path(&spm_dir).unwrap();
+    assert_eq!((t.bos_id(), t.eos_id(), t.adds_bos()), (Some(1), Some(2), true));
     // A name that is not in the vocabulary is refused, naming the file and the key.
     write("tokenizer_config.json", serde_json::json!({"bos_token": "<s>"}));
     let err = load().unwrap_err().to_string();
