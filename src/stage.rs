@@ -80,8 +80,11 @@ pub trait Stage: StageBase + std::fmt::Debug + Send + Sync {
     }
 
     /// What the manifest records as `args` when run with these settings (every key must match for the stage
-    /// to be skipped; the manifest may hold more). `None` when it cannot be known before running.
-    fn settings(&self) -> Option<serde_json::Value>;
+    /// to be skipped; the manifest may hold more). `None` when it cannot be known before running. Default:
+    /// the whole config, as most stages record it.
+    fn settings(&self) -> Option<serde_json::Value> {
+        Some(self.to_json())
+    }
 
     /// Caps for `--smoke` (a few steps, documents or records).
     fn smoke(&mut self) {}

@@ -226,9 +226,6 @@ impl crate::stage::Stage for LabelledConfig {
     fn set_out(&mut self, dir: &Path) {
         self.out = dir.into();
     }
-    fn settings(&self) -> Option<serde_json::Value> {
-        Some(crate::stage::StageBase::to_json(self))
-    }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         run(self, ctx.env)?;
         Ok(())

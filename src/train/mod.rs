@@ -467,9 +467,6 @@ impl crate::stage::Stage for TrainConfig {
     fn set_out(&mut self, dir: &Path) {
         self.out = dir.into();
     }
-    fn settings(&self) -> Option<serde_json::Value> {
-        Some(crate::stage::StageBase::to_json(self))
-    }
     fn smoke(&mut self) {
         let steps = crate::stage::SMOKE_STEPS;
         self.max_steps = Some(self.max_steps.unwrap_or(steps).min(steps));

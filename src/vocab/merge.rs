@@ -367,9 +367,6 @@ impl crate::stage::Stage for MergeConfig {
     fn set_out(&mut self, dir: &Path) {
         self.out = dir.into();
     }
-    fn settings(&self) -> Option<serde_json::Value> {
-        Some(crate::stage::StageBase::to_json(self))
-    }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         let model = self.model.as_deref().map(|m| crate::stage::checkpoint(m, ctx.env)).transpose()?;
         let cfg = MergeConfig { base: crate::stage::checkpoint(&self.base, ctx.env)?, model, ..self.clone() };

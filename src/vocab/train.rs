@@ -433,9 +433,6 @@ impl crate::stage::Stage for TrainConfig {
     fn set_out(&mut self, dir: &Path) {
         self.out = dir.join("spm.model");
     }
-    fn settings(&self) -> Option<serde_json::Value> {
-        Some(crate::stage::StageBase::to_json(self))
-    }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
         run(self, ctx.env)?;
         Ok(())
