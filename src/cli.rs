@@ -1012,8 +1012,8 @@ fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
         ("lora", (!lora.is_empty()).then_some(toml::Value::Table(lora))),
     ];
     let flags: toml::Table = flags.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
-    let mut cfg = train::TrainConfig::load(a.config.as_deref(), flags)?;
-    cfg.model = checkpoint_path(&cfg.model, env)?;
+    // A Hub id is fetched by `train::run`, which records it in the manifest.
+    let cfg = train::TrainConfig::load(a.config.as_deref(), flags)?;
     let report = train::run(&cfg, a.resume.as_deref(), env)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -51,6 +51,9 @@ pub enum TrainError {
     /// The manifest failed.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// Fetching the model from the Hub failed.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
 }
 
 impl From<candle_core::Error> for TrainError {
@@ -137,7 +140,11 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
     cfg.validate()?;
     let device = model::parse_device(&cfg.device)?;
     let lora = cfg.lora_config()?;
-    let ckpt = Checkpoint::open(&cfg.model)?;
+    // A Hub id (`org/name[@revision]`) is fetched into the HF cache; the manifest keeps what was asked for
+    // (`model`) and what it resolved to (`model_hub`: repo, revision, commit).
+    let resolved =
+        crate::hub::resolve_model(&cfg.model.to_string_lossy(), &crate::hub::HubConfig::from_env(env.progress))?;
+    let ckpt = Checkpoint::open(&resolved.path)?;
     let mut rows = Rows::load(&cfg.train)?;
     let val = cfg.val.as_deref().map(Rows::load).transpose()?;
     let per_step = cfg.micro_batch * cfg.grad_accum;
@@ -148,7 +155,11 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
     };
     std::fs::create_dir_all(&cfg.out).map_err(|e| TrainError::io(&cfg.out, e))?;
 
-    let mut manifest = ManifestBuilder::new("train", serde_json::to_value(cfg).unwrap_or_default(), Some(cfg.seed));
+    let mut args = serde_json::to_value(cfg).unwrap_or_default();
+    if let Some(source) = &resolved.hub {
+        args["model_hub"] = serde_json::to_value(source).unwrap_or_default();
+    }
+    let mut manifest = ManifestBuilder::new("train", args, Some(cfg.seed));
     for f in ckpt.files() {
         manifest.add_input(f, &env.progress)?;
     }
@@ -484,16 +495,17 @@ impl crate::stage::Stage for TrainConfig {
         interrupted && latest_checkpoint(dir).is_some()
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
-        let cfg = TrainConfig { model: crate::stage::checkpoint(&self.model, ctx.env)?, ..self.clone() };
+        // `run` fetches a Hub model itself, so its manifest records the name and revision asked for.
+        let cfg = self;
         let resume = if ctx.resume { latest_checkpoint(ctx.dir) } else { None };
-        match run(&cfg, resume.as_deref(), ctx.env) {
+        match run(cfg, resume.as_deref(), ctx.env) {
             // Checkpoints of a run with other settings: start over.
             Err(TrainError::Resume(why)) if resume.is_some() => {
                 if !ctx.env.progress.quiet {
                     eprintln!("{}: not resuming ({why}); starting over", ctx.dir.display());
                 }
                 std::fs::remove_dir_all(ctx.dir).map_err(|e| TrainError::io(ctx.dir, e))?;
-                run(&cfg, None, ctx.env)?;
+                run(cfg, None, ctx.env)?;
             }
             r => {
                 r?;

@@ -836,3 +836,52 @@ fn recipe_stages_take_a_model_by_hub_id() {
         .iter()
         .any(|i| i["path"].as_str().unwrap().contains("models--org--tiny")));
 }
+
+/// `train --model org/name` fetches the model itself and its manifest records what was asked for and what it
+/// resolved to (repo, revision, commit), not just a snapshot path.
+#[test]
+fn train_manifest_records_the_hub_revision() {
+    let fake = fake_hub(repos(&[("org/tiny", tiny_repo())]), no_fault);
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("hf");
+    let text = work.path().join("t.txt");
+    std::fs::write(&text, "Kedi evde uyuyor. Köpek bahçede koşuyor.\n\nKedi ve köpek arkadaş.").unwrap();
+    let src = langadapt::shards::SourceConfig {
+        name: "tr".into(),
+        path: text,
+        lang: "tr".into(),
+        share: Some(1.0),
+        epochs: None,
+        limit: None,
+    };
+    let mut cfg = langadapt::shards::BuildConfig::single(fixture("tiny-llama"), src, 16, work.path().join("shards"));
+    cfg.val_share = 0.0;
+    let env = langadapt::Env { threads: 1, progress: langadapt::Progress { quiet: true } };
+    langadapt::shards::run(&cfg, work.path(), &env).unwrap();
+    let (train, out) = (work.path().join("shards/train"), work.path().join("run"));
+    let o = langadapt_with_hub(
+        &[
+            "train",
+            "--model",
+            "org/tiny@main",
+            "--train",
+            train.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--max-steps",
+            "1",
+            "--micro-batch",
+            "1",
+        ],
+        &home,
+        &fake.hub.url,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["args"]["model"], "org/tiny@main");
+    assert_eq!(
+        manifest["args"]["model_hub"],
+        json!({"repo": "org/tiny", "kind": "model", "revision": "main", "commit": COMMIT})
+    );
+    assert!(manifest["inputs"][0]["path"].as_str().unwrap().contains(&format!("models--org--tiny/snapshots/{COMMIT}")));
+}
