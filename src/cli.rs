@@ -1100,7 +1100,8 @@ fn vocab_merge(a: VocabMergeArgs, env: &Env) -> anyhow::Result<()> {
         add: a.add,
         out: a.out,
         max_added: a.max_added,
-        model: a.model.map(|m| checkpoint_path(&m, env)).transpose()?,
+        // Hub ids are fetched by `vocab::merge::run`, which records them in the manifest.
+        model: a.model,
         init,
         seed: a.seed,
         fertility: a.fertility,

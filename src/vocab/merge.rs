@@ -269,6 +269,19 @@ fn check_checkpoint(ckpt: &Path, base_size: usize) -> Result<(), VocabError> {
 /// Runs `vocab merge`: checks everything, then writes the output directory.
 pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
     let start = Instant::now();
+    // Hub ids (`org/name[@revision]`) are fetched into the HF cache; the manifest keeps what was asked for
+    // and what it resolved to (`base_hub`, `model_hub`: repo, revision, commit).
+    let hub = crate::hub::HubConfig::from_env(env.progress);
+    let base = crate::hub::resolve_model(&cfg.base.to_string_lossy(), &hub)?;
+    let model = cfg.model.as_ref().map(|m| crate::hub::resolve_model(&m.to_string_lossy(), &hub)).transpose()?;
+    let mut args = serde_json::to_value(cfg).unwrap_or_default();
+    for (key, m) in [("base_hub", Some(&base)), ("model_hub", model.as_ref())] {
+        if let Some(source) = m.and_then(|m| m.hub.as_ref()) {
+            args[key] = serde_json::to_value(source).unwrap_or_default();
+        }
+    }
+    let resolved = MergeConfig { base: base.path.clone(), model: model.map(|m| m.path), ..cfg.clone() };
+    let cfg = &resolved;
     let (base_path, is_json) = base_file(&cfg.base, env)?;
     let add = ModelProto::read(&cfg.add)?;
     SpmModel::new(add.clone()).map_err(|message| VocabError::Load { path: cfg.add.clone(), message })?;
@@ -281,8 +294,7 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
     if let Some(ckpt) = &cfg.model {
         check_checkpoint(ckpt, report.base_size)?;
     }
-    let mut manifest =
-        ManifestBuilder::new("vocab merge", serde_json::to_value(cfg).unwrap_or_default(), Some(cfg.seed));
+    let mut manifest = ManifestBuilder::new("vocab merge", args, Some(cfg.seed));
     manifest.add_input(&base_path, &env.progress)?;
     manifest.add_input(&cfg.add, &env.progress)?;
 
@@ -368,9 +380,8 @@ impl crate::stage::Stage for MergeConfig {
         self.out = dir.into();
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
-        let model = self.model.as_deref().map(|m| crate::stage::checkpoint(m, ctx.env)).transpose()?;
-        let cfg = MergeConfig { base: crate::stage::checkpoint(&self.base, ctx.env)?, model, ..self.clone() };
-        run(&cfg, ctx.env)?;
+        // `run` fetches Hub ids itself, so its manifest records the names and revisions asked for.
+        run(self, ctx.env)?;
         Ok(())
     }
 }

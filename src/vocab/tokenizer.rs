@@ -86,6 +86,9 @@ pub enum VocabError {
     /// Text shards could not be read.
     #[error(transparent)]
     Shard(#[from] crate::corpus::ShardError),
+    /// Fetching a base or model from the Hub failed.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     /// Hashing inputs or writing the manifest failed.
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),

@@ -837,10 +837,10 @@ fn recipe_stages_take_a_model_by_hub_id() {
         .any(|i| i["path"].as_str().unwrap().contains("models--org--tiny")));
 }
 
-/// `train --model org/name` fetches the model itself and its manifest records what was asked for and what it
-/// resolved to (repo, revision, commit), not just a snapshot path.
+/// `train --model org/name` and `vocab merge --base/--model org/name` fetch the model themselves and their
+/// manifests record what was asked for and what it resolved to (repo, revision, commit), not just a path.
 #[test]
-fn train_manifest_records_the_hub_revision() {
+fn train_and_merge_manifests_record_the_hub_revision() {
     let fake = fake_hub(repos(&[("org/tiny", tiny_repo())]), no_fault);
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("hf");
@@ -884,4 +884,27 @@ fn train_manifest_records_the_hub_revision() {
         json!({"repo": "org/tiny", "kind": "model", "revision": "main", "commit": COMMIT})
     );
     assert!(manifest["inputs"][0]["path"].as_str().unwrap().contains(&format!("models--org--tiny/snapshots/{COMMIT}")));
+    // vocab merge with --base and --model by name: the same provenance for both.
+    let merged = work.path().join("merged");
+    let o = langadapt_with_hub(
+        &[
+            "vocab",
+            "merge",
+            "--base",
+            "org/tiny",
+            "--model",
+            "org/tiny@main",
+            "--add",
+            fixture("vocab/tokenizer-train-bpe.model").to_str().unwrap(),
+            "--out",
+            merged.to_str().unwrap(),
+        ],
+        &home,
+        &fake.hub.url,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest: Value = serde_json::from_slice(&std::fs::read(merged.join("manifest.json")).unwrap()).unwrap();
+    let source = |rev: &str| json!({"repo": "org/tiny", "kind": "model", "revision": rev, "commit": COMMIT});
+    assert_eq!((&manifest["args"]["base"], &manifest["args"]["model"]), (&json!("org/tiny"), &json!("org/tiny@main")));
+    assert_eq!((&manifest["args"]["base_hub"], &manifest["args"]["model_hub"]), (&source("main"), &source("main")));
 }
