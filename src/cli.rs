@@ -478,7 +478,8 @@ fn wiki_download(a: WikiDownloadArgs, env: &Env) -> anyhow::Result<()> {
 
 /// A checkpoint argument: an existing local path as given, else `org/name[@revision]` fetched from the Hub.
 fn checkpoint_path(p: &std::path::Path, env: &Env) -> anyhow::Result<PathBuf> {
-    langadapt::stage::checkpoint(p, env).map_err(anyhow::Error::from_boxed)
+    let hub = langadapt::hub::HubConfig::from_env(env.progress);
+    Ok(langadapt::hub::resolve_model(&p.to_string_lossy(), &hub)?.path)
 }
 
 fn ingest(a: IngestArgs, env: &Env) -> anyhow::Result<()> {

@@ -17,13 +17,6 @@ pub enum Need {
     Checkpoint,
 }
 
-/// A checkpoint setting as the stage loads it: a local folder as given, else a Hub id fetched into the
-/// Hugging Face cache (honouring HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
-pub fn checkpoint(model: &Path, env: &Env) -> Result<PathBuf, StageError> {
-    let hub = crate::hub::HubConfig::from_env(env.progress);
-    Ok(crate::hub::resolve_model(&model.to_string_lossy(), &hub)?.path)
-}
-
 /// One path-valued setting: its key as the recipe writes it, the value to resolve in place, and the need.
 pub type PathKey<'a> = (String, &'a mut PathBuf, Need);
 

@@ -159,8 +159,16 @@ impl EvalConfig {
 
     /// Scores the model and writes `out/results.json` with its manifest.
     pub fn run(&self, env: &Env) -> Result<Results, EvalError> {
-        let cfg = self.run_config()?;
-        let mut lm = super::open_local_lm(&self.model, &self.device, self.batch_size, self.max_length, env.progress)?;
+        // A Hub id is fetched here (as train and vocab merge do), so results.json keeps the name asked for
+        // and `model_hub` {repo, revision, commit}, like `eval run --model org/name`.
+        let hub = crate::hub::HubConfig::from_env(env.progress);
+        let resolved = crate::hub::resolve_model(&self.model.to_string_lossy(), &hub)?;
+        let local = EvalConfig { model: resolved.path, ..self.clone() };
+        let mut cfg = local.run_config()?;
+        if let Some(source) = resolved.hub {
+            (cfg.model.model, cfg.model.hub) = (self.model.display().to_string(), Some(source));
+        }
+        let mut lm = super::open_local_lm(&local.model, &self.device, self.batch_size, self.max_length, env.progress)?;
         run(&cfg, &mut lm, env)
     }
 }
@@ -688,8 +696,7 @@ impl crate::stage::Stage for EvalConfig {
         self.limit = Some(self.limit.unwrap_or(cap).min(cap));
     }
     fn run(&self, ctx: &crate::stage::StageCtx) -> Result<(), crate::stage::StageError> {
-        let cfg = EvalConfig { model: crate::stage::checkpoint(&self.model, ctx.env)?, ..self.clone() };
-        EvalConfig::run(&cfg, ctx.env)?;
+        EvalConfig::run(self, ctx.env)?;
         Ok(())
     }
 }

@@ -828,6 +828,10 @@ fn recipe_stages_take_a_model_by_hub_id() {
     assert!(home.join("hub/models--org--tiny/refs/main").is_file());
     let results: Value = serde_json::from_slice(&std::fs::read(out.join("score/results.json")).unwrap()).unwrap();
     assert!(results["results"]["xcopa_tr"]["acc,none"].is_number(), "{results}");
+    assert_eq!(
+        (&results["config"]["model"], &results["config"]["model_hub"]),
+        (&json!("org/tiny"), &json!({"repo": "org/tiny", "kind": "model", "revision": "main", "commit": COMMIT}))
+    );
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(out.join("score/results.manifest.json")).unwrap()).unwrap();
     assert!(manifest["inputs"]
