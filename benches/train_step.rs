@@ -71,7 +71,8 @@ fn main() {
     };
     let shards_dir = data.join("shards");
     shards::run(
-        &BuildConfig::single(root.join("tests/fixtures/tiny-llama"), src, SEQ_LEN, shards_dir.clone()),
+        &BuildConfig::single(root.join("tests/fixtures/tiny-llama"), src, SEQ_LEN, shards_dir.clone())
+            .expect("bench config"),
         &data,
         &env,
     )

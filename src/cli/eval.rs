@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use langadapt::eval::backend::{BackendKind, BackendSpec};
+use langadapt::eval::backend::BackendKind;
 use langadapt::eval::run::ModelInfo;
-use langadapt::eval::{self, codeswitch, Results, RunConfig, TaskRegistry};
+use langadapt::eval::{self, codeswitch, EvalConfig, Results, TaskRegistry};
 use langadapt::hub::HubConfig;
 use langadapt::Env;
+use serde::Serialize;
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
@@ -32,9 +33,12 @@ pub enum EvalCommand {
         /// The responses.
         #[arg(long)]
         input: PathBuf,
-        /// Target language: tr, et, fa, zh (evals/codeswitch.toml).
+        /// Target language: an instance of evals/codeswitch.toml (tr, et, fa, zh) or of --evals-dir's.
         #[arg(long)]
         lang: String,
+        /// Extra task definitions (*.toml) whose codeswitch instances add or replace targets.
+        #[arg(long)]
+        evals_dir: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -47,17 +51,18 @@ pub enum EvalCommand {
     },
 }
 
-#[derive(Debug, Args)]
+/// The task keys of [`eval::EvalConfig`].
+#[derive(Debug, Args, Serialize)]
 pub struct TaskArgs {
     /// Tasks and groups, comma-separated (xcopa_tr, belebele_tur_Latn, ceval-valid, perplexity, codeswitch_tr, ...).
     #[arg(long, value_delimiter = ',', required = true)]
     tasks: Vec<String>,
-    /// Root of the downloaded datasets in their released layouts (xcopa/, belebele/, ceval/).
-    #[arg(long, default_value = ".")]
-    data_dir: PathBuf,
+    /// Root of the downloaded datasets in their released layouts (xcopa/, belebele/, ceval/; default: .).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Few-shot examples per prompt.
-    #[arg(long, default_value_t = 0)]
-    num_fewshot: usize,
+    #[arg(long)]
+    num_fewshot: Option<usize>,
     /// Only the first N documents of each task.
     #[arg(long)]
     limit: Option<usize>,
@@ -66,20 +71,22 @@ pub struct TaskArgs {
     evals_dir: Option<PathBuf>,
     /// Do not also score data with known defects corrected (e.g. `xcopa_tr_fixed`).
     #[arg(long)]
+    #[serde(skip)]
     no_fixed: bool,
     /// Tokens to generate per response in generation tasks (default: the task's max_tokens).
     #[arg(long)]
     max_gen_tokens: Option<usize>,
 }
 
-#[derive(Debug, Args)]
+/// The model keys of [`eval::EvalConfig`].
+#[derive(Debug, Args, Serialize)]
 pub struct BackendArgs {
-    /// Checkpoint directory (HF layout), or the served model's name with --backend openai.
+    /// Checkpoint directory (HF layout) or Hub id org/name[@revision], or the served model's name with --backend openai.
     #[arg(long)]
     model: String,
     /// `local` (candle) or `openai` (an OpenAI-compatible /v1/completions server; key in OPENAI_API_KEY).
-    #[arg(long, default_value = "local")]
-    backend: BackendKind,
+    #[arg(long)]
+    backend: Option<BackendKind>,
     /// Server URL for --backend openai.
     #[arg(long)]
     endpoint: Option<String>,
@@ -90,85 +97,89 @@ pub struct BackendArgs {
     #[arg(long)]
     max_length: Option<usize>,
     /// Requests per batch.
-    #[arg(long, default_value_t = eval::backend::DEFAULT_BATCH_SIZE)]
-    batch_size: usize,
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// cpu or cuda[:N] (local backend).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long)]
+    device: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
 pub struct RunArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     tasks: TaskArgs,
     #[command(flatten)]
+    #[serde(flatten)]
     backend: BackendArgs,
     /// Text for the perplexity task: .txt, .jsonl (`text`), text-shard .parquet, or a directory.
     #[arg(long)]
+    #[serde(rename = "perplexity_data")]
     data: Option<PathBuf>,
     /// results.json path.
     #[arg(long)]
+    #[serde(rename = "results")]
     out: PathBuf,
     /// Write DIR/{task}.jsonl with every request and its score.
     #[arg(long)]
     log_samples: Option<PathBuf>,
     /// Recorded in results.json (prompts and greedy decoding draw no random numbers).
-    #[arg(long, default_value_t = 1234)]
-    seed: u64,
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
 pub struct RequestsArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     tasks: TaskArgs,
     /// Output JSONL.
     #[arg(long)]
+    #[serde(skip)]
     out: PathBuf,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize)]
 pub struct ScoreArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     backend: BackendArgs,
     /// Requests JSONL (`id`, `context`, `continuation`).
     #[arg(long)]
+    #[serde(skip)]
     requests: PathBuf,
     /// Output JSONL (`id`, `ll`, `is_greedy`, `n_cont_tokens`).
     #[arg(long)]
+    #[serde(skip)]
     out: PathBuf,
+}
+
+/// The settings the flags give (the library's defaults for the rest).
+fn config(flags: &impl Serialize, tasks: Option<&TaskArgs>) -> anyhow::Result<EvalConfig> {
+    let mut cfg: EvalConfig = langadapt::config::layered(None, &[], flags)?;
+    cfg.fixed_variants &= !tasks.is_some_and(|t| t.no_fixed);
+    Ok(cfg)
 }
 
 /// Runs an `eval` subcommand.
 pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Run(a) => {
-            let hub = HubConfig::from_env(env.progress);
-            let mut spec = a.backend.spec();
-            let fetched = spec.fetch_model(&hub)?;
-            let mut model = spec.model_info()?;
-            if let Some((asked, source)) = fetched {
-                (model.model, model.hub) = (asked, Some(source));
-            }
-            let cfg = run_config(&a.tasks, model, a.out.clone(), Some(hub));
-            let perplexity_data = a.data.map(eval::PerplexityData::One);
-            let cfg = RunConfig { perplexity_data, log_samples: a.log_samples, seed: a.seed, ..cfg };
-            let mut lm = spec.open(env)?;
+            let cfg = config(&a, Some(&a.tasks))?;
             // Warnings (e.g. known data defects) are printed by the run and kept in results.json.
-            let results = eval::run(&cfg, lm.as_mut(), env)?;
-            let label = cfg.model.model.clone();
-            print!("{}", eval::results::compare(&[(label, results)]));
+            let results = cfg.run(env)?;
+            print!("{}", eval::results::compare(&[(cfg.model.display().to_string(), results)]));
             eprintln!("results: {}", a.out.display());
         }
         EvalCommand::Requests(a) => {
-            let cfg = run_config(&a.tasks, ModelInfo::none(), a.out.clone(), Some(HubConfig::from_env(env.progress)));
-            let n = eval::write_requests(&cfg, &a.out)?;
+            let cfg = config(&a, Some(&a.tasks))?;
+            let n = eval::write_requests(&cfg.run_config(ModelInfo::none()), &a.out)?;
             eprintln!("{n} requests: {}", a.out.display());
         }
         EvalCommand::Score(a) => {
-            let mut spec = a.backend.spec();
+            let mut spec = config(&a, None)?.backend_spec();
             spec.fetch_model(&HubConfig::from_env(env.progress))?;
-            let mut lm = spec.open(env)?;
-            let n = eval::score_requests(lm.as_mut(), &a.requests, &a.out)?;
+            let n = eval::score_requests(spec.open(env)?.as_mut(), &a.requests, &a.out)?;
             eprintln!("{n} requests scored: {}", a.out.display());
         }
         EvalCommand::Compare { results, labels } => {
@@ -179,25 +190,16 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
             }
             print!("{}", eval::results::compare(&runs));
         }
-        EvalCommand::Codeswitch { input, lang, json } => {
-            let target = codeswitch::builtin_target(&lang).with_context(|| {
-                format!("no code-switching target `{lang}`; known: tr, et, fa, zh (evals/codeswitch.toml)")
+        EvalCommand::Codeswitch { input, lang, json, evals_dir } => {
+            let registry = TaskRegistry::load(evals_dir.as_deref())?;
+            let target = registry.codeswitch_target(&lang).with_context(|| {
+                format!("no code-switching target `{lang}`; known: {}", registry.codeswitch_langs().join(", "))
             })?;
-            let responses = codeswitch::read_responses(&input)?;
-            let rep = codeswitch::measure(&responses, &target)?;
+            let rep = codeswitch::measure(&codeswitch::read_responses(&input)?, target)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
-                println!(
-                    "{lang}: {}/{} responses code-switch ({:.2}%), {}/{} words foreign ({:.2}%); intruders: {}",
-                    rep.switched_responses,
-                    rep.responses,
-                    100.0 * rep.codeswitch_rate,
-                    rep.foreign_words,
-                    rep.words,
-                    100.0 * rep.foreign_word_share,
-                    rep.intruders.iter().take(5).map(|(l, n)| format!("{l} {n}")).collect::<Vec<_>>().join(", ")
-                );
+                println!("{lang}: {rep}");
             }
         }
         EvalCommand::Tasks { evals_dir } => {
@@ -210,38 +212,4 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-impl BackendArgs {
-    /// The library's backend settings.
-    fn spec(&self) -> BackendSpec {
-        BackendSpec {
-            kind: self.backend,
-            model: self.model.clone(),
-            endpoint: self.endpoint.clone(),
-            tokenizer: self.tokenizer.clone(),
-            max_length: self.max_length,
-            batch_size: self.batch_size,
-            device: self.device.clone(),
-        }
-    }
-}
-
-fn run_config(t: &TaskArgs, model: ModelInfo, out: PathBuf, hub: Option<HubConfig>) -> RunConfig {
-    RunConfig {
-        tasks: t.tasks.clone(),
-        data_dir: t.data_dir.clone(),
-        num_fewshot: t.num_fewshot,
-        limit: t.limit,
-        seed: 1234,
-        perplexity_data: None,
-        prompt_template: None,
-        log_samples: None,
-        evals_dir: t.evals_dir.clone(),
-        fixed_variants: !t.no_fixed,
-        max_gen_tokens: t.max_gen_tokens,
-        out,
-        model,
-        hub,
-    }
 }

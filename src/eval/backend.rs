@@ -2,7 +2,6 @@
 //! OpenAI-compatible completions server. One factory for the CLI, recipes and tests.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,24 +12,13 @@ use crate::vocab::Tokenizer;
 use crate::Env;
 
 /// The kind of model server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// A local checkpoint, scored with candle.
     Local,
     /// An OpenAI-compatible `/v1/completions` server (vLLM, llama.cpp server, ...); key in OPENAI_API_KEY.
     Openai,
-}
-
-impl FromStr for BackendKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "local" => Ok(BackendKind::Local),
-            "openai" => Ok(BackendKind::Openai),
-            other => Err(format!("unknown backend `{other}`; use local or openai")),
-        }
-    }
 }
 
 /// Default requests per batch.

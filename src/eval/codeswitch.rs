@@ -52,15 +52,6 @@ fn default_rivals() -> Vec<String> {
 /// Least confidence of the restricted detector for a rival to count.
 const MIN_CONFIDENCE: f64 = 0.5;
 
-/// The targets of the shipped evals/codeswitch.toml, for `eval codeswitch --lang` (tr, et, fa, zh).
-pub fn builtin_target(lang: &str) -> Option<TargetLang> {
-    let spec: super::task::TaskSpec = toml::from_str(include_str!("../../evals/codeswitch.toml")).ok()?;
-    match spec {
-        super::task::TaskSpec::Codeswitch(c) => c.instances.get(lang).cloned(),
-        _ => None,
-    }
-}
-
 /// What the measurement found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CodeswitchReport {
@@ -296,9 +287,33 @@ pub fn read_responses(path: &std::path::Path) -> Result<Vec<String>, EvalError> 
     Ok(out)
 }
 
+impl std::fmt::Display for CodeswitchReport {
+    /// The one-line summary `eval codeswitch` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let intruders: Vec<String> = self.intruders.iter().take(5).map(|(l, n)| format!("{l} {n}")).collect();
+        write!(
+            f,
+            "{}/{} responses code-switch ({:.2}%), {}/{} words foreign ({:.2}%); intruders: {}",
+            self.switched_responses,
+            self.responses,
+            100.0 * self.codeswitch_rate,
+            self.foreign_words,
+            self.words,
+            100.0 * self.foreign_word_share,
+            intruders.join(", ")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::TaskRegistry;
+
+    /// A target of the shipped evals/codeswitch.toml.
+    fn builtin_target(lang: &str) -> TargetLang {
+        TaskRegistry::load(None).unwrap().codeswitch_target(lang).unwrap().clone()
+    }
 
     #[test]
     fn shipped_prompt_sets_stay_in_their_language() {
@@ -313,15 +328,15 @@ mod tests {
                 .lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["prompt"].as_str().unwrap().to_string())
                 .collect();
-            let rep = measure(&prompts, &builtin_target(lang).unwrap()).unwrap();
+            let rep = measure(&prompts, &builtin_target(lang)).unwrap();
             assert_eq!((rep.responses, rep.foreign_words), (12, 0), "{lang}: {rep:?}");
         }
-        assert!(builtin_target("xx").is_none());
+        assert!(TaskRegistry::load(None).unwrap().codeswitch_target("xx").is_none());
     }
 
     #[test]
     fn code_urls_and_numbers_are_ignored() {
-        let zh = builtin_target("zh").unwrap();
+        let zh = builtin_target("zh");
         let r = "这是一个函数。\n```python\ndef add(a, b):\n    return a + b\n```\n请运行 `pip install x`，访问 https://example.org/docs 查看 2024 年的说明。";
         let rep = measure(&[r.to_string()], &zh).unwrap();
         assert_eq!((rep.switched_responses, rep.foreign_words), (0, 0), "{rep:?}");
@@ -329,7 +344,7 @@ mod tests {
 
     #[test]
     fn foreign_scripts_and_sentences_are_counted() {
-        let zh = builtin_target("zh").unwrap();
+        let zh = builtin_target("zh");
         let rep = measure(
             &[
                 "我喜欢用Python写代码。".into(),
@@ -343,7 +358,7 @@ mod tests {
         assert_eq!(rep.switched_responses, 2);
         assert_eq!(rep.per_response, vec![1, 0, 9]);
         assert_eq!(rep.intruders[0], ("eng".to_string(), 9));
-        let tr = builtin_target("tr").unwrap();
+        let tr = builtin_target("tr");
         let rep = measure(
             &["Bugün hava çok güzel ve parkta yürüyüş yapmak istiyorum. However, I think it will rain later today."
                 .into()],
@@ -353,10 +368,10 @@ mod tests {
         assert_eq!(rep.switched_responses, 1);
         assert_eq!(rep.foreign_words, 8);
         assert_eq!(rep.intruders, vec![("eng".to_string(), 8)]);
-        let et = builtin_target("et").unwrap();
+        let et = builtin_target("et");
         let rep = measure(&["Tallinn on Eesti pealinn ja suurim linn. See on väga ilus.".into()], &et).unwrap();
         assert_eq!(rep.foreign_words, 0, "{rep:?}");
-        let bad = TargetLang { scripts: vec!["Klingon".into()], ..builtin_target("zh").unwrap() };
+        let bad = TargetLang { scripts: vec!["Klingon".into()], ..builtin_target("zh") };
         assert!(matches!(Target::new(&bad), Err(e) if e.to_string().starts_with("unknown script `Klingon`")));
     }
 }

@@ -13,6 +13,7 @@ pub mod pyrandom;
 pub mod results;
 pub mod run;
 pub mod task;
+pub mod tasks;
 
 use std::path::PathBuf;
 

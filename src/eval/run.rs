@@ -1,31 +1,23 @@
-//! `eval run` / `eval requests` / `eval score`: resolve tasks, build requests, ask the model once per
-//! request type, score, aggregate, write results.json (+ manifest, + per-task sample logs).
+//! `eval run` / `eval requests` / `eval score`: resolve the tasks (objects of `tasks.rs`), answer every
+//! loglikelihood request once, let each task score its documents, average groups, write results.json (+
+//! manifest, + per-task sample logs).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::codeswitch::{self, TargetLang};
-use super::lm::{GenerateUntil, LanguageModel, Loglikelihood};
-use super::metrics::{group_mean, mc_outcome, mean, mean_stderr};
-use super::perplexity::perplexity;
+use super::backend::{BackendKind, BackendSpec};
+use super::lm::{LanguageModel, Loglikelihood};
+use super::metrics::group_mean;
 use super::results::{NSamples, Results};
-use super::task::{CodeswitchSpec, McTask, Metric, TaskRegistry, TaskSpec};
+use super::task::{McRequest, McTask, Metric, TaskRegistry, TaskSpec};
+use super::tasks::{Answered, CodeswitchTask, OutputType, PerplexityTask, Task};
 use super::EvalError;
 use crate::manifest::{InputFile, ManifestBuilder, TOOL_VERSION};
-use crate::shards::Template;
 use crate::Env;
-
-/// Prompt sets shipped in evals/prompts, compiled in.
-const BUILTIN_PROMPTS: &[(&str, &str)] = &[
-    ("prompts/codeswitch_tr.jsonl", include_str!("../../evals/prompts/codeswitch_tr.jsonl")),
-    ("prompts/codeswitch_et.jsonl", include_str!("../../evals/prompts/codeswitch_et.jsonl")),
-    ("prompts/codeswitch_fa.jsonl", include_str!("../../evals/prompts/codeswitch_fa.jsonl")),
-    ("prompts/codeswitch_zh.jsonl", include_str!("../../evals/prompts/codeswitch_zh.jsonl")),
-];
 
 /// Settings of `eval run` (and, for the task part, `eval requests`).
 #[derive(Debug, Clone, Serialize)]
@@ -63,14 +55,25 @@ pub struct RunConfig {
     pub hub: Option<crate::hub::HubConfig>,
 }
 
-/// Settings of an `eval` stage of a recipe: a local checkpoint scored on tasks (what `eval run` does with
-/// the local backend); results go to `out/results.json`.
+/// Settings of `eval run` and of an `eval` stage of a recipe: a model (a local checkpoint, a Hub id, or a
+/// served model) scored on tasks; results go to `results` (default `out/results.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Checkpoint directory (HF layout).
+    /// Checkpoint directory (HF layout) or Hub id; the served model's name with `backend = "openai"`.
+    #[serde(default)]
     pub model: PathBuf,
+    /// How the model is served.
+    #[serde(default = "default_backend")]
+    pub backend: BackendKind,
+    /// Server URL (`openai`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Tokenizer for `openai` (default: the one in `model` when it is a directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
     /// Task and group names.
+    #[serde(default)]
     pub tasks: Vec<String>,
     /// Root of the datasets in their released layouts (xcopa/, belebele/, ceval/).
     #[serde(default = "default_data_dir")]
@@ -109,11 +112,20 @@ pub struct EvalConfig {
     /// Recorded in results.json.
     #[serde(default = "default_eval_seed")]
     pub seed: u64,
+    /// Write `DIR/{task}.jsonl` with every request and its score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_samples: Option<PathBuf>,
+    /// The results.json path (default: `out/results.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<PathBuf>,
     /// Output directory (a recipe sets it per stage).
     #[serde(default)]
     pub out: PathBuf,
 }
 
+fn default_backend() -> BackendKind {
+    BackendKind::Local
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".")
 }
@@ -121,7 +133,7 @@ fn yes() -> bool {
     true
 }
 fn default_batch_size() -> usize {
-    16
+    super::backend::DEFAULT_BATCH_SIZE
 }
 fn default_device() -> String {
     "cpu".into()
@@ -131,10 +143,22 @@ fn default_eval_seed() -> u64 {
 }
 
 impl EvalConfig {
-    /// The `eval run` settings this stage amounts to (hashes the model's weight files' names, so the model
-    /// must exist).
-    pub fn run_config(&self) -> Result<RunConfig, EvalError> {
-        Ok(RunConfig {
+    /// How the model is served and opened.
+    pub fn backend_spec(&self) -> BackendSpec {
+        BackendSpec {
+            kind: self.backend,
+            model: self.model.to_string_lossy().into_owned(),
+            endpoint: self.endpoint.clone(),
+            tokenizer: self.tokenizer.clone(),
+            max_length: self.max_length,
+            batch_size: self.batch_size,
+            device: self.device.clone(),
+        }
+    }
+
+    /// The run's settings for `model` (what results.json records about it).
+    pub fn run_config(&self, model: ModelInfo) -> RunConfig {
+        RunConfig {
             tasks: self.tasks.clone(),
             data_dir: self.data_dir.clone(),
             num_fewshot: self.num_fewshot,
@@ -142,34 +166,39 @@ impl EvalConfig {
             seed: self.seed,
             perplexity_data: self.perplexity_data.clone(),
             prompt_template: self.prompt_template.clone(),
-            log_samples: None,
+            log_samples: self.log_samples.clone(),
             evals_dir: self.evals_dir.clone(),
             fixed_variants: self.fixed_variants,
             max_gen_tokens: self.max_gen_tokens,
             out: self.results_path(),
-            model: ModelInfo::local(&self.model, self.batch_size, &self.device)?,
+            model,
             hub: Some(crate::hub::HubConfig::from_env(crate::Progress::default())),
-        })
-    }
-
-    /// `out/results.json`.
-    pub fn results_path(&self) -> PathBuf {
-        self.out.join("results.json")
-    }
-
-    /// Scores the model and writes `out/results.json` with its manifest.
-    pub fn run(&self, env: &Env) -> Result<Results, EvalError> {
-        // A Hub id is fetched here (as train and vocab merge do), so results.json keeps the name asked for
-        // and `model_hub` {repo, revision, commit}, like `eval run --model org/name`.
-        let hub = crate::hub::HubConfig::from_env(env.progress);
-        let resolved = crate::hub::resolve_model(&self.model.to_string_lossy(), &hub)?;
-        let local = EvalConfig { model: resolved.path, ..self.clone() };
-        let mut cfg = local.run_config()?;
-        if let Some(source) = resolved.hub {
-            (cfg.model.model, cfg.model.hub) = (self.model.display().to_string(), Some(source));
         }
-        let mut lm = super::open_local_lm(&local.model, &self.device, self.batch_size, self.max_length, env.progress)?;
-        run(&cfg, &mut lm, env)
+    }
+
+    /// `results`, or `out/results.json`.
+    pub fn results_path(&self) -> PathBuf {
+        self.results.clone().unwrap_or_else(|| self.out.join("results.json"))
+    }
+
+    /// Scores the model and writes results.json with its manifest.
+    pub fn run(&self, env: &Env) -> Result<Results, EvalError> {
+        if self.model.as_os_str().is_empty() {
+            return Err(EvalError::Config(
+                "no model to score: set `model` (--model DIR, org/name or a served name)".into(),
+            ));
+        }
+        // A Hub id is fetched here (as train and vocab merge do), so results.json keeps the name asked for
+        // and `model_hub` {repo, revision, commit}.
+        let mut spec = self.backend_spec();
+        let fetched = spec.fetch_model(&crate::hub::HubConfig::from_env(env.progress))?;
+        let mut model = spec.model_info()?;
+        if let Some((asked, source)) = fetched {
+            (model.model, model.hub) = (asked, Some(source));
+        }
+        let cfg = self.run_config(model);
+        let mut lm = spec.open(env)?;
+        run(&cfg, lm.as_mut(), env)
     }
 }
 
@@ -283,23 +312,15 @@ pub fn weight_files(ckpt: &Path) -> Result<Vec<PathBuf>, EvalError> {
     Ok(checkpoint.files().to_vec())
 }
 
-/// Resolved work: multiple-choice tasks, perplexity, code-switching.
+/// The tasks of a run, its groups (name, members, weighted by size) and warnings about the data.
 struct Plan<'a> {
-    mc: Vec<McTask<'a>>,
-    perplexity: Vec<(String, PathBuf)>,
-    codeswitch: Vec<(String, &'a CodeswitchSpec, TargetLang)>,
+    tasks: Vec<Box<dyn Task + 'a>>,
     groups: Vec<(String, Vec<String>, bool)>,
     warnings: Vec<String>,
 }
 
 fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, EvalError> {
-    let mut p = Plan {
-        mc: Vec::new(),
-        perplexity: Vec::new(),
-        codeswitch: Vec::new(),
-        groups: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut p = Plan { tasks: Vec::new(), groups: Vec::new(), warnings: Vec::new() };
     let hub = cfg.hub.clone().map(crate::hub::Hub::new).transpose()?;
     for name in &cfg.tasks {
         let refs = registry.resolve(name, &cfg.data_dir, hub.is_some())?;
@@ -315,11 +336,11 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
             p.groups.push((name.clone(), refs.iter().map(|r| r.name.clone()).collect(), g.weight_by_size));
         }
         for r in refs {
+            if p.tasks.iter().any(|t| t.name() == r.name) {
+                continue;
+            }
             match r.spec {
                 TaskSpec::MultipleChoice(mc) => {
-                    if p.mc.iter().any(|t| t.name == r.name) {
-                        continue;
-                    }
                     let task = McTask::open(&r.name, &r.instance, mc, &cfg.data_dir, hub.as_ref())?;
                     if let Some((fix, n)) = task.detect_defect() {
                         let msg = format!(
@@ -338,12 +359,12 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
                         p.warnings.push(msg);
                         if cfg.fixed_variants {
                             let fixed = task.fixed(fix);
-                            p.mc.push(task);
-                            p.mc.push(fixed);
+                            p.tasks.push(Box::new(task));
+                            p.tasks.push(Box::new(fixed));
                             continue;
                         }
                     }
-                    p.mc.push(task);
+                    p.tasks.push(Box::new(task));
                 }
                 TaskSpec::Perplexity(_) => {
                     let Some(data) = &cfg.perplexity_data else {
@@ -351,12 +372,13 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
                             "task `perplexity` needs the text to score: --data PATH (.txt, .jsonl, text-shard .parquet or a directory)".into(),
                         ));
                     };
-                    p.perplexity =
-                        data.texts(&r.name)?.into_iter().map(|(name, path)| (name, path.to_path_buf())).collect();
+                    for (name, path) in data.texts(&r.name)? {
+                        p.tasks.push(Box::new(PerplexityTask { name, data: path.to_path_buf() }));
+                    }
                 }
                 TaskSpec::Codeswitch(cs) => {
                     let target = cs.instances[&r.instance].clone();
-                    p.codeswitch.push((r.name, cs, target));
+                    p.tasks.push(Box::new(CodeswitchTask { name: r.name, spec: cs, target }));
                 }
             }
         }
@@ -369,16 +391,19 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
 pub fn write_requests(cfg: &RunConfig, out: &Path) -> Result<usize, EvalError> {
     let registry = TaskRegistry::load(cfg.evals_dir.as_deref())?;
     let p = plan(&registry, cfg)?;
-    if !p.perplexity.is_empty() || !p.codeswitch.is_empty() {
-        return Err(EvalError::Config("`eval requests` writes loglikelihood requests of multiple-choice tasks only; drop perplexity/codeswitch tasks".into()));
+    if let Some(t) = p.tasks.iter().find(|t| t.output_type() != OutputType::MultipleChoice) {
+        return Err(EvalError::Config(format!(
+            "`eval requests` writes loglikelihood requests of multiple-choice tasks only; drop `{}`",
+            t.name()
+        )));
     }
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
     let mut buf = Vec::new();
     let mut n = 0;
-    for task in &p.mc {
-        for r in task.requests(cfg.num_fewshot, cfg.limit)? {
+    for task in &p.tasks {
+        for r in task.loglikelihood_requests(cfg)? {
             serde_json::to_writer(&mut buf, &r).map_err(|e| EvalError::Config(e.to_string()))?;
             buf.push(b'\n');
             n += 1;
@@ -401,46 +426,19 @@ fn write_samples(dir: &Option<PathBuf>, task: &str, lines: &[serde_json::Value])
     crate::io::write_atomic(&path, &buf).map_err(|e| EvalError::io(&path, e))
 }
 
-/// Reads a prompt set (JSONL `{"prompt"}`): from the user's evals directory, else the built-in copy.
-fn read_prompts(rel: &str, evals_dir: Option<&Path>) -> Result<Vec<String>, EvalError> {
-    let user = evals_dir.map(|d| d.join(rel)).filter(|p| p.is_file());
-    let (path, text) = match user {
-        Some(p) => {
-            let t = std::fs::read_to_string(&p).map_err(|e| EvalError::io(&p, e))?;
-            (p, t)
-        }
-        None => {
-            let t = BUILTIN_PROMPTS.iter().find(|(n, _)| *n == rel).map(|(_, t)| t.to_string()).ok_or_else(|| {
-                EvalError::Config(format!(
-                    "prompt set {rel} not found (built-in sets: prompts/codeswitch_{{tr,et,fa,zh}}.jsonl)"
-                ))
-            })?;
-            (PathBuf::from("evals").join(rel), t)
-        }
-    };
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| EvalError::data(&path, i as u64 + 1, format!("not valid JSON: {e}")))?;
-        let p = v
-            .get("prompt")
-            .and_then(|p| p.as_str())
-            .ok_or_else(|| EvalError::data(&path, i as u64 + 1, "missing string field `prompt`"))?;
-        out.push(p.to_string());
-    }
-    Ok(out)
-}
-
 /// Runs the tasks of `cfg` against `lm` and writes results.json (and its manifest next to it).
 pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Results, EvalError> {
+    // A wrong template name is a wrong setting, whether or not a task of this run uses it.
+    if let Some(name) = &cfg.prompt_template {
+        crate::shards::Template::by_name(name).map_err(EvalError::Config)?;
+    }
     let registry = TaskRegistry::load(cfg.evals_dir.as_deref())?;
     let p = plan(&registry, cfg)?;
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
     // Which Hub dataset, config and commit each fetched task read.
-    let datasets: std::collections::BTreeMap<&str, _> =
-        p.mc.iter().filter_map(|t| t.hub_source.as_ref().map(|s| (t.name.as_str(), s))).collect();
+    let datasets: BTreeMap<&str, _> = p.tasks.iter().filter_map(|t| Some((t.name(), t.data()?.1?))).collect();
     let args = serde_json::to_value(cfg).map_err(|e| EvalError::Config(e.to_string()))?;
     let mut manifest = ManifestBuilder::new("eval run", args, Some(cfg.seed));
     let mut model_files: Vec<InputFile> = Vec::new();
@@ -448,70 +446,33 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         model_files.push(manifest.add_input(f, &env.progress)?.clone());
     }
     let mut hashed = std::collections::HashSet::new();
-    for t in &p.mc {
-        if hashed.insert(t.data_path.clone()) {
-            manifest.add_input(&t.data_path, &env.progress)?;
+    for (path, _) in p.tasks.iter().filter_map(|t| t.data()) {
+        if hashed.insert(path.to_path_buf()) {
+            manifest.add_input(path, &env.progress)?;
         }
     }
     let mut results = Results { warnings: p.warnings.clone(), ..Results::default() };
 
-    // Multiple choice: every request of every task in one call, identical requests asked once.
-    let mut per_task = Vec::new();
-    let mut unique: Vec<Loglikelihood> = Vec::new();
-    let mut index: HashMap<Loglikelihood, usize> = HashMap::new();
-    for t in &p.mc {
-        let reqs = t.requests(cfg.num_fewshot, cfg.limit)?;
-        let slots: Vec<usize> = reqs
-            .iter()
-            .map(|r| {
-                let ll = r.loglikelihood();
-                *index.entry(ll.clone()).or_insert_with(|| {
-                    unique.push(ll);
-                    unique.len() - 1
-                })
-            })
-            .collect();
-        per_task.push((reqs, slots));
+    // Every loglikelihood request of every task in one call, identical requests asked once.
+    let mut ahead = Vec::new();
+    for t in &p.tasks {
+        ahead.extend(t.loglikelihood_requests(cfg)?.iter().map(McRequest::loglikelihood));
     }
-    let answers = if unique.is_empty() { Vec::new() } else { lm.loglikelihood(&unique)? };
-    for (t, (reqs, slots)) in p.mc.iter().zip(&per_task) {
-        let (mut acc, mut acc_norm, mut acc_byte) = (Vec::new(), Vec::new(), Vec::new());
-        let mut samples = Vec::new();
-        let mut i = 0;
-        while i < reqs.len() {
-            let doc_id = reqs[i].doc_id;
-            let j = reqs[i..].iter().position(|r| r.doc_id != doc_id).map_or(reqs.len(), |k| i + k);
-            let doc_reqs = &reqs[i..j];
-            let lls: Vec<f64> = slots[i..j].iter().map(|&s| answers[s].ll).collect();
-            let choices: Vec<String> = doc_reqs
-                .iter()
-                .map(|r| {
-                    r.continuation.strip_prefix(t.spec.target_delimiter.as_str()).unwrap_or(&r.continuation).to_string()
-                })
-                .collect();
-            let o = mc_outcome(&lls, &choices);
-            let gold = doc_reqs[0].target;
-            acc.push(f64::from(u8::from(o.pred == gold)));
-            acc_norm.push(f64::from(u8::from(o.pred_norm == gold)));
-            acc_byte.push(f64::from(u8::from(o.pred_bytenorm == gold)));
-            for (r, &s) in doc_reqs.iter().zip(&slots[i..j]) {
-                samples.push(json!({
-                    "doc_id": r.doc_id, "choice_idx": r.choice_idx, "context": r.context, "continuation": r.continuation,
-                    "ll": answers[s].ll, "is_greedy": answers[s].is_greedy, "pred": o.pred, "pred_norm": o.pred_norm, "target": gold,
-                }));
-            }
-            i = j;
+    let mut lm = Answered::ask(lm, ahead)?;
+    for t in &p.tasks {
+        let r = t.evaluate(&mut lm, cfg)?;
+        for s in &r.scores {
+            results.set(t.name(), s.metric, s.value, s.stderr, s.higher_is_better);
         }
-        for (metric, xs) in Metric::ALL.into_iter().zip([&acc, &acc_norm, &acc_byte]) {
-            if t.spec.metrics.contains(&metric) {
-                results.set(&t.name, metric.name(), mean(xs), mean_stderr(xs), true);
-            }
+        let entry = results.results.entry(t.name().to_string()).or_default();
+        for (k, v) in r.extra {
+            entry.insert(k.into(), v);
         }
-        record_task(&mut results, &t.name, &t.spec.version, cfg.num_fewshot, t.docs.len(), acc.len());
-        write_samples(&cfg.log_samples, &t.name, &samples)?;
+        record_task(&mut results, t.name(), &r.version, r.num_fewshot, r.n_docs.0, r.n_docs.1);
+        write_samples(&cfg.log_samples, t.name(), &r.samples)?;
     }
     for (group, members, weight_by_size) in &p.groups {
-        for metric in ["acc", "acc_norm", "acc_bytenorm"] {
+        for metric in Metric::ALL.map(Metric::name) {
             let parts: Vec<(f64, Option<f64>, usize)> = members
                 .iter()
                 .filter_map(|m| {
@@ -527,59 +488,6 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
             results.groups.insert(group.clone(), entry);
         }
         results.group_subtasks.insert(group.clone(), members.clone());
-    }
-
-    for (name, data) in &p.perplexity {
-        let (rep, docs) = perplexity(lm, data, cfg.limit)?;
-        results.set(name, "token_perplexity", rep.token_perplexity(), None, false);
-        results.set(name, "word_perplexity", rep.word_perplexity(), None, false);
-        results.set(name, "byte_perplexity", rep.byte_perplexity(), None, false);
-        results.set(name, "bits_per_byte", rep.bits_per_byte(), None, false);
-        let entry = results.results.entry(name.clone()).or_default();
-        for (k, v) in [("n_tokens", rep.n_tokens), ("n_bytes", rep.n_bytes), ("n_words", rep.n_words)] {
-            entry.insert(k.into(), json!(v));
-        }
-        entry.insert(
-            "note".into(),
-            json!(
-                "token_perplexity depends on the tokenizer and is not comparable across tokenizers; bits_per_byte is"
-            ),
-        );
-        record_task(&mut results, name, "1.0", 0, rep.n_docs, rep.n_docs);
-        let lines: Vec<serde_json::Value> = docs.iter().map(|d| json!(d)).collect();
-        write_samples(&cfg.log_samples, name, &lines)?;
-    }
-
-    let template = cfg.prompt_template.as_deref().map(Template::by_name).transpose().map_err(EvalError::Config)?;
-    for (name, spec, target) in &p.codeswitch {
-        let prompts = read_prompts(&target.prompts, cfg.evals_dir.as_deref())?;
-        let prompts: Vec<String> = prompts.into_iter().take(cfg.limit.unwrap_or(usize::MAX)).collect();
-        let reqs: Vec<GenerateUntil> = prompts
-            .iter()
-            .map(|pr| {
-                let (context, until) = match &template {
-                    Some(t) => (t.prompt(pr), vec![t.stop()]),
-                    None => (spec.template.replace("{prompt}", pr), spec.until.clone()),
-                };
-                GenerateUntil { context, until, max_tokens: cfg.max_gen_tokens.unwrap_or(spec.max_tokens) }
-            })
-            .collect();
-        let responses = lm.generate_until(&reqs)?;
-        let rep = codeswitch::measure(&responses, target)?;
-        let switched: Vec<f64> = rep.per_response.iter().map(|&n| f64::from(u8::from(n > 0))).collect();
-        results.set(name, "codeswitch_rate", rep.codeswitch_rate, mean_stderr(&switched), false);
-        results.set(name, "foreign_word_share", rep.foreign_word_share, None, false);
-        let entry = results.results.entry(name.clone()).or_default();
-        entry.insert("intruders".into(), json!(rep.intruders.iter().take(5).collect::<Vec<_>>()));
-        record_task(&mut results, name, &spec.version, 0, prompts.len(), prompts.len());
-        let lines: Vec<serde_json::Value> = prompts
-            .iter()
-            .zip(&responses)
-            .zip(&rep.per_response)
-            .enumerate()
-            .map(|(i, ((pr, r), f))| json!({"doc_id": i, "prompt": pr, "response": r, "foreign_words": f}))
-            .collect();
-        write_samples(&cfg.log_samples, name, &lines)?;
     }
 
     let model_sha256 = match model_files.as_slice() {
@@ -689,7 +597,7 @@ impl crate::stage::Stage for EvalConfig {
     }
     /// Only known once the model exists (the weight files are part of the settings).
     fn settings(&self) -> Option<serde_json::Value> {
-        serde_json::to_value(self.run_config().ok()?).ok()
+        serde_json::to_value(self.run_config(self.backend_spec().model_info().ok()?)).ok()
     }
     fn smoke(&mut self) {
         let cap = crate::stage::SMOKE_DOCS;

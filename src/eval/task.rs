@@ -288,6 +288,30 @@ impl TaskRegistry {
         Ok(TaskRegistry { families, evals_dir: evals_dir.map(Path::to_path_buf) })
     }
 
+    /// The code-switching target `lang` (an instance of a `codeswitch` family: evals/codeswitch.toml, or
+    /// the user's file that replaces or extends it).
+    pub fn codeswitch_target(&self, lang: &str) -> Option<&super::codeswitch::TargetLang> {
+        self.families.iter().find_map(|(_, spec)| match spec {
+            TaskSpec::Codeswitch(c) => c.instances.get(lang),
+            _ => None,
+        })
+    }
+
+    /// The instances of the `codeswitch` families, for messages.
+    pub fn codeswitch_langs(&self) -> Vec<&str> {
+        let mut langs: Vec<&str> = self
+            .families
+            .iter()
+            .filter_map(|(_, spec)| match spec {
+                TaskSpec::Codeswitch(c) => Some(c.instances.keys().map(String::as_str)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        langs.sort_unstable();
+        langs
+    }
+
     /// Resolves a task or group name. Groups expand to their instances (see [`TaskRegistry::group_of`]).
     /// With `hub`, a group with no subject under `data_dir` takes all of them (their data comes from the Hub).
     pub fn resolve(&self, name: &str, data_dir: &Path, hub: bool) -> Result<Vec<TaskRef<'_>>, EvalError> {

@@ -197,3 +197,18 @@ fn find_file(status: &serde_json::Value, status_url: &str, mirror: &str, name: &
     }
     Err(HubError::Protocol { url: status_url.into(), message: format!("no file {name} in jobs {}", JOBS.join(", ")) })
 }
+
+impl std::fmt::Display for DumpReport {
+    /// The one-line summary `wiki download` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "wiki download: {} dump {} and its index {} ({} bytes fetched, sha1 checked); manifest: {}",
+            self.date,
+            self.dump.display(),
+            self.index.display(),
+            self.bytes_fetched,
+            self.manifest.display()
+        )
+    }
+}

@@ -350,6 +350,23 @@ impl crate::stage::Stage for PairsConfig {
     }
 }
 
+impl std::fmt::Display for PairsReport {
+    /// The one-line summary `instruct translation-pairs` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "instruct translation-pairs: {} records ({} source->target, {} target->source; {} English prompts; {} empty \
+             pairs skipped); manifest: {}",
+            self.records,
+            self.src_to_tgt,
+            self.tgt_to_src,
+            self.english_prompts,
+            self.skipped_empty,
+            self.manifest.display()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use crate::manifest::ManifestBuilder;
 use crate::Env;
 
 /// The translation services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// OpenAI-compatible chat completions (OpenAI, vLLM, llama.cpp server, Ollama).
@@ -55,15 +54,6 @@ impl Backend {
             Backend::Libre => Some("LIBRETRANSLATE_API_KEY"),
             Backend::Replay => None,
         }
-    }
-}
-
-impl FromStr for Backend {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
-            .map_err(|_| format!("unknown backend '{s}': expected openai, deepl, google, libre or replay"))
     }
 }
 
@@ -805,6 +795,33 @@ impl crate::stage::Stage for TranslateConfig {
     }
 }
 
+impl std::fmt::Display for TranslateReport {
+    /// The one-line summary `instruct translate` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        write!(
+            f,
+            "instruct translate: {} of {} records translated ({} fields sent, {} from cache, {} requests, {} retried, \
+             {} characters billed, {} LLM tokens) in {:.1}s; QA: {} empty, {} identical, {} length ratio, {} source \
+             language; manifest: {}",
+            c("records_translated"),
+            c("records"),
+            c("fields_sent"),
+            c("fields_from_cache"),
+            c("requests"),
+            c("retried"),
+            c("characters_billed"),
+            c("llm_tokens"),
+            self.seconds,
+            c("qa_empty"),
+            c("qa_identical"),
+            c("qa_length_ratio"),
+            c("qa_source_language"),
+            self.manifest.display()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -817,11 +834,6 @@ mod tests {
         for bad in ["0", "-1/s", "x/s", "5/day"] {
             assert!(parse_rate(bad).unwrap_err().starts_with("invalid rate"), "{bad}");
         }
-        assert_eq!("DeepL".parse::<Backend>(), Ok(Backend::Deepl));
-        assert_eq!(
-            "bing".parse::<Backend>().unwrap_err(),
-            "unknown backend 'bing': expected openai, deepl, google, libre or replay"
-        );
         assert_eq!(format!("{:?}", ApiKey::new("sk-secret")), "ApiKey(***)");
     }
 }

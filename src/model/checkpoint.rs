@@ -7,9 +7,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
+use super::config::LoraConfig;
 use super::config::{HfConfig, LlamaConfig};
 use super::llama::Llama;
-use super::lora::LoraConfig;
 use super::ModelError;
 use crate::vocab::Tokenizer;
 
@@ -442,4 +442,24 @@ pub fn write_sharded(weights: &BTreeMap<String, Tensor>, out: &Path, max_bytes: 
     let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
     let path = out.join("model.safetensors.index.json");
     crate::io::write_atomic(&path, index.to_string().as_bytes()).map_err(|e| ModelError::io(&path, e))
+}
+
+impl std::fmt::Display for CheckpointInfo {
+    /// The tab-separated table `model info` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "path\t{}", self.path.display())?;
+        writeln!(f, "model_type\t{}", self.model_type)?;
+        writeln!(f, "parameters\t{} ({:.1}M)", self.parameters, self.parameters as f64 / 1e6)?;
+        writeln!(f, "dtype\t{}", self.dtypes.join(", "))?;
+        for (k, v) in &self.architecture {
+            writeln!(f, "{k}\t{v}")?;
+        }
+        for w in &self.files {
+            writeln!(f, "weights\t{}", w.display())?;
+        }
+        match &self.tokenizer {
+            Some((path, size)) => write!(f, "tokenizer\t{} ({size} ids)", path.display()),
+            None => write!(f, "tokenizer\tnone"),
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! `config.json` of Hugging Face LLaMA-family checkpoints: the verbatim serde struct and its runtime form.
+//! `config.json` of Hugging Face LLaMA-family checkpoints (the verbatim serde struct and its runtime form) and
+//! the LoRA hyper-parameters.
 
 use std::path::Path;
 
@@ -270,6 +271,110 @@ impl LlamaConfig {
         let mlp = 3 * h * i + if self.mlp_bias { 2 * i + h } else { 0 };
         let layer = attn + mlp + 2 * h;
         v * h + self.num_layers * layer + h + if self.tie_word_embeddings { 0 } else { v * h }
+    }
+}
+
+/// A projection LoRA can adapt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraTarget {
+    /// Attention query.
+    QProj,
+    /// Attention key.
+    KProj,
+    /// Attention value.
+    VProj,
+    /// Attention output.
+    OProj,
+    /// MLP gate.
+    GateProj,
+    /// MLP up.
+    UpProj,
+    /// MLP down.
+    DownProj,
+}
+
+impl LoraTarget {
+    /// Every target, in PEFT's usual order.
+    pub const ALL: [LoraTarget; 7] = [
+        LoraTarget::QProj,
+        LoraTarget::KProj,
+        LoraTarget::VProj,
+        LoraTarget::OProj,
+        LoraTarget::GateProj,
+        LoraTarget::UpProj,
+        LoraTarget::DownProj,
+    ];
+
+    /// The module name (`q_proj`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            LoraTarget::QProj => "q_proj",
+            LoraTarget::KProj => "k_proj",
+            LoraTarget::VProj => "v_proj",
+            LoraTarget::OProj => "o_proj",
+            LoraTarget::GateProj => "gate_proj",
+            LoraTarget::UpProj => "up_proj",
+            LoraTarget::DownProj => "down_proj",
+        }
+    }
+
+    /// Parses a module name.
+    pub fn parse(name: &str) -> Result<Self, ModelError> {
+        Self::ALL.into_iter().find(|t| t.name() == name).ok_or_else(|| {
+            let known: Vec<_> = Self::ALL.iter().map(|t| t.name()).collect();
+            ModelError::Request(format!("unknown LoRA target {name:?}; known: {}", known.join(", ")))
+        })
+    }
+}
+
+/// Modules trained in full beside the adapter (PEFT `modules_to_save`).
+pub const SAVABLE_MODULES: [(&str, &str); 2] =
+    [("embed_tokens", "model.embed_tokens.weight"), ("lm_head", "lm_head.weight")];
+
+/// LoRA hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraConfig {
+    /// Rank.
+    pub r: usize,
+    /// Scale numerator (`alpha / r`).
+    pub alpha: f64,
+    /// Dropout on the adapter input while training.
+    pub dropout: f32,
+    /// Adapted projections.
+    pub targets: Vec<LoraTarget>,
+    /// Modules trained in full and saved with the adapter (`embed_tokens`, `lm_head`).
+    pub modules_to_save: Vec<String>,
+    /// rsLoRA scaling (`alpha / sqrt(r)`).
+    pub use_rslora: bool,
+}
+
+impl LoraConfig {
+    /// The factor the update is multiplied by.
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+
+    /// Checks rank, targets and modules.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.r == 0 {
+            return Err(ModelError::Request("LoRA rank r must be > 0".into()));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ModelError::Request(format!("LoRA dropout {} must be in [0, 1)", self.dropout)));
+        }
+        for m in &self.modules_to_save {
+            if !SAVABLE_MODULES.iter().any(|(name, _)| name == m) {
+                return Err(ModelError::Request(format!(
+                    "modules_to_save: {m:?} is not a module langadapt trains in full (embed_tokens, lm_head)"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::LlamaConfig;
-use super::lora::{LoraConfig, LoraTarget};
+use super::config::{LoraConfig, LoraTarget};
 use super::ModelError;
 
 type Result<T> = std::result::Result<T, ModelError>;

@@ -7,112 +7,37 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{read_tensors, write_safetensors, Checkpoint, SaveOptions};
+use super::config::{LoraConfig, LoraTarget, SAVABLE_MODULES};
 use super::llama::Llama;
 use super::ModelError;
 
-/// A projection LoRA can adapt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoraTarget {
-    /// Attention query.
-    QProj,
-    /// Attention key.
-    KProj,
-    /// Attention value.
-    VProj,
-    /// Attention output.
-    OProj,
-    /// MLP gate.
-    GateProj,
-    /// MLP up.
-    UpProj,
-    /// MLP down.
-    DownProj,
+/// PEFT's `adapter_config.json`, the fields we read and write.
+#[derive(Debug, Serialize, Deserialize)]
+struct PeftConfig {
+    peft_type: String,
+    #[serde(default)]
+    task_type: Option<String>,
+    #[serde(default)]
+    base_model_name_or_path: Option<String>,
+    r: usize,
+    lora_alpha: f64,
+    #[serde(default)]
+    lora_dropout: f32,
+    target_modules: serde_json::Value,
+    #[serde(default)]
+    modules_to_save: Option<Vec<String>>,
+    #[serde(default)]
+    use_rslora: bool,
+    #[serde(default = "none")]
+    bias: String,
+    #[serde(default)]
+    fan_in_fan_out: bool,
+    #[serde(default)]
+    inference_mode: bool,
 }
 
-impl LoraTarget {
-    /// Every target, in PEFT's usual order.
-    pub const ALL: [LoraTarget; 7] = [
-        LoraTarget::QProj,
-        LoraTarget::KProj,
-        LoraTarget::VProj,
-        LoraTarget::OProj,
-        LoraTarget::GateProj,
-        LoraTarget::UpProj,
-        LoraTarget::DownProj,
-    ];
-
-    /// The module name (`q_proj`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            LoraTarget::QProj => "q_proj",
-            LoraTarget::KProj => "k_proj",
-            LoraTarget::VProj => "v_proj",
-            LoraTarget::OProj => "o_proj",
-            LoraTarget::GateProj => "gate_proj",
-            LoraTarget::UpProj => "up_proj",
-            LoraTarget::DownProj => "down_proj",
-        }
-    }
-
-    /// Parses a module name.
-    pub fn parse(name: &str) -> Result<Self, ModelError> {
-        Self::ALL.into_iter().find(|t| t.name() == name).ok_or_else(|| {
-            let known: Vec<_> = Self::ALL.iter().map(|t| t.name()).collect();
-            ModelError::Request(format!("unknown LoRA target {name:?}; known: {}", known.join(", ")))
-        })
-    }
-}
-
-/// Modules trained in full beside the adapter (PEFT `modules_to_save`).
-pub const SAVABLE_MODULES: [(&str, &str); 2] =
-    [("embed_tokens", "model.embed_tokens.weight"), ("lm_head", "lm_head.weight")];
-
-/// LoRA hyper-parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoraConfig {
-    /// Rank.
-    pub r: usize,
-    /// Scale numerator (`alpha / r`).
-    pub alpha: f64,
-    /// Dropout on the adapter input while training.
-    pub dropout: f32,
-    /// Adapted projections.
-    pub targets: Vec<LoraTarget>,
-    /// Modules trained in full and saved with the adapter (`embed_tokens`, `lm_head`).
-    pub modules_to_save: Vec<String>,
-    /// rsLoRA scaling (`alpha / sqrt(r)`).
-    pub use_rslora: bool,
-}
-
+/// PEFT's `adapter_config.json` form of the LoRA settings.
 impl LoraConfig {
-    /// The factor the update is multiplied by.
-    pub fn scale(&self) -> f64 {
-        if self.use_rslora {
-            self.alpha / (self.r as f64).sqrt()
-        } else {
-            self.alpha / self.r as f64
-        }
-    }
-
-    /// Checks rank, targets and modules.
-    pub fn validate(&self) -> Result<(), ModelError> {
-        if self.r == 0 {
-            return Err(ModelError::Request("LoRA rank r must be > 0".into()));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(ModelError::Request(format!("LoRA dropout {} must be in [0, 1)", self.dropout)));
-        }
-        for m in &self.modules_to_save {
-            if !SAVABLE_MODULES.iter().any(|(name, _)| name == m) {
-                return Err(ModelError::Request(format!(
-                    "modules_to_save: {m:?} is not a module langadapt trains in full (embed_tokens, lm_head)"
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// Reads PEFT's `adapter_config.json`.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
@@ -157,31 +82,6 @@ impl LoraConfig {
             inference_mode: true,
         }
     }
-}
-
-/// PEFT's `adapter_config.json`, the fields we read and write.
-#[derive(Debug, Serialize, Deserialize)]
-struct PeftConfig {
-    peft_type: String,
-    #[serde(default)]
-    task_type: Option<String>,
-    #[serde(default)]
-    base_model_name_or_path: Option<String>,
-    r: usize,
-    lora_alpha: f64,
-    #[serde(default)]
-    lora_dropout: f32,
-    target_modules: serde_json::Value,
-    #[serde(default)]
-    modules_to_save: Option<Vec<String>>,
-    #[serde(default)]
-    use_rslora: bool,
-    #[serde(default = "none")]
-    bias: String,
-    #[serde(default)]
-    fan_in_fan_out: bool,
-    #[serde(default)]
-    inference_mode: bool,
 }
 
 fn none() -> String {
@@ -276,4 +176,17 @@ pub fn merge_lora(base: &Path, adapter: &Path, out: &Path) -> Result<MergeReport
 
 fn tensor_err(path: &Path, name: &str, message: &str) -> ModelError {
     ModelError::Tensor { path: path.to_path_buf(), name: name.to_string(), message: message.to_string() }
+}
+
+impl std::fmt::Display for MergeReport {
+    /// The one-line summary `model merge-lora` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "merge-lora: {} projections merged, {} modules replaced ({})",
+            self.merged_projections,
+            self.replaced_modules.len(),
+            self.replaced_modules.join(", ")
+        )
+    }
 }

@@ -8,16 +8,17 @@ mod config;
 mod generate;
 mod llama;
 mod lora;
-pub mod resize;
+mod resize;
 mod score;
 
 pub use checkpoint::{
     parse_device, parse_dtype, write_sharded, Checkpoint, CheckpointInfo, SaveOptions, Trainable, PICKLE_HINT,
 };
-pub use config::{HfConfig, LlamaConfig, RopeScaling};
+pub use config::{HfConfig, LlamaConfig, LoraConfig, LoraTarget, RopeScaling};
 pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use llama::{ForwardOptions, KvCache, Llama};
-pub use lora::{merge_lora, save_adapter, LoraConfig, LoraTarget, MergeReport};
+pub use lora::{merge_lora, save_adapter, MergeReport};
+pub use resize::{resize_checkpoint, ResizeError, ResizeReport, RowInit};
 pub use score::{ContinuationScore, Scorer};
 
 pub(crate) use checkpoint::write_safetensors;

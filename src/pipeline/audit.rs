@@ -235,3 +235,24 @@ impl std::fmt::Display for Finding {
         }
     }
 }
+
+impl std::fmt::Display for AuditReport {
+    /// What `audit` prints: each finding, each external input, then the counts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for finding in &self.findings {
+            writeln!(f, "{finding}")?;
+        }
+        for input in &self.external_inputs {
+            writeln!(f, "external input (matches its sha256): {input}")?;
+        }
+        write!(
+            f,
+            "audit: {} manifests, {} outputs and {} inputs re-hashed, {} inputs produced by earlier stages, {} findings",
+            self.manifests,
+            self.outputs_checked,
+            self.inputs_checked,
+            self.inputs_chained,
+            self.findings.len()
+        )
+    }
+}

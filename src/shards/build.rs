@@ -492,3 +492,42 @@ impl crate::stage::Stage for BuildConfig {
         Ok(())
     }
 }
+
+impl std::fmt::Display for BuildReport {
+    /// The summary `shards build` prints: totals, then one line per source (and a warning where its share is
+    /// more than 0.5% off).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = |split: &str| self.stats.splits.get(split).map_or((0, 0), |s| (s.rows, s.trained_tokens));
+        let (train, val) = (rows("train"), rows("val"));
+        write!(
+            f,
+            "shards build: {} tokens tokenized in {:.1}s ({:.0} tokens/s); train {} rows ({} trained tokens), \
+             val {} rows ({} trained tokens); manifest: {}",
+            self.tokens_tokenized,
+            self.tokenize_seconds,
+            self.tokens_tokenized as f64 / self.tokenize_seconds.max(1e-9),
+            train.0,
+            train.1,
+            val.0,
+            val.1,
+            self.manifest.display()
+        )?;
+        for s in &self.sources {
+            let requested =
+                s.requested_share.map_or_else(|| format!("{} epochs", s.epochs.unwrap_or(1.0)), |p| format!("{p:.4}"));
+            write!(
+                f,
+                "\n  {}: {} documents ({} val, {} empty, {} truncated, {} too long), used x{:.3}, share {:.4} (requested {requested})",
+                s.name, s.documents, s.val_documents, s.empty, s.truncated, s.too_long, s.factor, s.achieved_share
+            )?;
+            if s.requested_share.is_some_and(|p| (p - s.achieved_share).abs() > 0.005) {
+                write!(
+                    f,
+                    "\n  warning: {} is more than 0.5% off its share (its documents are large next to its tokens)",
+                    s.name
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

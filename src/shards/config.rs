@@ -10,7 +10,7 @@ use super::ShardsError;
 use crate::io::ShardSpec;
 
 /// What kind of shards to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Plain text documents packed back to back, EOS between them, loss on every token.
@@ -20,7 +20,7 @@ pub enum Kind {
 }
 
 /// What happens to the last, partly filled row of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LastRow {
     /// Fill it up with the pad id (EOS, else UNK) under loss_mask 0.
@@ -30,7 +30,7 @@ pub enum LastRow {
 }
 
 /// What happens to an SFT example longer than `seq_len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MaxLenPolicy {
     /// Keep its first `seq_len` tokens (counted as `truncated`).
@@ -137,39 +137,22 @@ fn default_shard() -> ShardSpec {
 const SHARE_SUM_TOLERANCE: f64 = 1e-6;
 
 impl BuildConfig {
-    /// A pretrain config with defaults for one source.
-    pub fn single(tokenizer: PathBuf, source: SourceConfig, seq_len: usize, out: PathBuf) -> Self {
-        BuildConfig {
-            tokenizer,
-            kind: Kind::Pretrain,
-            seq_len,
-            seed: 0,
-            val_share: 0.0,
-            template: None,
-            train_tokens: None,
-            add_bos: true,
-            add_eos: true,
-            last_row: LastRow::Pad,
-            pack: false,
-            max_len_policy: MaxLenPolicy::Truncate,
-            rows_per_part: default_rows_per_part(),
-            sources: vec![source],
-            out,
-            shard: ShardSpec::WHOLE,
+    /// A pretrain config with the defaults for one source.
+    pub fn single(tokenizer: PathBuf, source: SourceConfig, seq_len: usize, out: PathBuf) -> Result<Self, ShardsError> {
+        #[derive(Serialize)]
+        struct One {
+            tokenizer: PathBuf,
+            sources: [SourceConfig; 1],
+            seq_len: usize,
+            out: PathBuf,
         }
+        Self::load(None, &One { tokenizer, sources: [source], seq_len, out })
     }
 
-    /// Reads `mix.toml`; `tokenizer` and source paths are taken relative to the file's directory.
-    pub fn load(path: &Path) -> Result<Self, ShardsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ShardsError::Io { path: path.into(), source })?;
-        let mut cfg: BuildConfig = toml::from_str(&text)
-            .map_err(|e| ShardsError::Config { origin: path.into(), msg: crate::io::toml_error(&e, &text) })?;
-        let base = path.parent().unwrap_or(Path::new(""));
-        cfg.tokenizer = base.join(&cfg.tokenizer);
-        for s in &mut cfg.sources {
-            s.path = base.join(&s.path);
-        }
-        Ok(cfg)
+    /// Reads `mix.toml` (when given; `tokenizer` and source paths relative to its folder) with `flags` (keys
+    /// as in the file, see [`crate::config::layered`]) winning over its keys.
+    pub fn load(file: Option<&Path>, flags: &impl Serialize) -> Result<Self, ShardsError> {
+        Ok(crate::config::layered(file, &["tokenizer", "sources[].path"], flags)?)
     }
 
     /// The name of the template SFT examples are formatted with (`alpaca` unless set).

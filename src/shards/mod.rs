@@ -30,6 +30,9 @@ use crate::vocab::VocabError;
 /// Errors of `shards build` and `shards stats`; each names the file (and line) or setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardsError {
+    /// mix.toml or the flags do not fit the config.
+    #[error(transparent)]
+    Settings(#[from] crate::config::ConfigError),
     /// A setting is missing, malformed or inconsistent.
     #[error("{}: {msg}", origin.display())]
     Config {

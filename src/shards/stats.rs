@@ -136,3 +136,22 @@ fn add_file(s: &mut SplitStats, path: &Path) -> Result<(), ShardsError> {
     }
     Ok(())
 }
+
+impl std::fmt::Display for Stats {
+    /// The tab-separated table `shards stats` prints: one row per split and source, then the split's total.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "split\tsource\trows\ttokens\ttrained_tokens\tshare\tmask_coverage")?;
+        for (split, s) in &self.splits {
+            for (name, src) in &s.sources {
+                let coverage = src.trained_tokens as f64 / src.tokens.max(1) as f64;
+                write!(
+                    f,
+                    "\n{split}\t{name}\t{}\t{}\t{}\t{:.6}\t{coverage:.6}",
+                    src.rows, src.tokens, src.trained_tokens, src.share
+                )?;
+            }
+            write!(f, "\n{split}\t(all)\t{}\t{}\t{}\t1\t{:.6}", s.rows, s.tokens, s.trained_tokens, s.mask_coverage)?;
+        }
+        Ok(())
+    }
+}

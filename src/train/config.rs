@@ -8,7 +8,7 @@ use super::TrainError;
 use crate::model::{LoraConfig, LoraTarget};
 
 /// What is trained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Every weight (continual pre-training).
@@ -23,7 +23,7 @@ pub enum Mode {
 }
 
 /// Learning-rate decay after warm-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// Half-cosine from `lr` to `min_lr`.
@@ -195,44 +195,10 @@ fn d_align() -> Vec<String> {
 }
 
 impl TrainConfig {
-    /// Reads `train.toml` (when given) with `flags` (keys as in the file) winning over its keys. Paths in the
-    /// file are relative to its folder; paths in `flags` to the working directory.
-    pub fn load(path: Option<&Path>, flags: toml::Table) -> Result<Self, TrainError> {
-        let mut table = toml::Table::new();
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-            let located = |e: toml::de::Error| {
-                TrainError::Config(format!("{}: {}", path.display(), crate::io::toml_error(&e, &text)))
-            };
-            table = text.parse().map_err(located)?;
-            // The file alone, for errors with their line (unknown keys, wrong types); a key missing from it
-            // may still come as a flag.
-            if let Err(e) = toml::from_str::<TrainConfig>(&text) {
-                if !e.message().starts_with("missing field") {
-                    return Err(located(e));
-                }
-            }
-            let base = path.parent().unwrap_or(Path::new(""));
-            for key in ["model", "train", "val", "out"] {
-                if let Some(toml::Value::String(p)) = table.get(key) {
-                    let joined = base.join(p).to_string_lossy().into_owned();
-                    table.insert(key.into(), toml::Value::String(joined));
-                }
-            }
-        }
-        for (key, value) in flags {
-            // `--lora-r` and friends change single keys of the file's [lora] table.
-            match (table.get_mut(&key), value) {
-                (Some(toml::Value::Table(file)), toml::Value::Table(flag)) => file.extend(flag),
-                (_, value) => {
-                    table.insert(key, value);
-                }
-            }
-        }
-        let origin = path.map_or("flags".to_string(), |p| p.display().to_string());
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| TrainError::Config(format!("{origin}: {}", e.message().trim())))
+    /// Reads `train.toml` (when given; paths relative to its folder) with `flags` (keys as in the file,
+    /// see [`crate::config::layered`]) winning over its keys.
+    pub fn load(file: Option<&Path>, flags: &impl Serialize) -> Result<Self, TrainError> {
+        Ok(crate::config::layered(file, &["model", "train", "val", "out"], flags)?)
     }
 
     /// Checks values that serde cannot.

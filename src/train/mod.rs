@@ -31,6 +31,9 @@ pub enum TrainError {
     /// A setting is missing or inconsistent.
     #[error("train config: {0}")]
     Config(String),
+    /// train.toml or the flags do not fit the config.
+    #[error(transparent)]
+    Settings(#[from] crate::config::ConfigError),
     /// The token shards cannot be used.
     #[error("train data: {0}")]
     Data(String),
@@ -512,5 +515,21 @@ impl crate::stage::Stage for TrainConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for TrainReport {
+    /// The one-line summary `train` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let loss = |l: Option<f64>| l.map_or("-".into(), |l| format!("{l:.4}"));
+        write!(
+            f,
+            "train: {} steps, loss {} -> {}, {} parameters trained; checkpoint in {}",
+            self.steps,
+            loss(self.first_loss),
+            loss(self.last_loss),
+            self.trained_parameters,
+            self.final_dir.display()
+        )
     }
 }

@@ -20,11 +20,11 @@ use super::proto::{trainer, ModelProto, ModelType, Piece, PieceType};
 use super::spm::SpmModel;
 use super::{Tokenizer, VocabError};
 use crate::manifest::ManifestBuilder;
-use crate::model::resize::{resize_checkpoint, RowInit};
+use crate::model::{resize_checkpoint, RowInit};
 use crate::Env;
 
 /// How `--model` initializes the new embedding rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Init {
     /// Mean of all base rows.
@@ -320,7 +320,7 @@ pub fn run(cfg: &MergeConfig, env: &Env) -> Result<MergeReport, VocabError> {
         // The base's tokenizer files are replaced by the merged ones.
         let tokenizer_files = ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
         let r = resize_checkpoint(ckpt, &dst, report.final_size, &init, &tokenizer_files)
-            .map_err(|e| VocabError::Merge { path: ckpt.clone(), message: e.to_string() })?;
+            .map_err(|source| VocabError::Resize { dst: dst.clone(), source })?;
         for (name, bytes) in prepared.files.iter().filter(|(n, _)| tokenizer_files.contains(n)) {
             let to = dst.join(name);
             crate::io::write_atomic(&to, bytes).map_err(io_err(&to))?;
@@ -383,6 +383,24 @@ impl crate::stage::Stage for MergeConfig {
         // `run` fetches Hub ids itself, so its manifest records the names and revisions asked for.
         run(self, ctx.env)?;
         Ok(())
+    }
+}
+
+impl std::fmt::Display for MergeReport {
+    /// The one-line summary `vocab merge` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vocab merge: {} + {} added = {} pieces ({} candidates: {} already in the base, {} unreachable, {} over \
+             --max-added)",
+            self.base_size,
+            self.added,
+            self.final_size,
+            self.candidates,
+            self.skipped_existing,
+            self.skipped_unreachable,
+            self.skipped_limit
+        )
     }
 }
 

@@ -325,16 +325,18 @@ impl Piece {
 }
 
 /// The segmentation algorithm (`TrainerSpec.model_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelType {
     /// Unigram language model (Viterbi).
     Unigram,
     /// Byte-pair encoding.
     Bpe,
-    /// Whitespace-delimited words.
+    /// Whitespace-delimited words (read from models; `vocab train` makes bpe or unigram only).
+    #[value(skip)]
     Word,
-    /// Characters.
+    /// Characters (read from models; `vocab train` makes bpe or unigram only).
+    #[value(skip)]
     Char,
 }
 

@@ -102,6 +102,25 @@ pub fn run(tokenizers: &[PathBuf], inputs: &[PathBuf], env: &Env) -> Result<Vec<
     Ok(rows)
 }
 
+/// The tab-separated table `vocab stats` prints, one row per input and tokenizer.
+pub fn table(rows: &[Fertility]) -> String {
+    let mut out = "input\ttokenizer\ttokens\ttokens/word\ttokens/char\tbytes/token\tbyte_fallback\tunk".to_string();
+    for r in rows {
+        out.push_str(&format!(
+            "\n{}\t{}\t{}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{:.4}",
+            r.input,
+            r.tokenizer,
+            r.tokens,
+            r.tokens_per_word,
+            r.tokens_per_char,
+            r.bytes_per_token,
+            r.byte_fallback_rate,
+            r.unk_rate
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,6 +83,15 @@ pub enum VocabError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// The checkpoint's vocabulary matrices could not be resized into `dst`.
+    #[error("resizing the checkpoint into {}", dst.display())]
+    Resize {
+        /// The output checkpoint directory.
+        dst: PathBuf,
+        /// What failed (it names the file).
+        #[source]
+        source: crate::model::ResizeError,
+    },
     /// Text shards could not be read.
     #[error(transparent)]
     Shard(#[from] crate::corpus::ShardError),

@@ -51,7 +51,7 @@ pub struct TrainConfig {
 }
 
 /// The trainer behind `vocab train`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// The tokenizers crate's BPE/unigram trainer, written as a LLaMA-style SentencePiece model.
@@ -439,9 +439,51 @@ impl crate::stage::Stage for TrainConfig {
     }
 }
 
+impl std::fmt::Display for TrainReport {
+    /// The one-line summary `vocab train` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vocab train: {} pieces ({} characters of {} seen) from {} of {} sentences in {:.1}s -> {}; manifest: {}",
+            self.vocab_size,
+            self.alphabet,
+            self.characters_seen,
+            self.sentences_used,
+            self.sentences_read,
+            self.seconds,
+            self.model.display(),
+            self.manifest.display()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `word` and `char` (readable in .model files) are refused before training, with nothing written.
+    #[test]
+    fn word_and_char_models_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("t.txt");
+        std::fs::write(&input, "kedi köpek\nev okul\n").unwrap();
+        for model_type in [ModelType::Word, ModelType::Char] {
+            let cfg = TrainConfig {
+                input: vec![input.clone()],
+                out: dir.path().join("m.model"),
+                vocab_size: 300,
+                model_type,
+                character_coverage: 1.0,
+                max_sentences: None,
+                seed: 1,
+                backend: Backend::Tokenizers,
+            };
+            let env = Env { threads: 1, progress: crate::Progress { quiet: true } };
+            let e = run(&cfg, &env).unwrap_err().to_string();
+            assert!(e.ends_with("only bpe and unigram can be trained"), "{e}");
+            assert!(!cfg.out.exists());
+        }
+    }
 
     #[test]
     fn training_words_follow_sentencepiece_piece_rules() {

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::ingest::{PartStats, WikiError};
 use super::worker::{Outcome, PageResult};
+use super::{PartStats, WikiError};
 use crate::corpus::{IdKind, TextShardWriter};
 use crate::manifest::{ShardMeta, PARQUET_META_KEY};
 

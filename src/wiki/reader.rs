@@ -11,9 +11,9 @@ use indicatif::ProgressBar;
 use super::bz2::is_bz2_header;
 use super::bz2block::ParallelBz2Reader;
 use super::encoding::{self, TextEncoding, Utf16Reader};
-use super::ingest::WikiError;
 use super::worker::Chunk;
 use super::xml::{next_page, one_line, parse_header, SiteInfo};
+use super::WikiError;
 use crate::io::read_up_to;
 
 /// Largest header (everything before the first `<page>`) accepted.

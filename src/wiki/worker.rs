@@ -8,10 +8,10 @@ use indicatif::ProgressBar;
 
 use super::bz2::{decode_one_stream, decode_one_stream_into, is_bz2_header};
 use super::encoding::{self, TextEncoding};
-use super::ingest::{IngestConfig, WikiError};
 use super::reader::sniff_page_id;
 use super::wikitext::Syntax;
 use super::xml::{next_page, one_line, parse_page, SiteInfo, XmlError};
+use super::{IngestConfig, WikiError};
 use crate::corpus::{DocId, TextRecord};
 
 /// Largest tail (the closing stream) accepted after the last stream an index lists.

@@ -37,3 +37,21 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Pretraining shards of `text` (one source, no validation split, 16 tokens a row) in `dir/shards`.
+pub fn text_shards(tokenizer: &Path, text: &str, dir: &Path) {
+    let path = dir.join("t.txt");
+    std::fs::write(&path, text).unwrap();
+    let src = langadapt::shards::SourceConfig {
+        name: "t".into(),
+        path,
+        lang: "und".into(),
+        share: Some(1.0),
+        epochs: None,
+        limit: None,
+    };
+    let mut cfg = langadapt::shards::BuildConfig::single(tokenizer.to_path_buf(), src, 16, dir.join("shards")).unwrap();
+    cfg.val_share = 0.0;
+    let env = langadapt::Env { threads: 1, progress: langadapt::Progress { quiet: true } };
+    langadapt::shards::run(&cfg, dir, &env).unwrap();
+}

@@ -580,6 +580,14 @@ fn eval_run_with_model_and_task_data_by_name() {
 }
 
 /// The fake dump site: an index of dates, a dumpstatus.json per date, and the files.
+/// `langadapt wiki download tr` from `mirror` into `out`, at `date` (default latest).
+fn download(mirror: &str, date: Option<&str>, out: &str, json: bool) -> std::process::Output {
+    let mut args = vec!["wiki", "download", "tr", "--mirror", mirror, "--out", out];
+    args.extend(date.map(|d| ["--date", d]).into_iter().flatten());
+    args.extend(json.then_some("--json"));
+    crate::common::langadapt(&args)
+}
+
 fn dump_site(
     dumps: BTreeMap<String, (String, Vec<u8>, Vec<u8>)>,
     fault: impl Fn(&Req, usize, &[u8]) -> Option<Reply> + Send + Sync + 'static,
@@ -623,16 +631,7 @@ fn wiki_download_resumes_checks_sha1_and_feeds_ingest() {
         dump_site(dumps, |r, _, b| (!r.headers.contains_key("range")).then(|| Reply { cut: true, ..file(r, b) }));
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("dumps");
-    let o = crate::common::langadapt(&[
-        "wiki",
-        "download",
-        "tr",
-        "--mirror",
-        &site.url,
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = download(&site.url, None, out.to_str().unwrap(), true);
     assert!(o.status.success(), "{}", stderr(&o));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["date"], "20240501", "latest = the newest finished dump");
@@ -656,18 +655,7 @@ fn wiki_download_resumes_checks_sha1_and_feeds_ingest() {
 
     // Run again: nothing is fetched.
     let before = site.requests().len();
-    let o = crate::common::langadapt(&[
-        "wiki",
-        "download",
-        "tr",
-        "--date",
-        "20240501",
-        "--mirror",
-        &site.url,
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = download(&site.url, Some("20240501"), out.to_str().unwrap(), true);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(serde_json::from_slice::<Value>(&o.stdout).unwrap()["bytes_fetched"], 0);
     assert_eq!(site.requests().len() - before, 1, "only dumpstatus.json");
@@ -686,17 +674,7 @@ fn wiki_download_resumes_checks_sha1_and_feeds_ingest() {
     assert!(o.status.success(), "{}", stderr(&o));
 
     // An unfinished dump is refused with its status.
-    let o = crate::common::langadapt(&[
-        "wiki",
-        "download",
-        "tr",
-        "--date",
-        "20240601",
-        "--mirror",
-        &site.url,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = download(&site.url, Some("20240601"), out.to_str().unwrap(), false);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
         stderr(&o),
@@ -720,17 +698,7 @@ fn wiki_download_catches_a_corrupted_dump() {
         Some(file(r, &bad))
     });
     let out = tempfile::tempdir().unwrap();
-    let o = crate::common::langadapt(&[
-        "wiki",
-        "download",
-        "tr",
-        "--date",
-        "20240501",
-        "--mirror",
-        &site.url,
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+    let o = download(&site.url, Some("20240501"), out.path().to_str().unwrap(), false);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     let want = format!(
@@ -848,20 +816,11 @@ fn train_and_merge_manifests_record_the_hub_revision() {
     let fake = fake_hub(repos(&[("org/tiny", tiny_repo())]), no_fault);
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("hf");
-    let text = work.path().join("t.txt");
-    std::fs::write(&text, "Kedi evde uyuyor. Köpek bahçede koşuyor.\n\nKedi ve köpek arkadaş.").unwrap();
-    let src = langadapt::shards::SourceConfig {
-        name: "tr".into(),
-        path: text,
-        lang: "tr".into(),
-        share: Some(1.0),
-        epochs: None,
-        limit: None,
-    };
-    let mut cfg = langadapt::shards::BuildConfig::single(fixture("tiny-llama"), src, 16, work.path().join("shards"));
-    cfg.val_share = 0.0;
-    let env = langadapt::Env { threads: 1, progress: langadapt::Progress { quiet: true } };
-    langadapt::shards::run(&cfg, work.path(), &env).unwrap();
+    crate::common::text_shards(
+        &fixture("tiny-llama"),
+        "Kedi evde uyuyor. Köpek bahçede koşuyor.\n\nKedi ve köpek arkadaş.",
+        work.path(),
+    );
     let (train, out) = (work.path().join("shards/train"), work.path().join("run"));
     let o = langadapt_with_hub(
         &[

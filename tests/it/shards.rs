@@ -35,7 +35,7 @@ fn write_config(dir: &Path, body: &str) -> PathBuf {
 }
 
 fn build(config: &Path, out: &Path, threads: usize) -> BuildReport {
-    let mut cfg = BuildConfig::load(config).unwrap();
+    let mut cfg = BuildConfig::load(Some(config), &()).unwrap();
     cfg.out = out.into();
     shards::run(&cfg, config, &env(threads)).unwrap_or_else(|e| panic!("build failed: {e}"))
 }

@@ -34,7 +34,7 @@ fn build_shards(dir: &Path, kind: Kind, source: PathBuf) -> PathBuf {
     };
     // The Alpaca prompt alone is ~100 tokens with the tiny byte-fallback vocabulary.
     let seq_len = if kind == Kind::Sft { 256 } else { 32 };
-    let mut cfg = BuildConfig::single(fixture("tiny-llama"), src, seq_len, out.clone());
+    let mut cfg = BuildConfig::single(fixture("tiny-llama"), src, seq_len, out.clone()).unwrap();
     cfg.kind = kind;
     cfg.val_share = 0.2;
     cfg.seed = 1;

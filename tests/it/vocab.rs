@@ -653,20 +653,7 @@ fn special_tokens_come_from_the_checkpoint_files_not_their_names() {
     assert_eq!((t.bos_id(), t.eos_id(), t.adds_bos()), (Some(start), Some(stop), true));
     assert_eq!(t.encode("hi", t.adds_bos()).unwrap()[0], start);
     // Shards with add_bos/add_eos build on it (refused before: "has no </s> token").
-    let text = dir.path().join("t.txt");
-    std::fs::write(&text, "the cat sat on the mat\n\nthe dog ran").unwrap();
-    let src = langadapt::shards::SourceConfig {
-        name: "en".into(),
-        path: text,
-        lang: "en".into(),
-        share: Some(1.0),
-        epochs: None,
-        limit: None,
-    };
-    let mut cfg = langadapt::shards::BuildConfig::single(dir.path().to_path_buf(), src, 16, dir.path().join("shards"));
-    cfg.val_share = 0.0;
-    let env = langadapt::Env { threads: 1, progress: langadapt::Progress { quiet: true } };
-    langadapt::shards::run(&cfg, dir.path(), &env).unwrap();
+    crate::common::text_shards(dir.path(), "the cat sat on the mat\n\nthe dog ran", dir.path());
     // The tokenizer's own defaults win over the model's ids, as in transformers: a SentencePiece model with
     // <s> keeps it even when config.json says bos_token_id = 0 (a random model saved by transformers does).
     let spm_dir = dir.path().join("spm");
