@@ -106,6 +106,15 @@ pub fn files_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Memory the kernel says can be used now without swapping (`MemAvailable` of /proc/meminfo), in bytes;
+/// `None` where that file does not exist (not Linux).
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// A toml error as one line, `line L, column C: message` (toml's own text spans several lines with a
 /// source excerpt); `text` is the document that was parsed.
 pub fn toml_error(e: &toml::de::Error, text: &str) -> String {

@@ -99,6 +99,10 @@ pub struct BackendArgs {
     /// Requests per batch.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Padded tokens per scoring batch at most, so long documents make small batches (local backend;
+    /// default: a quarter of the available memory over the model's activation bytes per token).
+    #[arg(long)]
+    max_batch_tokens: Option<usize>,
     /// cpu or cuda[:N] (local backend).
     #[arg(long)]
     device: Option<String>,

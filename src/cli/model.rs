@@ -43,12 +43,12 @@ pub struct GenerateArgs {
     #[arg(long)]
     prompt: String,
     /// New tokens at most.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = model::GenerateOptions::default().max_new_tokens)]
     max_new_tokens: usize,
     /// Greedy decoding (same as --temperature 0).
     #[arg(long)]
     greedy: bool,
-    /// Sampling temperature (0 = greedy).
+    /// Sampling temperature (0 = greedy; the library's default is greedy, the command samples unless --greedy).
     #[arg(long, default_value_t = 0.7)]
     temperature: f64,
     /// Nucleus sampling mass.

@@ -39,6 +39,8 @@ pub struct BackendSpec {
     pub max_length: Option<usize>,
     /// Requests per batch.
     pub batch_size: usize,
+    /// Padded tokens per scoring batch (`local`; default: chosen from free memory, see [`Self::batch_budget`]).
+    pub max_batch_tokens: Option<usize>,
     /// `cpu` or `cuda[:N]` (`local`).
     pub device: String,
 }
@@ -62,7 +64,10 @@ impl BackendSpec {
     /// What results.json records about the model (the weight files of a local checkpoint are hashed).
     pub fn model_info(&self) -> Result<ModelInfo, EvalError> {
         match self.kind {
-            BackendKind::Local => ModelInfo::local(Path::new(&self.model), self.batch_size, &self.device),
+            BackendKind::Local => Ok(ModelInfo {
+                max_batch_tokens: self.batch_budget(),
+                ..ModelInfo::local(Path::new(&self.model), self.batch_size, &self.device)?
+            }),
             BackendKind::Openai => Ok(ModelInfo {
                 backend: "openai".into(),
                 model: self.model.clone(),
@@ -70,6 +75,7 @@ impl BackendSpec {
                 endpoint: self.endpoint.clone(),
                 batch_size: self.batch_size,
                 device: self.device.clone(),
+                max_batch_tokens: None,
                 hub: None,
             }),
         }
@@ -86,6 +92,7 @@ impl BackendSpec {
                     self.max_length,
                     env.progress,
                 )?;
+                let lm = lm.with_max_batch_tokens(self.batch_budget());
                 Ok(Box::new(lm))
             }
             BackendKind::Openai => {
@@ -119,6 +126,22 @@ impl BackendSpec {
                 )?))
             }
         }
+    }
+
+    /// The token budget of a local model's scoring batches: `max_batch_tokens`, else a quarter of the memory
+    /// available now over the model's activation bytes per token ([`crate::model::scoring_bytes_per_token`]),
+    /// at least one full context. `None` (rows only) for a served model or where memory cannot be read.
+    pub fn batch_budget(&self) -> Option<usize> {
+        if self.kind != BackendKind::Local {
+            return None;
+        }
+        if self.max_batch_tokens.is_some() {
+            return self.max_batch_tokens;
+        }
+        let cfg = crate::model::HfConfig::load(&Path::new(&self.model).join("config.json")).ok()?;
+        let per_token = crate::model::scoring_bytes_per_token(&cfg).max(1) as u64;
+        let budget = (crate::io::available_memory()? / 4 / per_token) as usize;
+        Some(budget.max(self.max_length.unwrap_or(cfg.max_position_embeddings)))
     }
 }
 

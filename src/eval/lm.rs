@@ -245,11 +245,35 @@ pub fn cut_at_stops(text: &str, until: &[String]) -> String {
     s.to_string()
 }
 
-/// Scores token requests through `score` in batches of `batch_size`, longest first (as lm-eval's
+/// How requests are grouped into forward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Requests per batch at most.
+    pub rows: usize,
+    /// Padded tokens per batch at most (rows × the longest row): long documents make small batches, so
+    /// activation memory follows this budget, not `rows` × the longest document. `None`: rows only.
+    /// A request longer than the budget goes alone.
+    pub tokens: Option<usize>,
+}
+
+impl Batching {
+    /// At most `rows` requests a batch, no token budget.
+    pub fn rows(rows: usize) -> Self {
+        Batching { rows: rows.max(1), tokens: None }
+    }
+
+    /// How many of the requests, longest first, go into the next batch when its longest has `longest` tokens.
+    fn fit(&self, longest: usize) -> usize {
+        let by_tokens = self.tokens.map_or(usize::MAX, |budget| budget / longest.max(1));
+        by_tokens.clamp(1, self.rows.max(1))
+    }
+}
+
+/// Scores token requests through `score` in batches (see [`Batching`]), longest first (as lm-eval's
 /// `Collator` orders them, so a batch pads little), results back in request order.
 pub fn score_sorted(
     requests: &[TokenScoreRequest],
-    batch_size: usize,
+    batching: Batching,
     progress: &Progress,
     what: &str,
     mut score: impl FnMut(&[TokenScoreRequest]) -> Result<Vec<TokenScore>, EvalError>,
@@ -261,7 +285,10 @@ pub fn score_sorted(
     });
     let bar = progress.items(requests.len() as u64, what);
     let mut out = vec![None; requests.len()];
-    for chunk in order.chunks(batch_size.max(1)) {
+    let mut rest = order.as_slice();
+    while let Some(&first) = rest.first() {
+        let (chunk, tail) = rest.split_at(batching.fit(requests[first].tokens.len()).min(rest.len()));
+        rest = tail;
         let batch: Vec<TokenScoreRequest> = chunk.iter().map(|&i| requests[i].clone()).collect();
         let scores = score(&batch)?;
         if scores.len() != batch.len() {
@@ -279,7 +306,7 @@ pub fn score_sorted(
 /// The harness's view of a local model: text requests → token requests → a [`TokenScorer`].
 pub struct LocalLm<S: TokenScorer> {
     scorer: S,
-    batch_size: usize,
+    batching: Batching,
     progress: Progress,
     /// A shorter context than the model's (`--max-length`).
     max_length: Option<usize>,
@@ -288,7 +315,13 @@ pub struct LocalLm<S: TokenScorer> {
 impl<S: TokenScorer> LocalLm<S> {
     /// Wraps `scorer`; requests go to it `batch_size` at a time.
     pub fn new(scorer: S, batch_size: usize, progress: Progress) -> Self {
-        LocalLm { scorer, batch_size: batch_size.max(1), progress, max_length: None }
+        LocalLm { scorer, batching: Batching::rows(batch_size), progress, max_length: None }
+    }
+
+    /// Also caps each scoring batch at `tokens` padded tokens (see [`Batching`]).
+    pub fn with_max_batch_tokens(mut self, tokens: Option<usize>) -> Self {
+        self.batching.tokens = tokens;
+        self
     }
 
     /// Uses at most `max_length` tokens of context (never more than the model's).
@@ -367,8 +400,8 @@ pub struct TokenPipeline<'a> {
     pub tokenizer: &'a Tokenizer,
     /// Context length requests are truncated to.
     pub max_length: usize,
-    /// Requests per scoring call.
-    pub batch_size: usize,
+    /// How requests are grouped into scoring calls.
+    pub batching: Batching,
     /// Progress bars.
     pub progress: &'a Progress,
 }
@@ -381,7 +414,7 @@ impl TokenPipeline<'_> {
         score: impl FnMut(&[TokenScoreRequest]) -> Result<Vec<TokenScore>, EvalError>,
     ) -> Result<Vec<LoglikelihoodResult>, EvalError> {
         let token_requests = loglikelihood_token_requests(self.tokenizer, self.max_length, requests)?;
-        let scores = score_sorted(&token_requests, self.batch_size, self.progress, "loglikelihood", score)?;
+        let scores = score_sorted(&token_requests, self.batching, self.progress, "loglikelihood", score)?;
         Ok(scores
             .iter()
             .zip(&token_requests)
@@ -396,7 +429,7 @@ impl TokenPipeline<'_> {
         score: impl FnMut(&[TokenScoreRequest]) -> Result<Vec<TokenScore>, EvalError>,
     ) -> Result<Vec<RollingResult>, EvalError> {
         let (flat, spans) = rolling_token_requests(self.tokenizer, self.max_length, requests)?;
-        let scores = score_sorted(&flat, self.batch_size, self.progress, "loglikelihood_rolling", score)?;
+        let scores = score_sorted(&flat, self.batching, self.progress, "loglikelihood_rolling", score)?;
         Ok(sum_windows(&scores, &spans))
     }
 }
@@ -411,16 +444,16 @@ impl<S: TokenScorer> LocalLm<S> {
 
 impl<S: TokenScorer> LanguageModel for LocalLm<S> {
     fn loglikelihood(&mut self, requests: &[Loglikelihood]) -> Result<Vec<LoglikelihoodResult>, EvalError> {
-        let (batch_size, progress) = (self.batch_size, self.progress);
+        let (batching, progress) = (self.batching, self.progress);
         let (tokenizer, max_length, scorer) = self.parts();
-        let pipe = TokenPipeline { tokenizer: &tokenizer, max_length, batch_size, progress: &progress };
+        let pipe = TokenPipeline { tokenizer: &tokenizer, max_length, batching, progress: &progress };
         pipe.loglikelihood(requests, |b| scorer.score(b))
     }
 
     fn loglikelihood_rolling(&mut self, requests: &[LoglikelihoodRolling]) -> Result<Vec<RollingResult>, EvalError> {
-        let (batch_size, progress) = (self.batch_size, self.progress);
+        let (batching, progress) = (self.batching, self.progress);
         let (tokenizer, max_length, scorer) = self.parts();
-        let pipe = TokenPipeline { tokenizer: &tokenizer, max_length, batch_size, progress: &progress };
+        let pipe = TokenPipeline { tokenizer: &tokenizer, max_length, batching, progress: &progress };
         pipe.loglikelihood_rolling(requests, |b| scorer.score(b))
     }
 
@@ -450,7 +483,7 @@ impl<S: TokenScorer> LanguageModel for LocalLm<S> {
         order.sort_by_key(|&i| std::cmp::Reverse(token_requests[i].prompt.len()));
         let bar = self.progress.items(requests.len() as u64, "generate_until");
         let mut out = vec![String::new(); requests.len()];
-        for chunk in order.chunks(self.batch_size) {
+        for chunk in order.chunks(self.batching.rows) {
             let batch: Vec<TokenGenerateRequest> = chunk.iter().map(|&i| token_requests[i].clone()).collect();
             let generated = self.scorer.generate(&batch)?;
             if generated.len() != batch.len() {
@@ -474,6 +507,39 @@ impl<S: TokenScorer> LanguageModel for LocalLm<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 21: a token budget makes batches of at most `budget` padded tokens (a longer request alone),
+    /// at most `rows` requests, longest first, and the scores come back in request order, as with batch 1.
+    #[test]
+    fn token_budget_batches_bound_padded_tokens_and_keep_the_results() {
+        let lens = [3usize, 40, 7, 7, 100, 1, 25, 64, 2, 9, 13, 64];
+        let requests: Vec<TokenScoreRequest> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| TokenScoreRequest { tokens: (0..n as u32).map(|t| t + i as u32).collect(), n_cont: 1 })
+            .collect();
+        let score_of =
+            |r: &TokenScoreRequest| TokenScore { ll: r.tokens.iter().map(|&t| f64::from(t)).sum(), is_greedy: false };
+        let run = |batching: Batching| {
+            let mut shapes = Vec::new();
+            let scores = score_sorted(&requests, batching, &Progress { quiet: true }, "t", |b| {
+                shapes.push((b.len(), b.iter().map(|r| r.tokens.len()).max().unwrap_or(0)));
+                Ok(b.iter().map(score_of).collect())
+            })
+            .unwrap();
+            (scores, shapes)
+        };
+        let (one, _) = run(Batching::rows(1));
+        let (got, shapes) = run(Batching { rows: 4, tokens: Some(128) });
+        assert_eq!(got, one);
+        assert_eq!(got, requests.iter().map(score_of).collect::<Vec<_>>());
+        assert_eq!(shapes, [(1, 100), (2, 64), (3, 40), (4, 9), (2, 2)]);
+        for (rows, longest) in shapes {
+            assert!(rows * longest <= 128 || rows == 1, "{rows} x {longest}");
+        }
+        let (_, shapes) = run(Batching::rows(5));
+        assert_eq!(shapes.iter().map(|s| s.0).collect::<Vec<_>>(), [5, 5, 2], "no budget: rows only");
+    }
 
     #[test]
     fn trailing_whitespace_moves_to_the_continuation() {

@@ -29,12 +29,11 @@ pub fn open_local_lm(
 }
 
 fn open_local_scorer(ckpt: &Path, device: &str, batch_size: usize) -> Result<Box<dyn TokenScorer>, EvalError> {
-    let m = |e: model::ModelError| EvalError::Model(e.to_string());
-    let checkpoint = Checkpoint::open(ckpt).map_err(m)?;
-    let device = model::parse_device(device).map_err(m)?;
+    let checkpoint = Checkpoint::open(ckpt)?;
+    let device = model::parse_device(device)?;
     // f32 everywhere: the numbers must agree with transformers in f32 to 1e-4.
-    let llama = checkpoint.load(&device, candle_core::DType::F32).map_err(m)?;
-    let tokenizer = checkpoint.tokenizer().map_err(m)?;
+    let llama = checkpoint.load(&device, candle_core::DType::F32)?;
+    let tokenizer = checkpoint.tokenizer()?;
     Ok(Box::new(CandleScorer::new(llama, tokenizer, batch_size)))
 }
 
@@ -56,7 +55,7 @@ impl TokenScorer for CandleScorer {
 
     fn score(&mut self, requests: &[TokenScoreRequest]) -> Result<Vec<TokenScore>, EvalError> {
         let reqs: Vec<(Vec<u32>, usize)> = requests.iter().map(|r| (r.tokens.clone(), r.n_cont)).collect();
-        let scores = self.scorer.score(&reqs).map_err(|e| EvalError::Model(e.to_string()))?;
+        let scores = self.scorer.score(&reqs)?;
         Ok(scores.into_iter().map(|s| TokenScore { ll: s.ll, is_greedy: s.is_greedy }).collect())
     }
 
@@ -79,8 +78,7 @@ impl TokenScorer for CandleScorer {
                 stop_at_eos: first.stop_at_eos,
                 ..Default::default()
             };
-            let gens = model::generate(self.scorer.model(), &self.tokenizer, &prompts, &opts)
-                .map_err(|e| EvalError::Model(e.to_string()))?;
+            let gens = model::generate(self.scorer.model(), &self.tokenizer, &prompts, &opts)?;
             out.extend(gens.into_iter().map(|g| g.ids));
             start = end;
         }

@@ -29,9 +29,12 @@ pub use task::{TaskRegistry, TaskSpec};
 /// Errors of the evaluation harness.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    /// The model backend failed (a local model's forward pass, a shape, a device).
+    /// The model backend failed (a shape, a count).
     #[error("model: {0}")]
     Model(String),
+    /// The local model failed: loading the checkpoint, its device, a forward pass.
+    #[error("model: {0}")]
+    Local(#[from] crate::model::ModelError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -98,7 +98,7 @@ impl OpenAiLm {
         TokenPipeline {
             tokenizer: &self.tokenizer,
             max_length: self.max_length,
-            batch_size: self.batch_size,
+            batching: super::lm::Batching::rows(self.batch_size),
             progress: &self.progress,
         }
     }

@@ -106,6 +106,10 @@ pub struct EvalConfig {
     /// Requests per batch.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Padded tokens per scoring batch at most (local backend; default: a quarter of the available memory
+    /// over the model's activation bytes per token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_tokens: Option<usize>,
     /// `cpu` or `cuda[:N]`.
     #[serde(default = "default_device")]
     pub device: String,
@@ -152,6 +156,7 @@ impl EvalConfig {
             tokenizer: self.tokenizer.clone(),
             max_length: self.max_length,
             batch_size: self.batch_size,
+            max_batch_tokens: self.max_batch_tokens,
             device: self.device.clone(),
         }
     }
@@ -270,6 +275,9 @@ pub struct ModelInfo {
     pub batch_size: usize,
     /// Device (local backend).
     pub device: String,
+    /// Padded tokens per scoring batch at most (local backend), given or chosen from free memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_tokens: Option<usize>,
     /// The Hub repository, revision and commit, when the model was fetched by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hub: Option<crate::hub::HubSource>,
@@ -285,6 +293,7 @@ impl ModelInfo {
             endpoint: None,
             batch_size: 1,
             device: String::new(),
+            max_batch_tokens: None,
             hub: None,
         }
     }
@@ -298,6 +307,7 @@ impl ModelInfo {
             endpoint: None,
             batch_size,
             device: device.into(),
+            max_batch_tokens: None,
             hub: None,
         })
     }
@@ -308,7 +318,7 @@ pub fn weight_files(ckpt: &Path) -> Result<Vec<PathBuf>, EvalError> {
     if ckpt.is_file() {
         return Ok(vec![ckpt.to_path_buf()]);
     }
-    let checkpoint = crate::model::Checkpoint::open(ckpt).map_err(|e| EvalError::Model(e.to_string()))?;
+    let checkpoint = crate::model::Checkpoint::open(ckpt)?;
     Ok(checkpoint.files().to_vec())
 }
 
@@ -509,6 +519,7 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         "backend": cfg.model.backend,
         "endpoint": cfg.model.endpoint,
         "batch_size": cfg.model.batch_size,
+        "max_batch_tokens": cfg.model.max_batch_tokens,
         "device": cfg.model.device,
         "tasks": cfg.tasks,
         "num_fewshot": cfg.num_fewshot,

@@ -19,7 +19,7 @@ pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use llama::{ForwardOptions, KvCache, Llama};
 pub use lora::{merge_lora, save_adapter, MergeReport};
 pub use resize::{resize_checkpoint, ResizeError, ResizeReport, RowInit};
-pub use score::{ContinuationScore, Scorer};
+pub use score::{scoring_bytes_per_token, ContinuationScore, Scorer};
 
 pub(crate) use checkpoint::write_safetensors;
 

@@ -19,6 +19,16 @@ pub struct ContinuationScore {
 /// Default scored positions per LM-head block (see [`Scorer::with_logit_rows`]).
 pub const DEFAULT_LOGIT_ROWS: usize = 256;
 
+/// Bytes of f32 activations a scoring forward pass holds per token of a batch at its peak, an upper
+/// estimate: within a layer the residual stream, its norm, q/k/v and the attention output (6 × hidden), the
+/// MLP's gate, up and their product (3 × intermediate), and one query block's attention scores and
+/// probabilities against every key (2 × heads × query block). The LM head works in blocks of
+/// [`DEFAULT_LOGIT_ROWS`] rows, a fixed cost outside this figure.
+pub fn scoring_bytes_per_token(cfg: &super::HfConfig) -> usize {
+    let heads = cfg.num_attention_heads;
+    4 * (6 * cfg.hidden_size + 3 * cfg.intermediate_size + 2 * heads * super::llama::DEFAULT_QUERY_BLOCK)
+}
+
 /// Scores token sequences with a model, `batch_size` sequences per forward pass (right-padded).
 #[derive(Debug, Clone)]
 pub struct Scorer {

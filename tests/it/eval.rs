@@ -312,6 +312,7 @@ fn run_config(tasks: &[&str], data_dir: &Path, out: PathBuf) -> RunConfig {
             endpoint: None,
             batch_size: 1,
             device: "cpu".into(),
+            max_batch_tokens: None,
             hub: None,
         },
         hub: None,
@@ -917,6 +918,26 @@ fn score_answers_a_requests_file() {
     write(&reqs, "{\"id\": 1, \"context\": \"x\"}\n");
     let e = eval::score_requests(&mut formula_lm(3), &reqs, &out).unwrap_err().to_string();
     assert_eq!(e, format!("{}:1: missing string field `continuation`", reqs.display()));
+}
+
+/// Issue 21: a token budget changes the batches, not the numbers: rolling perplexity of the reference
+/// documents (32-token windows) in batches of at most 40 padded tokens equals batch 1 on the real model.
+#[test]
+fn token_budget_batches_give_the_numbers_of_batch_one() {
+    let r = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docs.jsonl");
+    let lines: Vec<String> =
+        r["rolling"].as_array().unwrap().iter().map(|t| serde_json::json!({"text": t["text"]}).to_string()).collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let open = |batch| langadapt::eval::open_local_lm(&fixture("tiny-llama"), "cpu", batch, Some(32), quiet()).unwrap();
+    let (one, docs_one) = perplexity(&mut open(1), &path, None).unwrap();
+    let (budget, docs_budget) = perplexity(&mut open(8).with_max_batch_tokens(Some(40)), &path, None).unwrap();
+    assert_eq!((one.n_tokens, one.n_docs), (budget.n_tokens, budget.n_docs));
+    assert!(one.n_docs >= 2 && one.n_tokens > 64, "several windows: {one:?}");
+    for (a, b) in docs_one.iter().zip(&docs_budget) {
+        assert!((a.ll - b.ll).abs() <= 1e-5 * a.n_tokens as f64, "doc {}: {} vs {}", a.doc_id, a.ll, b.ll);
+    }
 }
 
 /// The candle model behind `LocalLm`: the numbers transformers and lm-evaluation-harness give.
