@@ -65,7 +65,7 @@ impl BackendSpec {
     pub fn model_info(&self) -> Result<ModelInfo, EvalError> {
         match self.kind {
             BackendKind::Local => Ok(ModelInfo {
-                max_batch_tokens: self.batch_budget(),
+                max_batch_tokens: self.max_batch_tokens,
                 ..ModelInfo::local(Path::new(&self.model), self.batch_size, &self.device)?
             }),
             BackendKind::Openai => Ok(ModelInfo {

@@ -53,6 +53,10 @@ pub struct RunConfig {
     /// Fetch task data missing under `data_dir` from the Hub (None: local files only).
     #[serde(skip)]
     pub hub: Option<crate::hub::HubConfig>,
+    /// The scoring batches' token budget in use (given, or chosen from the memory free at start), for
+    /// results.json; not a setting: it decides batches, not numbers, so it stays out of the run id.
+    #[serde(skip)]
+    pub batch_budget: Option<usize>,
 }
 
 /// Settings of `eval run` and of an `eval` stage of a recipe: a model (a local checkpoint, a Hub id, or a
@@ -178,6 +182,7 @@ impl EvalConfig {
             out: self.results_path(),
             model,
             hub: Some(crate::hub::HubConfig::from_env(crate::Progress::default())),
+            batch_budget: None,
         }
     }
 
@@ -201,7 +206,7 @@ impl EvalConfig {
         if let Some((asked, source)) = fetched {
             (model.model, model.hub) = (asked, Some(source));
         }
-        let cfg = self.run_config(model);
+        let cfg = RunConfig { batch_budget: spec.batch_budget(), ..self.run_config(model) };
         let mut lm = spec.open(env)?;
         run(&cfg, lm.as_mut(), env)
     }
@@ -275,7 +280,7 @@ pub struct ModelInfo {
     pub batch_size: usize,
     /// Device (local backend).
     pub device: String,
-    /// Padded tokens per scoring batch at most (local backend), given or chosen from free memory.
+    /// Padded tokens per scoring batch at most (local backend), when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batch_tokens: Option<usize>,
     /// The Hub repository, revision and commit, when the model was fetched by name.
@@ -519,7 +524,7 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         "backend": cfg.model.backend,
         "endpoint": cfg.model.endpoint,
         "batch_size": cfg.model.batch_size,
-        "max_batch_tokens": cfg.model.max_batch_tokens,
+        "max_batch_tokens": cfg.batch_budget,
         "device": cfg.model.device,
         "tasks": cfg.tasks,
         "num_fewshot": cfg.num_fewshot,

@@ -316,6 +316,7 @@ fn run_config(tasks: &[&str], data_dir: &Path, out: PathBuf) -> RunConfig {
             hub: None,
         },
         hub: None,
+        batch_budget: None,
     }
 }
 

@@ -126,6 +126,10 @@ fn quickstart_plans_runs_every_stage_skips_and_redoes_what_changed() {
         assert!(b.get(task).is_some() && a.get(task).is_some(), "{task} missing: {b}");
     }
     assert_eq!(b["xcopa_tr"]["n"], 10);
+    // The scoring batches' token budget, chosen from free memory, is stated in results.json (and stays out of
+    // the run id, so the rerun below still skips the eval stages).
+    let full: serde_json::Value = serde_json::from_slice(&read(out.path(), "after/results.json")).unwrap();
+    assert!(full["config"]["max_batch_tokens"].as_u64().is_some_and(|t| t >= 128), "{}", full["config"]);
     assert!(
         a["perplexity"]["bits_per_byte,none"].as_f64().unwrap()
             < b["perplexity"]["bits_per_byte,none"].as_f64().unwrap(),
