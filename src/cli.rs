@@ -969,9 +969,18 @@ struct TrainArgs {
     /// [lora] modules_to_save (comma-separated).
     #[arg(long, value_delimiter = ',')]
     lora_modules_to_save: Option<Vec<String>>,
+    /// Start N local ranks of a data-parallel run (like torchrun --nproc-per-node); without it, ranks come
+    /// from RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT or SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID.
+    #[arg(long, value_name = "N")]
+    nproc_per_node: Option<usize>,
 }
 
 fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
+    if let Some(n) = a.nproc_per_node {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        return Ok(langadapt::dist::launch_local(n, &args)?);
+    }
+    let ranks = langadapt::dist::RankEnv::from_env()?;
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| toml::Value::String(p.to_string_lossy().into_owned()));
     let list = |v: Option<Vec<String>>| v.map(|v| toml::Value::Array(v.into_iter().map(toml::Value::String).collect()));
     let lora: [(&str, Option<toml::Value>); 5] = [
@@ -1015,7 +1024,10 @@ fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
     let flags: toml::Table = flags.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
     // A Hub id is fetched by `train::run`, which records it in the manifest.
     let cfg = train::TrainConfig::load(a.config.as_deref(), flags)?;
-    let report = train::run(&cfg, a.resume.as_deref(), env)?;
+    let report = train::run_ranked(&cfg, a.resume.as_deref(), env, ranks.as_ref())?;
+    if ranks.is_some_and(|r| r.rank > 0) {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

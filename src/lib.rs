@@ -4,6 +4,7 @@
 //! `manifest.json` (see DESIGN.md). The binary in `main.rs` only parses flags and calls these.
 
 pub mod corpus;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod hub;
