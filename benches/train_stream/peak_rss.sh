@@ -40,7 +40,7 @@ size20=$(du -sm "$DATA/20m" | cut -f1); size2b=$(du -sm "$DATA/2b" | cut -f1)
 cat <<MD
 ## train data streaming (issue 16; \`benches/train_stream/peak_rss.sh\`)
 
-$(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), commit $(git rev-parse --short HEAD).
+$(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), commit $(git rev-parse --short HEAD), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end.
 \`langadapt --threads 2 train --model tests/fixtures/tiny-llama --max-steps 50 --micro-batch 8\` (full mode, CPU) on
 generated token shards (256 tokens a row, 2,048-row row groups, LZ4, ids uniform in [3, 1000)); peak RSS from
 \`/usr/bin/time -f %M\`.

@@ -14,8 +14,8 @@ use crate::common::{fixture, langadapt, stderr};
 use std::sync::Arc;
 
 use arrow::array::{ListBuilder, RecordBatch, StringBuilder, UInt32Builder, UInt8Builder};
-use arrow::datatypes::{DataType, Field, Schema};
-use langadapt::shards::TokenShardReader;
+use arrow::datatypes::{DataType, Field};
+use langadapt::shards::{token_shard_schema, TokenShardReader};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
@@ -323,16 +323,7 @@ fn bf16_compute_with_f32_master_weights_tracks_f32() {
 /// A token shard written by hand: `rows` of (ids, mask), `group_rows` rows per row group, segment ids
 /// (the row number + 1 on every token) when `segments`.
 fn write_token_file(path: &Path, rows: &[(Vec<u32>, Vec<u8>)], group_rows: usize, segments: bool) {
-    let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, false)));
-    let mut fields = vec![
-        Field::new("input_ids", list(DataType::UInt32), false),
-        Field::new("loss_mask", list(DataType::UInt8), false),
-        Field::new("source", DataType::Utf8, false),
-    ];
-    if segments {
-        fields.push(Field::new("segment_ids", list(DataType::UInt32), false));
-    }
-    let schema = Arc::new(Schema::new(fields));
+    let schema = token_shard_schema(segments);
     let item = |t: DataType| Field::new("item", t, false);
     let mut ids = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
     let mut mask = ListBuilder::new(UInt8Builder::new()).with_field(item(DataType::UInt8));
