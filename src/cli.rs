@@ -381,6 +381,9 @@ struct TranslateArgs {
     /// Translate only the first N records.
     #[arg(long)]
     limit: Option<u64>,
+    /// Of those, only records k with k % N == i (one array job per shard, each with its own --out).
+    #[arg(long, default_value = "0/1")]
+    shard: ShardSpec,
     /// QA: smallest allowed translated/source length ratio.
     #[arg(long, default_value_t = 0.5)]
     qa_min_ratio: f64,
@@ -631,6 +634,7 @@ fn translate(a: TranslateArgs, env: &Env) -> anyhow::Result<()> {
     cfg.backoff_ms = a.backoff_ms;
     cfg.cache = a.cache;
     cfg.limit = a.limit;
+    cfg.shard = a.shard;
     cfg.qa.min_ratio = a.qa_min_ratio;
     cfg.qa.max_ratio = a.qa_max_ratio;
     cfg.api_key = instruct::translate::ApiKey::from_env(a.backend);
