@@ -88,7 +88,7 @@ pub struct RankEnv {
     pub rank: usize,
     /// Number of ranks.
     pub world_size: usize,
-    /// Rank on this node (picks the GPU).
+    /// Rank on this node (picks the GPU); 0 when not given (one process per pod or node).
     pub local_rank: usize,
     /// Host of rank 0.
     pub master_addr: String,
@@ -137,7 +137,7 @@ impl RankEnv {
                 )))
             }
         };
-        Ok(Some(RankEnv { rank, world_size: world, local_rank: local.unwrap_or(rank), master_addr, master_port }))
+        Ok(Some(RankEnv { rank, world_size: world, local_rank: local.unwrap_or(0), master_addr, master_port }))
     }
 
     /// Joins the rendezvous at MASTER_ADDR:MASTER_PORT (rank 0 listens, the others connect) and exchanges
@@ -175,6 +175,8 @@ mod tests {
         let slurm = [("SLURM_PROCID", "5"), ("SLURM_NTASKS", "6"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n1")];
         let got = RankEnv::from_vars(vars(&slurm)).unwrap().unwrap();
         assert_eq!((got.rank, got.world_size, got.local_rank, got.master_addr.as_str()), (5, 6, 1, "n1"));
+        let pod = RankEnv::from_vars(vars(&[("RANK", "5"), ("WORLD_SIZE", "8"), ("MASTER_ADDR", "m")])).unwrap();
+        assert_eq!(pod.unwrap().local_rank, 0, "one GPU per pod: no LOCAL_RANK, GPU 0");
         let err = RankEnv::from_vars(vars(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")])).unwrap_err();
         assert!(err.to_string().contains("MASTER_ADDR is not set"), "{err}");
         let err = RankEnv::from_vars(vars(&[("RANK", "2"), ("WORLD_SIZE", "2")])).unwrap_err();

@@ -418,7 +418,12 @@ fn all_reduce_grads(
         parts.push(g);
     }
     parts.push(Tensor::from_vec(extras, opt.vars().count() + 1, device)?);
-    let sum = comm.all_reduce_sum(&Tensor::cat(&parts, 0)?)?;
+    let flat = Tensor::cat(&parts, 0)?;
+    // The per-weight gradients go before the sum arrives: at most two flat copies live at once.
+    drop(parts);
+    grads.clear();
+    let sum = comm.all_reduce_sum(&flat)?;
+    drop(flat);
     let n = sum.elem_count();
     let flags = sum.narrow(0, n - opt.vars().count() - 1, opt.vars().count() + 1)?.to_vec1::<f32>()?;
     let mut at = 0;
