@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod corpus;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod hub;

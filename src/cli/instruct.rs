@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use langadapt::instruct::{self, translate::ApiKey, Backend};
+use langadapt::io::ShardSpec;
 use langadapt::Env;
 use serde::Serialize;
 
@@ -63,6 +64,9 @@ pub struct TranslateArgs {
     /// Translate only the first N records.
     #[arg(long)]
     limit: Option<u64>,
+    /// Of those, only records k with k % N == i (one array job per shard, each with its own --out).
+    #[arg(long)]
+    shard: Option<ShardSpec>,
     #[command(flatten)]
     qa: QaArgs,
     /// Print the report as JSON.

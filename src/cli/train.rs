@@ -108,6 +108,11 @@ pub struct TrainArgs {
     merge_lora: bool,
     #[command(flatten)]
     lora: LoraArgs,
+    /// Start N local ranks of a data-parallel run (like torchrun --nproc-per-node); without it, ranks come
+    /// from RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT or SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID.
+    #[arg(long, value_name = "N")]
+    #[serde(skip)]
+    nproc_per_node: Option<usize>,
 }
 
 /// The `[lora]` keys, each changing one key of the file's table.
@@ -132,7 +137,17 @@ pub struct LoraArgs {
 
 /// Runs `train`.
 pub fn run(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
-    // A Hub id is fetched by `train::run`, which records it in the manifest.
+    if let Some(n) = a.nproc_per_node {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        return Ok(langadapt::dist::launch_local(n, &args)?);
+    }
+    let ranks = langadapt::dist::RankEnv::from_env()?;
+    // A Hub id is fetched by `train::run_ranked`, which records it in the manifest.
     let cfg = train::TrainConfig::load(a.config.as_deref(), &a)?;
-    emit(&train::run(&cfg, a.resume.as_deref(), env)?, a.json, To::Stderr)
+    let report = train::run_ranked(&cfg, a.resume.as_deref(), env, ranks.as_ref())?;
+    // Rank 0 reports for the job.
+    if ranks.is_some_and(|r| r.rank > 0) {
+        return Ok(());
+    }
+    emit(&report, a.json, To::Stderr)
 }

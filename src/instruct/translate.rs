@@ -25,6 +25,7 @@ use super::record::{InstructRecord, RecordReader, SourceRecord, FIELDS};
 use super::replay::Replay;
 use super::{InstructError, Translator};
 use crate::corpus::DocId;
+use crate::io::ShardSpec;
 use crate::manifest::ManifestBuilder;
 use crate::Env;
 
@@ -140,6 +141,9 @@ pub struct TranslateConfig {
     /// Translate only the first N records.
     #[serde(default)]
     pub limit: Option<u64>,
+    /// `--shard i/N`: of those, only the records k with k % N == i (array jobs, each with its own `out`).
+    #[serde(default = "whole", skip_serializing_if = "ShardSpec::is_whole")]
+    pub shard: ShardSpec,
     /// QA thresholds.
     #[serde(default)]
     pub qa: QaConfig,
@@ -148,6 +152,9 @@ pub struct TranslateConfig {
     pub api_key: Option<ApiKey>,
 }
 
+fn whole() -> ShardSpec {
+    ShardSpec::WHOLE
+}
 fn default_source() -> String {
     "en".into()
 }
@@ -182,6 +189,7 @@ impl TranslateConfig {
             backoff_ms: default_backoff_ms(),
             cache: None,
             limit: None,
+            shard: ShardSpec::WHOLE,
             qa: QaConfig::default(),
             api_key: None,
         }
@@ -189,10 +197,25 @@ impl TranslateConfig {
 
     /// What decides the output, as the manifest records it (no concurrency, timeouts or keys).
     pub fn settings(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "backend": self.backend, "model": self.model, "endpoint": self.endpoint, "source": self.source,
             "target": self.target, "limit": self.limit, "qa": self.qa,
-        })
+        });
+        // Only when sharded, so an unsharded run keeps the run id it always had.
+        if !self.shard.is_whole() {
+            v["shard"] = serde_json::json!(self.shard.to_string());
+        }
+        v
+    }
+
+    /// The records this run translates: the first `limit`, then this shard's share of them.
+    fn records(&self) -> Result<impl Iterator<Item = Result<SourceRecord, InstructError>>, InstructError> {
+        let shard = self.shard;
+        Ok(RecordReader::open(&self.input)?
+            .take(self.limit.unwrap_or(u64::MAX) as usize)
+            .enumerate()
+            .filter(move |(k, _)| shard.owns(*k as u64))
+            .map(|(_, r)| r))
     }
 
     fn check(&self) -> Result<(), InstructError> {
@@ -608,8 +631,7 @@ pub fn run(cfg: &TranslateConfig, env: &Env) -> Result<TranslateReport, Instruct
     settings["translator"] = serde_json::json!(name);
     let mut manifest = ManifestBuilder::new("instruct translate", settings, None);
     manifest.add_input(&cfg.input, &env.progress)?;
-    let limit = cfg.limit.unwrap_or(u64::MAX);
-    let total = RecordReader::open(&cfg.input)?.take(limit as usize).count() as u64;
+    let total = cfg.records()?.count() as u64;
     let bar = env.progress.items(total, "translating");
 
     let ctx = Ctx {
@@ -622,7 +644,7 @@ pub fn run(cfg: &TranslateConfig, env: &Env) -> Result<TranslateReport, Instruct
         source_lang: qa::whatlang_lang(&cfg.source),
     };
     let group_size = (translator.limits().max_texts / 3).clamp(1, 16);
-    let mut records = RecordReader::open(&cfg.input)?.take(limit as usize).peekable();
+    let mut records = cfg.records()?.peekable();
     let groups = std::iter::from_fn(move || {
         let mut g = Vec::new();
         while g.len() < group_size {

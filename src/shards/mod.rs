@@ -21,7 +21,7 @@ pub use build::{run, BuildReport, SourceReport};
 pub use config::{BuildConfig, Kind, LastRow, MaxLenPolicy, SourceConfig};
 pub use stats::{stats, stats_of_files, SourceStats, SplitStats, Stats};
 pub use template::{AlpacaWords, Instruction, Template};
-pub use writer::{TokenRow, TokenShardReader};
+pub use writer::{token_shard_schema, TokenRow, TokenShardReader};
 
 use crate::corpus::ShardError;
 use crate::manifest::ManifestError;

@@ -25,7 +25,8 @@ const BATCH_ROWS: usize = 256;
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 2048;
 
-fn schema(segments: bool) -> SchemaRef {
+/// The Arrow schema of a token shard; `segments` adds the `segment_ids` column.
+pub fn token_shard_schema(segments: bool) -> SchemaRef {
     let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, false)));
     let mut fields = vec![
         Field::new("input_ids", list(DataType::UInt32), false),
@@ -67,7 +68,7 @@ impl SplitWriter {
             prefix,
             rows_per_part,
             meta,
-            schema: schema(segments),
+            schema: token_shard_schema(segments),
             open: None,
             pending: Vec::new(),
             written: Vec::new(),

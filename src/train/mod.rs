@@ -9,6 +9,7 @@ mod data;
 mod optim;
 
 pub use config::{LoraSection, Mode, Schedule, TrainConfig};
+pub use data::{RowRef, Rows};
 pub use optim::learning_rate;
 
 use std::collections::BTreeMap;
@@ -19,10 +20,11 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use crate::dist::{Communicator, RankEnv};
 use crate::manifest::{ManifestBuilder, ManifestError};
 use crate::model::{self, Checkpoint, ForwardOptions, LoraConfig, ModelError, Trainable};
 use crate::Env;
-use data::{Batch, Rows};
+use data::Batch;
 use optim::{clip_grad_norm, AdamW};
 
 /// Errors of the training stage.
@@ -37,6 +39,22 @@ pub enum TrainError {
     /// The token shards cannot be used.
     #[error("train data: {0}")]
     Data(String),
+    /// A token shard is truncated or malformed.
+    #[error("train data: {}{}{at}: {msg}", path.display(), if at.is_empty() { "" } else { ": " })]
+    Shard {
+        /// The file.
+        path: PathBuf,
+        /// Where in it: `row group G` or `row group G, row R (row N of the file)`; empty for the whole file.
+        at: String,
+        /// What is wrong and what to do.
+        msg: String,
+        /// The Parquet error, if any.
+        #[source]
+        source: Option<parquet::errors::ParquetError>,
+    },
+    /// The ranks of a data-parallel job could not agree or lost one another.
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     /// A checkpoint to resume from is incomplete or from another run.
     #[error("resume: {0}")]
     Resume(String),
@@ -104,6 +122,13 @@ struct TrainerState {
     /// The run's identity: sha256 of the settings that must not change across a resume.
     run_id: String,
     micro_batches_done: u64,
+    /// Ranks that trained it (the global batch is micro_batch × grad_accum × world_size rows).
+    #[serde(default = "one")]
+    world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What a run did.
@@ -140,8 +165,25 @@ pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
 /// Runs training as configured; `resume` is a `checkpoints/step-N` folder of an earlier run with the same
 /// settings.
 pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainReport, TrainError> {
+    run_ranked(cfg, resume, env, None)
+}
+
+/// [`run`] as one rank of a data-parallel job (`ranks` from [`RankEnv::from_env`]): the ranks meet at the
+/// rendezvous (a rank with other settings or inputs is refused there), rank r trains micro-batches r, r+W, …
+/// of each step, gradients are summed before clipping and the optimizer step, and rank 0 alone writes
+/// metrics, checkpoints, `final/` and the manifest. A `device = "cuda"` rank uses GPU `LOCAL_RANK`.
+pub fn run_ranked(
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    env: &Env,
+    ranks: Option<&RankEnv>,
+) -> Result<TrainReport, TrainError> {
     cfg.validate()?;
-    let device = model::parse_device(&cfg.device)?;
+    let ranks = ranks.filter(|r| r.world_size > 1);
+    let device = match ranks {
+        Some(r) if cfg.device == "cuda" => model::parse_device(&format!("cuda:{}", r.local_rank))?,
+        _ => model::parse_device(&cfg.device)?,
+    };
     let lora = cfg.lora_config()?;
     // A Hub id (`org/name[@revision]`) is fetched into the HF cache; the manifest keeps what was asked for
     // (`model`) and what it resolved to (`model_hub`: repo, revision, commit).
@@ -149,8 +191,9 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         crate::hub::resolve_model(&cfg.model.to_string_lossy(), &crate::hub::HubConfig::from_env(env.progress))?;
     let ckpt = Checkpoint::open(&resolved.path)?;
     let mut rows = Rows::load(&cfg.train)?;
-    let val = cfg.val.as_deref().map(Rows::load).transpose()?;
-    let per_step = cfg.micro_batch * cfg.grad_accum;
+    let mut val = cfg.val.as_deref().map(Rows::load).transpose()?;
+    let world = ranks.map_or(1, |r| r.world_size);
+    let per_step = cfg.micro_batch * cfg.grad_accum * world;
     let total_steps = match (cfg.max_steps, cfg.epochs) {
         (Some(s), _) => s,
         (None, Some(e)) => ((e * rows.len() as f64) / per_step as f64).ceil().max(1.0) as usize,
@@ -170,6 +213,11 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         manifest.add_input(&f, &env.progress)?;
     }
     let run_id = manifest.run_id();
+    // The run id covers settings and input hashes: ranks that would train different things are refused here.
+    let mut comm = ranks.map(|r| connect(r, &run_id, &device)).transpose()?;
+    let rank = comm.as_ref().map_or(0, |c| c.rank());
+    let root = rank == 0;
+    let progress = if root { env.progress } else { crate::Progress { quiet: true } };
 
     let (trainable, start) = match resume {
         None => {
@@ -178,7 +226,7 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
             (t, None)
         }
         Some(dir) => {
-            let state = read_state(dir, &run_id)?;
+            let state = read_state(dir, &run_id, world)?;
             (restore(&ckpt, dir, &device, lora.as_ref())?, Some(state))
         }
     };
@@ -202,9 +250,9 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         _ => 0,
     };
     let metrics_path = cfg.out.join("metrics.jsonl");
-    let mut metrics = open_metrics(&metrics_path, first_step)?;
+    let mut metrics = if root { Some(open_metrics(&metrics_path, first_step)?) } else { None };
 
-    let bar = env.progress.items((total_steps - first_step.min(total_steps)) as u64, "train");
+    let bar = progress.items((total_steps - first_step.min(total_steps)) as u64, "train");
     let mut report = TrainReport {
         steps: first_step,
         first_loss: None,
@@ -214,6 +262,8 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         trained_parameters,
     };
     let compute = model::parse_dtype(&cfg.dtype)?;
+    // Micro-batch `a` of `step` on this rank, counted over all ranks: rank r takes r, r+W, … of the step.
+    let micro = |step: usize, a: usize| ((step * cfg.grad_accum + a) * world + rank) as u64;
     for step in first_step..total_steps {
         let t0 = Instant::now();
         // f32: the variables themselves; bf16: casts of them, rebuilt after every update.
@@ -221,17 +271,20 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         let lr = learning_rate(cfg.schedule, cfg.lr, cfg.min_lr, cfg.warmup_steps, total_steps, step);
         let batches: Vec<Batch> = (0..cfg.grad_accum)
             .map(|a| {
-                let micro = (step * cfg.grad_accum + a) as u64;
-                let idx = rows.indices(cfg.seed, micro, cfg.micro_batch);
+                let idx = rows.indices(cfg.seed, micro(step, a), cfg.micro_batch);
                 rows.batch(&idx, &device)
             })
             .collect::<Result<_, _>>()?;
-        let trained: f64 = batches.iter().map(|b| b.trained_tokens).sum();
+        let mut trained: f64 = batches.iter().map(|b| b.trained_tokens).sum();
+        if let Some(c) = comm.as_mut() {
+            let t = c.all_reduce_sum(&Tensor::new(&[trained as f32], &device)?)?;
+            trained = f64::from(t.to_vec1::<f32>()?[0]);
+        }
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
         let mut loss_sum = 0f64;
         for (a, batch) in batches.iter().enumerate() {
             // Each micro-batch contributes its share of the step's token-mean loss, so k×b equals k·b.
-            let seed = cfg.seed ^ ((step * cfg.grad_accum + a) as u64).wrapping_mul(0xA076_1D64_78BD_642F);
+            let seed = cfg.seed ^ micro(step, a).wrapping_mul(0xA076_1D64_78BD_642F);
             let sum = token_loss_sum(&net, batch, Some(seed))?;
             loss_sum += f64::from(sum.to_scalar::<f32>()?);
             if trained > 0.0 {
@@ -247,14 +300,17 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
                 }
             }
         }
+        if let Some(c) = comm.as_mut() {
+            loss_sum = all_reduce_grads(c.as_mut(), &opt, &mut grads, loss_sum, &device)?;
+        }
         let grad_norm = clip_grad_norm(&mut grads, cfg.clip)?;
         opt.step(&grads, lr)?;
         let loss = if trained > 0.0 { loss_sum / trained } else { 0.0 };
-        let tokens = (batches.len() * cfg.micro_batch * (rows.seq_len() - 1)) as f64;
+        let tokens = (batches.len() * cfg.micro_batch * (rows.seq_len() - 1) * world) as f64;
         let done = step + 1;
         let tokens_per_s = tokens / t0.elapsed().as_secs_f64().max(1e-9);
         write_metrics(
-            &mut metrics,
+            metrics.as_mut(),
             &metrics_path,
             &Metrics {
                 step: done,
@@ -272,11 +328,11 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s"));
         bar.inc(1);
         let eval_now = cfg.eval_every > 0 && done % cfg.eval_every == 0;
-        if let (Some(val), true) = (&val, eval_now || done == total_steps) {
+        if let (Some(val), true, true) = (val.as_mut(), eval_now || done == total_steps, root) {
             let vl = validation_loss(&trainable.cast_model(compute)?, val, cfg, &device)?;
             report.val_loss = Some(vl);
             write_metrics(
-                &mut metrics,
+                metrics.as_mut(),
                 &metrics_path,
                 &Metrics {
                     step: done,
@@ -289,7 +345,7 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
                 },
             )?;
         }
-        if cfg.save_every > 0 && done % cfg.save_every == 0 && done < total_steps {
+        if root && cfg.save_every > 0 && done % cfg.save_every == 0 && done < total_steps {
             let dir = cfg.out.join("checkpoints").join(format!("step-{done}"));
             save_checkpoint(
                 &ckpt,
@@ -301,12 +357,20 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
                     step: done,
                     total_steps,
                     run_id: run_id.clone(),
-                    micro_batches_done: (done * cfg.grad_accum) as u64,
+                    micro_batches_done: (done * cfg.grad_accum * world) as u64,
+                    world_size: world,
                 },
             )?;
         }
     }
     bar.finish_and_clear();
+    if !root {
+        // Wait for rank 0 to write final/ and the manifest, so every rank's exit status says whether it did.
+        if let Some(c) = comm.as_mut() {
+            c.barrier()?;
+        }
+        return Ok(report);
+    }
     save_final(&ckpt, &trainable, lora.as_ref(), cfg, &report.final_dir)?;
     manifest.count("steps", report.steps as u64);
     manifest.count("trained_parameters", trained_parameters as u64);
@@ -320,7 +384,60 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         .map(|p| (p, None))
         .collect();
     manifest.finish(&cfg.out, &outputs)?.write(&manifest_path)?;
+    if let Some(c) = comm.as_mut() {
+        c.barrier()?;
+    }
     Ok(report)
+}
+
+/// Joins the job's rendezvous; GPU ranks then set up NCCL when built with it.
+fn connect(ranks: &RankEnv, run_id: &str, device: &Device) -> Result<Box<dyn Communicator>, TrainError> {
+    let tcp = ranks.connect(run_id)?;
+    #[cfg(feature = "nccl")]
+    if device.is_cuda() {
+        return Ok(Box::new(crate::dist::NcclComm::new(tcp, device)?));
+    }
+    let _ = device;
+    Ok(Box::new(tcp))
+}
+
+/// Sums the ranks' gradients (and `loss_sum`, returned) in one flat buffer. A weight without a gradient
+/// on this rank sends zeros and a 0 flag; it gets a gradient only if some rank had one, as in one process.
+fn all_reduce_grads(
+    comm: &mut dyn Communicator,
+    opt: &AdamW,
+    grads: &mut BTreeMap<String, Tensor>,
+    loss_sum: f64,
+    device: &Device,
+) -> Result<f64, TrainError> {
+    let mut parts = Vec::new();
+    let mut extras = vec![loss_sum as f32];
+    for (name, var) in opt.vars() {
+        let g = match grads.get(name) {
+            Some(g) => g.to_dtype(DType::F32)?.flatten_all()?,
+            None => Tensor::zeros(var.elem_count(), DType::F32, device)?,
+        };
+        extras.push(if grads.contains_key(name) { 1.0 } else { 0.0 });
+        parts.push(g);
+    }
+    parts.push(Tensor::from_vec(extras, opt.vars().count() + 1, device)?);
+    let flat = Tensor::cat(&parts, 0)?;
+    // The per-weight gradients go before the sum arrives: at most two flat copies live at once.
+    drop(parts);
+    grads.clear();
+    let sum = comm.all_reduce_sum(&flat)?;
+    drop(flat);
+    let n = sum.elem_count();
+    let flags = sum.narrow(0, n - opt.vars().count() - 1, opt.vars().count() + 1)?.to_vec1::<f32>()?;
+    let mut at = 0;
+    for ((name, var), flag) in opt.vars().zip(&flags[1..]) {
+        let len = var.elem_count();
+        if *flag > 0.0 {
+            grads.insert(name.to_string(), sum.narrow(0, at, len)?.reshape(var.shape())?.to_dtype(var.dtype())?);
+        }
+        at += len;
+    }
+    Ok(f64::from(flags[0]))
 }
 
 /// Sum over trained positions of −log p(target): the numerator of the token-mean loss.
@@ -333,7 +450,12 @@ fn token_loss_sum(model: &model::Llama, batch: &Batch, train: Option<u64>) -> Re
 }
 
 /// Token-mean loss over the validation rows (all, or the first `eval_rows`), in order.
-fn validation_loss(model: &model::Llama, val: &Rows, cfg: &TrainConfig, device: &Device) -> Result<f64, TrainError> {
+fn validation_loss(
+    model: &model::Llama,
+    val: &mut Rows,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<f64, TrainError> {
     let n = if cfg.eval_rows > 0 { cfg.eval_rows.min(val.len()) } else { val.len() };
     let (mut sum, mut tokens) = (0f64, 0f64);
     for start in (0..n).step_by(cfg.micro_batch) {
@@ -400,7 +522,7 @@ fn save_final(
     Ok(())
 }
 
-fn read_state(dir: &Path, run_id: &str) -> Result<TrainerState, TrainError> {
+fn read_state(dir: &Path, run_id: &str, world_size: usize) -> Result<TrainerState, TrainError> {
     let path = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| TrainError::Resume(format!("{}: {e} (not a checkpoints/step-N folder?)", path.display())))?;
@@ -412,6 +534,14 @@ fn read_state(dir: &Path, run_id: &str) -> Result<TrainerState, TrainError> {
              the same config",
             dir.display(),
             state.run_id
+        )));
+    }
+    if state.world_size != world_size {
+        return Err(TrainError::Resume(format!(
+            "{} was written by a run on {} rank(s), this one has {world_size}: the global batch would change; \
+             resume with the same number of ranks",
+            dir.display(),
+            state.world_size
         )));
     }
     Ok(state)
@@ -460,7 +590,9 @@ fn open_metrics(path: &Path, keep_step: usize) -> Result<std::fs::File, TrainErr
     std::fs::OpenOptions::new().append(true).open(path).map_err(|e| TrainError::io(path, e))
 }
 
-fn write_metrics(file: &mut std::fs::File, path: &Path, m: &Metrics) -> Result<(), TrainError> {
+/// Appends `m` (rank 0 only: other ranks have no file).
+fn write_metrics(file: Option<&mut std::fs::File>, path: &Path, m: &Metrics) -> Result<(), TrainError> {
+    let Some(file) = file else { return Ok(()) };
     let line = serde_json::to_string(m).unwrap_or_default();
     writeln!(file, "{line}").map_err(|e| TrainError::io(path, e))
 }

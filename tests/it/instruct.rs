@@ -489,6 +489,33 @@ fn replay_backend_runs_offline_from_the_fixture_cache() {
     assert!(failed[0]["reason"].as_str().unwrap().contains("not in the replay cache"));
 }
 
+/// Issue 16: `--shard i/N` takes records k with k % N == i of the first `--limit`; the shards' outputs together
+/// are the unsharded run's records, and only a sharded run's manifest records the shard.
+#[test]
+fn shards_together_translate_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |shard: &str, out: &Path| {
+        let (input, cache) = (fixture(SAMPLE), fixture("alpaca/replay-cache-et.jsonl"));
+        let (input, cache, out) = (input.to_str().unwrap(), cache.to_str().unwrap(), out.to_str().unwrap());
+        let args = ["instruct", "translate", "--backend", "replay", "--target", "et", "--limit", "10", "--shard"];
+        let o = langadapt(&[&args[..], &[shard, "--input", input, "--cache", cache, "--out", out]].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let recs: Vec<InstructRecord> = read_jsonl(&Path::new(out).join("translated.jsonl"));
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(Path::new(out).join("manifest.json")).unwrap()).unwrap();
+        (recs.into_iter().map(|r| serde_json::to_string(&r).unwrap()).collect::<Vec<_>>(), manifest)
+    };
+    let (whole, m) = run("0/1", &dir.path().join("whole"));
+    assert_eq!(m["args"].get("shard"), None);
+    let (even, m0) = run("0/2", &dir.path().join("s0"));
+    let (odd, m1) = run("1/2", &dir.path().join("s1"));
+    assert_eq!((m0["args"]["shard"].as_str(), m1["args"]["shard"].as_str()), (Some("0/2"), Some("1/2")));
+    assert_eq!(whole.len(), 10);
+    let evens: Vec<String> = whole.iter().step_by(2).cloned().collect();
+    let odds: Vec<String> = whole.iter().skip(1).step_by(2).cloned().collect();
+    assert_eq!((even, odd), (evens, odds));
+}
+
 #[test]
 fn bad_inputs_are_named_with_where() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 
 mod audit;
 mod common;
+mod dist;
 mod errors;
 mod eval;
 mod hub;

@@ -11,10 +11,18 @@ use langadapt::{Env, Progress};
 
 use crate::common::{fixture, langadapt, stderr};
 
+use std::sync::Arc;
+
+use arrow::array::{ListBuilder, RecordBatch, StringBuilder, UInt32Builder, UInt8Builder};
+use arrow::datatypes::{DataType, Field};
+use langadapt::shards::{token_shard_schema, TokenShardReader};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
 const ENV: Env = Env { threads: 2, progress: Progress { quiet: true } };
 
 /// Repetitive Turkish documents, blank-line separated, the kind of text a model memorizes in a few steps.
-fn corpus(dir: &Path) -> PathBuf {
+pub(crate) fn corpus(dir: &Path) -> PathBuf {
     let docs: Vec<String> =
         (0..24).map(|i| format!("Kedi {} evde uyuyor. Köpek bahçede koşuyor. Kedi ve köpek arkadaş.", i % 3)).collect();
     let path = dir.join("corpus.txt");
@@ -22,7 +30,7 @@ fn corpus(dir: &Path) -> PathBuf {
     path
 }
 
-fn build_shards(dir: &Path, kind: Kind, source: PathBuf) -> PathBuf {
+pub(crate) fn build_shards(dir: &Path, kind: Kind, source: PathBuf) -> PathBuf {
     let out = dir.join(format!("shards-{kind:?}"));
     let src = SourceConfig {
         name: "tr".into(),
@@ -60,7 +68,7 @@ fn config(dir: &Path, shards: &Path, mode: Mode, out: &str) -> TrainConfig {
     cfg
 }
 
-fn tensors(dir: &Path) -> BTreeMap<String, Tensor> {
+pub(crate) fn tensors(dir: &Path) -> BTreeMap<String, Tensor> {
     Checkpoint::open(dir).unwrap().read_all(&Device::Cpu).unwrap()
 }
 
@@ -310,4 +318,137 @@ fn bf16_compute_with_f32_master_weights_tracks_f32() {
     let mut f16 = f32_cfg.clone();
     f16.dtype = "f16".into();
     assert!(train::run(&f16, None, &ENV).unwrap_err().to_string().contains("f16 would need loss scaling"));
+}
+
+/// A token shard written by hand: `rows` of (ids, mask), `group_rows` rows per row group, segment ids
+/// (the row number + 1 on every token) when `segments`.
+fn write_token_file(path: &Path, rows: &[(Vec<u32>, Vec<u8>)], group_rows: usize, segments: bool) {
+    let schema = token_shard_schema(segments);
+    let item = |t: DataType| Field::new("item", t, false);
+    let mut ids = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
+    let mut mask = ListBuilder::new(UInt8Builder::new()).with_field(item(DataType::UInt8));
+    let mut segs = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
+    let mut source = StringBuilder::new();
+    for (r, (i, m)) in rows.iter().enumerate() {
+        ids.values().append_slice(i);
+        ids.append(true);
+        mask.values().append_slice(m);
+        mask.append(true);
+        segs.values().append_slice(&vec![r as u32 + 1; i.len()]);
+        segs.append(true);
+        source.append_value("tr");
+    }
+    let mut columns: Vec<arrow::array::ArrayRef> =
+        vec![Arc::new(ids.finish()), Arc::new(mask.finish()), Arc::new(source.finish())];
+    if segments {
+        columns.push(Arc::new(segs.finish()));
+    }
+    let props = WriterProperties::builder().set_max_row_group_row_count(Some(group_rows)).build();
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema.clone(), Some(props)).unwrap();
+    w.write(&RecordBatch::try_new(schema, columns).unwrap()).unwrap();
+    w.close().unwrap();
+}
+
+/// `n` rows of `len` tokens (ids below the tiny model's vocabulary), row `k` of the file starting at `first`.
+fn token_rows(first: u32, n: usize, len: usize) -> Vec<(Vec<u32>, Vec<u8>)> {
+    (0..n as u32)
+        .map(|k| {
+            let ids = (0..len as u32).map(|t| 3 + (first + k) * 7 % 200 + t % 50).collect();
+            let mask = (0..len).map(|t| u8::from((t + k as usize) % 3 != 0)).collect();
+            (ids, mask)
+        })
+        .collect()
+}
+
+/// Issue 16: the streamed loader gives, row by row, what reading every file front to back (the in-memory
+/// loader it replaced) gives, across files and row groups, in any order of access (the cache evicts).
+#[test]
+fn streamed_rows_equal_the_shards_read_front_to_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for (segments, name) in [(false, "plain"), (true, "packed")] {
+        let shards = dir.path().join(name);
+        std::fs::create_dir_all(&shards).unwrap();
+        write_token_file(&shards.join("part-00000.parquet"), &token_rows(0, 7, 6), 3, segments);
+        write_token_file(&shards.join("part-00001.parquet"), &token_rows(7, 8, 6), 2, segments);
+        let mut want = Vec::new();
+        for f in ["part-00000.parquet", "part-00001.parquet"] {
+            want.extend(TokenShardReader::open(&shards.join(f)).unwrap().map(|r| r.unwrap()));
+        }
+        let mut rows = train::Rows::load(&shards).unwrap();
+        assert_eq!((rows.len(), rows.seq_len()), (15, 6));
+        // Forwards, backwards, and striding across the 7 row groups (more than the cache holds).
+        let order: Vec<usize> = (0..15).chain((0..15).rev()).chain((0..45).map(|k| k * 7 % 15)).collect();
+        for i in order {
+            let r = rows.row(i).unwrap();
+            assert_eq!(r.input_ids, want[i].input_ids.as_slice(), "{name} row {i}");
+            assert_eq!(r.loss_mask, want[i].loss_mask.as_slice(), "{name} row {i}");
+            assert_eq!(r.segment_ids, want[i].segment_ids.as_deref(), "{name} row {i}");
+        }
+    }
+}
+
+/// Issue 16: a truncated shard and a shard whose rows have another length are refused from the footers,
+/// before anything is written, naming the file and the row group.
+#[test]
+fn bad_shards_are_refused_at_start_up_from_the_footers() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let part = shards.join("train/part-00000.parquet");
+    let bytes = std::fs::read(&part).unwrap();
+    let cfg = config(dir.path(), &shards, Mode::Full, "bad");
+
+    std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
+    let err = train::run(&cfg, None, &ENV).unwrap_err();
+    let want = format!("train data: {}: cannot read the Parquet footer: the file is truncated", part.display());
+    assert!(err.to_string().starts_with(&want), "{err}");
+    assert!(!cfg.out.exists(), "refused before the run started");
+
+    std::fs::write(&part, &bytes).unwrap();
+    let short = shards.join("train/part-00001.parquet");
+    write_token_file(&short, &token_rows(0, 5, 16), 4, false);
+    let err = train::run(&cfg, None, &ENV).unwrap_err().to_string();
+    let want = format!(
+        "train data: {}: row group 0: rows of 16 tokens, but {} row group 0 has rows of 32",
+        short.display(),
+        part.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+
+    let mut mixed = token_rows(0, 2, 32);
+    mixed[1].0.pop();
+    mixed[1].1.pop();
+    write_token_file(&short, &mixed, 4, false);
+    let err = train::run(&cfg, None, &ENV).unwrap_err().to_string();
+    let want = format!(
+        "train data: {}: row group 0: column 'input_ids' holds 63 values in 2 rows: the rows do not all have the \
+         same length",
+        short.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert!(!cfg.out.exists(), "refused before the run started");
+}
+
+/// Issue 16: rows whose lengths average out to the right one pass the footer check and fail at the row,
+/// named by row group and row.
+#[test]
+fn a_row_of_the_wrong_length_fails_at_that_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = token_rows(0, 6, 32);
+    rows[4].0.pop();
+    rows[4].1.pop();
+    rows[5].0.push(9);
+    rows[5].1.push(1);
+    let file = dir.path().join("rows.parquet");
+    write_token_file(&file, &rows, 3, false);
+    let mut cfg = config(dir.path(), dir.path(), Mode::Full, "row");
+    cfg.train = file.clone();
+    cfg.val = None;
+    cfg.max_steps = Some(2);
+    cfg.micro_batch = 3;
+    let err = train::run(&cfg, None, &ENV).unwrap_err().to_string();
+    let want = format!(
+        "train data: {}: row group 1, row 1 (row 4 of the file): 31 ids, 31 mask values; every row needs 32",
+        file.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
 }
