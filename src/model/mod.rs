@@ -18,7 +18,7 @@ pub use config::{HfConfig, LlamaConfig, RopeScaling};
 pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use llama::{ForwardOptions, KvCache, Llama};
 pub use lora::{merge_lora, save_adapter, LoraConfig, LoraTarget, MergeReport};
-pub use score::{ContinuationScore, Scorer};
+pub use score::{score_sequences, ContinuationScore, ScoreRun, Scorer};
 
 pub(crate) use checkpoint::write_safetensors;
 
@@ -64,6 +64,17 @@ pub enum ModelError {
     /// A request the model cannot answer (empty input, too long, bad option).
     #[error("{0}")]
     Request(String),
+    /// A `--device` that cannot be opened: CUDA not compiled in, or no driver/GPU.
+    #[error("device {spec}: {message}")]
+    Device {
+        /// What was asked for (`cuda:0`).
+        spec: String,
+        /// Why it cannot be had and what to do.
+        message: String,
+        /// candle's (cudarc's) error, when the driver answered.
+        #[source]
+        source: Option<candle_core::Error>,
+    },
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] crate::vocab::VocabError),
