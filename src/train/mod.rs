@@ -7,6 +7,7 @@
 mod config;
 mod data;
 mod optim;
+mod scale;
 
 pub use config::{LoraSection, Mode, Schedule, TrainConfig};
 pub use optim::learning_rate;
@@ -23,7 +24,7 @@ use crate::manifest::{ManifestBuilder, ManifestError};
 use crate::model::{self, Checkpoint, ForwardOptions, LoraConfig, ModelError, Trainable};
 use crate::Env;
 use data::{Batch, Rows};
-use optim::{clip_grad_norm, AdamW};
+use optim::{clip_grad_norm, squared_norms, AdamW};
 
 /// Errors of the training stage.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,7 @@ impl TrainError {
 }
 
 /// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
     /// Optimizer steps done.
     pub step: usize,
@@ -91,6 +92,12 @@ pub struct Metrics {
     /// exp(val_loss).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_ppl: Option<f64>,
+    /// f16: the loss scale this step's loss was multiplied by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// f16: steps skipped so far for inf/NaN gradients (this one included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow_steps: Option<u64>,
 }
 
 /// `trainer_state.json` of a resumable checkpoint.
@@ -101,6 +108,9 @@ struct TrainerState {
     /// The run's identity: sha256 of the settings that must not change across a resume.
     run_id: String,
     micro_batches_done: u64,
+    /// f16: the loss scaler after `step`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss_scale: Option<scale::LossScale>,
 }
 
 /// What a run did.
@@ -211,9 +221,13 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
         trained_parameters,
     };
     let compute = model::parse_dtype(&cfg.dtype)?;
+    let (mut scaler, scale_window) = match cfg.loss_scale() {
+        Some((fresh, window)) => (Some(start.as_ref().and_then(|s| s.loss_scale.clone()).unwrap_or(fresh)), window),
+        None => (None, 0),
+    };
     for step in first_step..total_steps {
         let t0 = Instant::now();
-        // f32: the variables themselves; bf16: casts of them, rebuilt after every update.
+        // f32: the variables themselves; bf16/f16: casts of them, rebuilt after every update.
         let net = trainable.cast_model(compute)?;
         let lr = learning_rate(cfg.schedule, cfg.lr, cfg.min_lr, cfg.warmup_steps, total_steps, step);
         let batches: Vec<Batch> = (0..cfg.grad_accum)
@@ -224,15 +238,19 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
             })
             .collect::<Result<_, _>>()?;
         let trained: f64 = batches.iter().map(|b| b.trained_tokens).sum();
+        let loss_scale = scaler.as_ref().map(|s| s.scale);
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
-        let mut loss_sum = 0f64;
+        let mut sums = Vec::with_capacity(batches.len());
         for (a, batch) in batches.iter().enumerate() {
             // Each micro-batch contributes its share of the step's token-mean loss, so k×b equals k·b.
             let seed = cfg.seed ^ ((step * cfg.grad_accum + a) as u64).wrapping_mul(0xA076_1D64_78BD_642F);
             let sum = token_loss_sum(&net, batch, Some(seed))?;
-            loss_sum += f64::from(sum.to_scalar::<f32>()?);
             if trained > 0.0 {
-                let g = (sum / trained)?.backward()?;
+                let mut objective = (&sum / trained)?;
+                if let Some(s) = loss_scale {
+                    objective = (objective * s)?;
+                }
+                let g = objective.backward()?;
                 for (name, var) in opt.vars() {
                     if let Some(gv) = g.get(var) {
                         let acc = match grads.remove(name) {
@@ -243,9 +261,21 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
                     }
                 }
             }
+            sums.push(sum);
         }
-        let grad_norm = clip_grad_norm(&mut grads, cfg.clip)?;
-        opt.step(&grads, lr)?;
+        // The step's one host read: the micro-batches' losses and the gradients' squared norms together.
+        let losses = sums.len();
+        sums.extend(squared_norms(&grads)?);
+        let host = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+        let loss_sum: f64 = host[..losses].iter().map(|&l| f64::from(l)).sum();
+        let grad_norm = clip_grad_norm(&mut grads, &host[losses..], cfg.clip, loss_scale.unwrap_or(1.0))?;
+        let apply = match scaler.as_mut() {
+            Some(s) => s.update(grad_norm, scale_window),
+            None => true,
+        };
+        if apply {
+            opt.step(&grads, lr)?;
+        }
         let loss = if trained > 0.0 { loss_sum / trained } else { 0.0 };
         let tokens = (batches.len() * cfg.micro_batch * (rows.seq_len() - 1)) as f64;
         let done = step + 1;
@@ -257,8 +287,11 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
                 step: done,
                 loss: Some(loss),
                 lr: Some(lr),
-                grad_norm: Some(grad_norm),
+                // A skipped step's norm is inf/NaN, which JSON cannot hold.
+                grad_norm: grad_norm.is_finite().then_some(grad_norm),
                 tokens_per_s: Some(tokens_per_s),
+                loss_scale,
+                overflow_steps: scaler.as_ref().map(|s| s.overflow_steps),
                 val_loss: None,
                 val_ppl: None,
             },
@@ -275,15 +308,7 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
             write_metrics(
                 &mut metrics,
                 &metrics_path,
-                &Metrics {
-                    step: done,
-                    loss: None,
-                    lr: None,
-                    grad_norm: None,
-                    tokens_per_s: None,
-                    val_loss: Some(vl),
-                    val_ppl: Some(vl.exp()),
-                },
+                &Metrics { step: done, val_loss: Some(vl), val_ppl: Some(vl.exp()), ..Default::default() },
             )?;
         }
         if cfg.save_every > 0 && done % cfg.save_every == 0 && done < total_steps {
@@ -299,6 +324,7 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
                     total_steps,
                     run_id: run_id.clone(),
                     micro_batches_done: (done * cfg.grad_accum) as u64,
+                    loss_scale: scaler.clone(),
                 },
             )?;
         }
