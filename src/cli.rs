@@ -756,6 +756,8 @@ enum ModelCommand {
     },
     /// Generate text from a prompt.
     Generate(GenerateArgs),
+    /// Log-probability of every token after the first of each sequence, and the scoring speed (JSON).
+    Score(ScoreArgs),
     /// Fold a PEFT LoRA adapter into its base checkpoint.
     MergeLora {
         /// Base checkpoint directory.
@@ -766,6 +768,30 @@ enum ModelCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+struct ScoreArgs {
+    /// Checkpoint directory.
+    ckpt: PathBuf,
+    /// JSON lines, each an array of token ids (one sequence per line).
+    #[arg(long)]
+    ids: PathBuf,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Scoring rounds; the fastest after the first is reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Leave the per-token log-probabilities out of the JSON.
+    #[arg(long)]
+    no_logprobs: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 #[derive(Debug, Args)]
@@ -845,6 +871,25 @@ fn model_command(cmd: ModelCommand, env: &Env) -> anyhow::Result<()> {
             };
             let out = model::generate(&llama, &tokenizer, &[prompt], &opts)?;
             println!("{}", out[0].text);
+            Ok(())
+        }
+        ModelCommand::Score(a) => {
+            use anyhow::Context as _;
+            let ckpt = model::Checkpoint::open(&checkpoint_path(&a.ckpt, env)?)?;
+            let device = model::parse_device(&a.device)?;
+            let scorer = model::Scorer::new(ckpt.load(&device, model::parse_dtype(&a.dtype)?)?, a.batch_size);
+            let text = std::fs::read_to_string(&a.ids).with_context(|| a.ids.display().to_string())?;
+            let sequences = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}: line {}", a.ids.display(), i + 1)))
+                .collect::<anyhow::Result<Vec<Vec<u32>>>>()?;
+            let mut run = model::score_sequences(&scorer, &sequences, a.rounds)?;
+            if a.no_logprobs {
+                run.logprobs.clear();
+            }
+            println!("{}", serde_json::to_string(&run)?);
             Ok(())
         }
         ModelCommand::MergeLora { base, adapter, out } => {
@@ -930,9 +975,15 @@ struct TrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     device: Option<String>,
-    /// f32 or bf16.
+    /// f32, bf16 or f16 (f16 with dynamic loss scaling).
     #[arg(long)]
     dtype: Option<String>,
+    /// f16: the first step's loss scale (`loss_scale_init`, default 65536).
+    #[arg(long)]
+    loss_scale_init: Option<f64>,
+    /// f16: good steps before the loss scale doubles (`loss_scale_window`, default 2000).
+    #[arg(long)]
+    loss_scale_window: Option<i64>,
     /// Name substrings of weights without weight decay (comma-separated).
     #[arg(long, value_delimiter = ',')]
     no_decay: Option<Vec<String>>,
@@ -982,7 +1033,7 @@ fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
         ("modules_to_save", list(a.lora_modules_to_save)),
     ];
     let lora: toml::Table = lora.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect();
-    let flags: [(&str, Option<toml::Value>); 28] = [
+    let flags: [(&str, Option<toml::Value>); 30] = [
         ("model", path(&a.model)),
         ("train", path(&a.train)),
         ("val", path(&a.val)),
@@ -1003,6 +1054,8 @@ fn train_command(a: TrainArgs, env: &Env) -> anyhow::Result<()> {
         ("seed", a.seed.map(toml::Value::Integer)),
         ("device", a.device.map(toml::Value::String)),
         ("dtype", a.dtype.map(toml::Value::String)),
+        ("loss_scale_init", a.loss_scale_init.map(toml::Value::Float)),
+        ("loss_scale_window", a.loss_scale_window.map(toml::Value::Integer)),
         ("no_decay", list(a.no_decay)),
         ("beta1", a.beta1.map(toml::Value::Float)),
         ("beta2", a.beta2.map(toml::Value::Float)),
