@@ -261,7 +261,8 @@ pub fn run(cfg: &TrainConfig, resume: Option<&Path>, env: &Env) -> Result<TrainR
                     }
                 }
             }
-            sums.push(sum);
+            // Detached: the scalar must not keep this micro-batch's graph (every activation) alive.
+            sums.push(sum.detach());
         }
         // The step's one host read: the micro-batches' losses and the gradients' squared norms together.
         let losses = sums.len();
