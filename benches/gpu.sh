@@ -6,7 +6,7 @@
 #
 # Needs: the langadapt binary built elsewhere with `--features cuda` (see benches/README.md), Python with
 # torch and transformers, and for CUDA the driver plus the CUDA 13 libraries the binary links (libcudart,
-# libcublas, libcublasLt, libcurand, libnvrtc: a CUDA 13 toolkit, or PyTorch's cu13 wheels). No Rust, no
+# libcublas with libcublasLt, libcurand: a CUDA 13 toolkit, or PyTorch's cu13 wheels). No Rust, no
 # network. Measures: per-token log-probabilities of the fixture on the device against the CPU (f32, bf16);
 # scoring tokens/s; full and LoRA training tokens/s, MFU and peak GPU memory at seq 2,048 on a random ~1.1B
 # LLaMA made here with transformers; the same scoring and training in PyTorch, as ratios. Prints a markdown

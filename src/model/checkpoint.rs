@@ -40,12 +40,16 @@ pub fn parse_device(spec: &str) -> Result<Device, ModelError> {
         });
     }
     Device::new_cuda(ordinal).map_err(|e| ModelError::Device {
+        // candle attaches a backtrace when RUST_BACKTRACE is set: the cause stays one line without it.
+        source: Some(Box::new(match e {
+            candle_core::Error::WithBacktrace { inner, .. } => *inner,
+            e => e,
+        })),
         spec: spec.to_string(),
         message: format!(
             "cannot open CUDA device {ordinal} (no NVIDIA driver, no GPU, or fewer GPUs; `nvidia-smi` lists them); \
              use --device cpu"
         ),
-        source: Some(e),
     })
 }
 

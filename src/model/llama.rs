@@ -233,6 +233,9 @@ pub struct Llama {
         std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(usize, usize, usize), std::sync::Arc<ShapeMasks>>>>,
 }
 
+type MaskCache =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(usize, usize, usize), std::sync::Arc<ShapeMasks>>>>;
+
 /// The masks of one attention shape that depend on positions only (not on the batch).
 #[derive(Debug)]
 struct ShapeMasks {
@@ -677,7 +680,9 @@ mod tests {
         let tensor = |rows: &[Vec<u32>]| Tensor::new(rows.to_vec(), &dev).unwrap();
         let mask = vec![vec![0, 0, 1, 1, 1, 1], vec![1, 1, 1, 1, 0, 0], vec![1, 1, 1, 1, 1, 1]];
         let segs = vec![vec![1, 1, 2, 2, 2, 3], vec![5, 5, 5, 5, 5, 5], vec![1, 2, 2, 1, 1, 3]];
-        let cases: [(Option<&Vec<Vec<u32>>>, usize, Vec<u32>, Option<usize>); 5] = [
+        // (segments, cache offset, start positions, sliding window)
+        type Case<'a> = (Option<&'a Vec<Vec<u32>>>, usize, Vec<u32>, Option<usize>);
+        let cases: [Case; 5] = [
             (None, 0, vec![0; 3], None),
             (Some(&segs), 0, vec![0; 3], None),
             (None, 0, vec![0; 3], Some(3)),

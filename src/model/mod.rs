@@ -73,7 +73,7 @@ pub enum ModelError {
         message: String,
         /// candle's (cudarc's) error, when the driver answered.
         #[source]
-        source: Option<candle_core::Error>,
+        source: Option<Box<candle_core::Error>>,
     },
     /// The tokenizer failed.
     #[error(transparent)]

@@ -1,8 +1,11 @@
 //! `langadapt train`: continual pre-training, embedding alignment, LoRA and instruction tuning on token shards.
 //!
 //! One loop for every mode; modes differ only in which variables the optimizer holds (see `Mode`). Data
-//! order, dropout masks and the learning rate are functions of the seed and the step, so a run resumed from
-//! `checkpoints/step-N` continues bit for bit (on CPU) where the uninterrupted run would be.
+//! order, dropout masks, the learning rate and (f16) the loss scale are functions of the seed and the step,
+//! so a run resumed from `checkpoints/step-N` continues bit for bit (on CPU) where the uninterrupted run would
+//! be. On a GPU the dropout masks come from the device's generator seeded the same way, so a resumed run
+//! draws them again, but cuBLAS and the reduction kernels do not promise bit-identical sums from run to run:
+//! there a resumed run matches within bf16 tolerance, not bit for bit.
 
 mod config;
 mod data;
