@@ -229,8 +229,7 @@ pub struct Llama {
     /// Queries per attention block in inference (see [`Llama::with_query_block`]).
     query_block: usize,
     /// Position-only attention masks by (queries, keys, offset), shared by clones.
-    masks:
-        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(usize, usize, usize), std::sync::Arc<ShapeMasks>>>>,
+    masks: MaskCache,
 }
 
 type MaskCache =

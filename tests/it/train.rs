@@ -340,12 +340,14 @@ fn step_lines(out: &Path) -> Vec<serde_json::Value> {
 fn f16_overflow_step_is_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
-    let mut cfg = config(dir.path(), &shards, Mode::Full, "f16-skip");
-    cfg.dtype = "f16".into();
-    cfg.loss_scale_init = Some(2f64.powi(40));
-    cfg.max_steps = Some(1);
-    let report = train::run(&cfg, None, &ENV).unwrap();
-    let lines = step_lines(&cfg.out);
+    let run = |out: &str, steps: usize| {
+        let mut cfg = config(dir.path(), &shards, Mode::Full, out);
+        cfg.dtype = "f16".into();
+        cfg.loss_scale_init = Some(2f64.powi(40));
+        cfg.max_steps = Some(steps);
+        (train::run(&cfg, None, &ENV).unwrap(), step_lines(&cfg.out))
+    };
+    let (report, lines) = run("f16-skip", 1);
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
     assert_eq!((line["step"].as_u64(), line["overflow_steps"].as_u64()), (Some(1), Some(1)), "{line}");
@@ -357,12 +359,7 @@ fn f16_overflow_step_is_skipped_and_counted() {
         assert!(same(&t, &start[&name]), "{name} changed in a skipped step");
     }
 
-    let mut cfg = config(dir.path(), &shards, Mode::Full, "f16-learn");
-    cfg.dtype = "f16".into();
-    cfg.loss_scale_init = Some(2f64.powi(40));
-    cfg.max_steps = Some(40);
-    let report = train::run(&cfg, None, &ENV).unwrap();
-    let lines = step_lines(&cfg.out);
+    let (report, lines) = run("f16-learn", 40);
     let skipped = lines.iter().filter(|l| l.get("grad_norm").is_none()).count() as u64;
     assert_eq!(lines.last().unwrap()["overflow_steps"].as_u64(), Some(skipped));
     assert!((1..30).contains(&skipped), "{skipped} steps skipped");
