@@ -586,6 +586,8 @@ fn positions(
     before: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
     let (b, t) = mask.dims2()?;
+    // Counts as f32 matmuls are exact below 2^24 (candle's CUDA f32 matmul keeps full precision; turning on
+    // its TF32 mode, `set_gemm_reduced_precision_f32`, would make positions above 2,048 inexact).
     let real = mask.to_dtype(DType::F32)?;
     let counts = match segments {
         None => real.matmul(before)?,
