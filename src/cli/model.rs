@@ -19,6 +19,8 @@ pub enum ModelCommand {
     },
     /// Generate text from a prompt.
     Generate(GenerateArgs),
+    /// Log-probability of every token after the first of each sequence, and the scoring speed (JSON).
+    Score(ScoreArgs),
     /// Fold a PEFT LoRA adapter into its base checkpoint.
     MergeLora {
         /// Base checkpoint directory or Hub id.
@@ -32,6 +34,30 @@ pub enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Checkpoint directory or Hub id.
+    ckpt: PathBuf,
+    /// JSON lines, each an array of token ids (one sequence per line).
+    #[arg(long)]
+    ids: PathBuf,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Scoring rounds; the fastest after the first is reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Leave the per-token log-probabilities out of the JSON.
+    #[arg(long)]
+    no_logprobs: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +129,18 @@ pub fn run(cmd: ModelCommand, env: &Env) -> anyhow::Result<()> {
             let prompt = tokenizer.encode(&a.prompt, tokenizer.adds_bos())?;
             let out = model::generate(&llama, &tokenizer, &[prompt], &a.options())?;
             println!("{}", out[0].text);
+            Ok(())
+        }
+        ModelCommand::Score(a) => {
+            let ckpt = model::Checkpoint::open(&checkpoint_path(&a.ckpt, env)?)?;
+            let device = model::parse_device(&a.device)?;
+            let scorer = model::Scorer::new(ckpt.load(&device, model::parse_dtype(&a.dtype)?)?, a.batch_size);
+            let sequences = model::read_id_lines(&a.ids)?;
+            let mut run = model::score_sequences(&scorer, &sequences, a.rounds)?;
+            if a.no_logprobs {
+                run.logprobs.clear();
+            }
+            println!("{}", serde_json::to_string(&run)?);
             Ok(())
         }
         ModelCommand::MergeLora { base, adapter, out, json } => {

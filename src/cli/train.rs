@@ -81,9 +81,15 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N (`device`).
     #[arg(long)]
     device: Option<String>,
-    /// Compute dtype: f32 or bf16 (`dtype`).
+    /// Compute dtype: f32, bf16, or f16 with dynamic loss scaling (`dtype`).
     #[arg(long)]
     dtype: Option<String>,
+    /// f16: the first step's loss scale (`loss_scale_init`).
+    #[arg(long)]
+    loss_scale_init: Option<f64>,
+    /// f16: good steps before the loss scale doubles (`loss_scale_window`).
+    #[arg(long)]
+    loss_scale_window: Option<usize>,
     /// Name substrings of weights without weight decay, comma-separated (`no_decay`).
     #[arg(long, value_delimiter = ',')]
     no_decay: Option<Vec<String>>,

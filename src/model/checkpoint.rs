@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -17,17 +18,39 @@ use crate::vocab::Tokenizer;
 const SIDE_FILES: [&str; 5] =
     ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
 
-/// Parses `cpu`, `cuda` or `cuda:N`.
+/// Parses `cpu`, `cuda` or `cuda:N` and opens that device. A CUDA device that cannot be had (a build without
+/// the `cuda` feature, no driver, no such GPU) is one [`ModelError::Device`] line, never a panic.
 pub fn parse_device(spec: &str) -> Result<Device, ModelError> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
-        s if s.starts_with("cuda:") => {
-            let n = s[5..].parse().map_err(|_| ModelError::Request(format!("device {s:?}: expected cuda:N")))?;
-            Ok(Device::new_cuda(n)?)
-        }
-        other => Err(ModelError::Request(format!("device {other:?}: expected cpu, cuda or cuda:N"))),
+    let ordinal = match spec {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => 0,
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return Err(ModelError::Request(format!("device {s:?}: expected cuda:N"))),
+            None => return Err(ModelError::Request(format!("device {s:?}: expected cpu, cuda or cuda:N"))),
+        },
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(ModelError::Device {
+            spec: spec.to_string(),
+            message: "this langadapt was built without CUDA; build it with `cargo build --release --features cuda` \
+                      (scripts/cuda-toolchain.sh installs the compiler) or use --device cpu"
+                .into(),
+            source: None,
+        });
     }
+    Device::new_cuda(ordinal).map_err(|e| ModelError::Device {
+        // candle attaches a backtrace when RUST_BACKTRACE is set: the cause stays one line without it.
+        source: Some(Box::new(match e {
+            candle_core::Error::WithBacktrace { inner, .. } => *inner,
+            e => e,
+        })),
+        spec: spec.to_string(),
+        message: format!(
+            "cannot open CUDA device {ordinal} (no NVIDIA driver, no GPU, or fewer GPUs; `nvidia-smi` lists them); \
+             use --device cpu"
+        ),
+    })
 }
 
 /// Parses `f32`, `f16` or `bf16`.
@@ -123,6 +146,59 @@ impl Trainable {
     pub fn weights(&self) -> BTreeMap<String, Tensor> {
         let base = self.base.data().lock().expect("var map lock");
         base.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    }
+}
+
+/// A `VarBuilder` backend for [`Checkpoint::load_trainable`]: each tensor the model asks for is taken out of
+/// the checkpoint's (so its memory goes as the variables fill), cast, and made a variable of `vars`. Its first
+/// error is kept in `failed`, in our words, and wins over candle's wrapping of it.
+#[derive(Clone)]
+struct LoadIntoVars {
+    stored: Arc<Mutex<BTreeMap<String, Tensor>>>,
+    vars: VarMap,
+    dir: PathBuf,
+    failed: Arc<Mutex<Option<ModelError>>>,
+}
+
+impl LoadIntoVars {
+    fn fail(&self, name: &str, message: String) -> candle_core::Error {
+        let mut failed = self.failed.lock().expect("loader lock");
+        failed.get_or_insert(ModelError::Tensor {
+            path: self.dir.clone(),
+            name: name.to_string(),
+            message: message.clone(),
+        });
+        candle_core::Error::Msg(message)
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for LoadIntoVars {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        _init: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let stored = self.stored.lock().expect("loader lock").remove(name);
+        let t = stored.ok_or_else(|| self.fail(name, "missing from the checkpoint".into()))?;
+        if t.shape() != &shape {
+            return Err(self.fail(name, format!("shape mismatch, expected: {shape:?}, got: {:?}", t.shape())));
+        }
+        let var = Var::from_tensor(&t.to_dtype(dtype)?.to_device(device)?)?;
+        let tensor = var.as_tensor().clone();
+        self.vars.data().lock().expect("var map lock").insert(name.to_string(), var);
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let stored = self.stored.lock().expect("loader lock").get(name).cloned();
+        stored.ok_or_else(|| self.fail(name, "missing from the checkpoint".into()))?.to_dtype(dtype)?.to_device(device)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.stored.lock().expect("loader lock").contains_key(name)
     }
 }
 
@@ -229,27 +305,23 @@ impl Checkpoint {
         dtype: DType,
         lora: Option<&LoraConfig>,
     ) -> Result<Trainable, ModelError> {
-        let base = VarMap::new();
+        // Each weight the model asks for becomes a variable holding the checkpoint's tensor: read once, with no
+        // random initialisation first (a 7B model's was minutes and a second copy in memory).
+        let loader = LoadIntoVars {
+            stored: Arc::new(Mutex::new(self.read_all(device)?)),
+            vars: VarMap::new(),
+            dir: self.dir.clone(),
+            failed: Arc::new(Mutex::new(None)),
+        };
+        let base = loader.vars.clone();
         let adapter = lora.map(|_| VarMap::new());
-        let vb = VarBuilder::from_varmap(&base, dtype, device);
         let lvb = adapter.as_ref().map(|a| VarBuilder::from_varmap(a, dtype, device));
-        let model = self.build(vb, lora.zip(lvb))?;
-        let stored = self.read_all(device)?;
-        let vars = base.data().lock().expect("var map lock");
-        for (name, var) in vars.iter() {
-            let t = stored.get(name).ok_or_else(|| ModelError::Tensor {
-                path: self.dir.clone(),
-                name: name.clone(),
-                message: "missing from the checkpoint".into(),
-            })?;
-            var.set(&t.to_dtype(dtype)?).map_err(|e| ModelError::Tensor {
-                path: self.dir.clone(),
-                name: name.clone(),
-                message: e.to_string(),
-            })?;
+        let built =
+            self.build(VarBuilder::from_backend(Box::new(loader.clone()), dtype, device.clone()), lora.zip(lvb));
+        if let Some(e) = loader.failed.lock().expect("loader lock").take() {
+            return Err(e);
         }
-        drop(vars);
-        Ok(Trainable { model, base, adapter, config: self.config.clone(), lora: lora.cloned() })
+        Ok(Trainable { model: built?, base, adapter, config: self.config.clone(), lora: lora.cloned() })
     }
 
     fn build(&self, vb: VarBuilder, lora: Option<(&LoraConfig, VarBuilder)>) -> Result<Llama, ModelError> {

@@ -179,14 +179,14 @@ pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     /// `[b, s]` 1 for real tokens, 0 for padding, over every cached position.
     key_mask: Option<Tensor>,
-    /// Next RoPE position of each row.
-    next_pos: Vec<u32>,
+    /// Next RoPE position of each row, `[b]` f32 on the model's device.
+    next_pos: Option<Tensor>,
 }
 
 impl KvCache {
     /// An empty cache for `layers` layers.
     pub fn new(layers: usize) -> Self {
-        Self { layers: vec![None; layers], key_mask: None, next_pos: Vec::new() }
+        Self { layers: vec![None; layers], key_mask: None, next_pos: None }
     }
 
     /// Positions cached so far (padding included).
@@ -228,6 +228,22 @@ pub struct Llama {
     dtype: DType,
     /// Queries per attention block in inference (see [`Llama::with_query_block`]).
     query_block: usize,
+    /// Position-only attention masks by (queries, keys, offset), shared by clones.
+    masks: MaskCache,
+}
+
+type MaskCache =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(usize, usize, usize), std::sync::Arc<ShapeMasks>>>>;
+
+/// The masks of one attention shape that depend on positions only (not on the batch).
+#[derive(Debug)]
+struct ShapeMasks {
+    /// `[t, s]` u8: 1 where query `offset + i` may see key `j` (causal, sliding window).
+    visible: Tensor,
+    /// `[t, s]` u8: 1 where key `j` is query `offset + i` itself.
+    diagonal: Tensor,
+    /// `[t, t]` f32: 1 where `j < i`; a row of 0/1 weights times it is the count before each position.
+    before: Tensor,
 }
 
 /// Default queries per attention block: the f32 scores of one block are `heads × 512 × keys × 4` bytes
@@ -312,6 +328,7 @@ impl Llama {
             device,
             dtype,
             query_block: DEFAULT_QUERY_BLOCK,
+            masks: Default::default(),
         })
     }
 
@@ -346,52 +363,37 @@ impl Llama {
         if segments.is_some() && cache.is_some() {
             return Err(ModelError::Request("forward: segments and a KV cache cannot be combined".into()));
         }
-        let segments = segments.map(|s| s.to_dtype(DType::U32)?.to_vec2::<u32>()).transpose()?;
+        let segments = segments.map(|s| s.to_dtype(DType::U32)).transpose()?;
         let mask = match mask {
             Some(m) => m.to_dtype(DType::U32)?,
             None => Tensor::ones((b, t), DType::U32, &self.device)?,
         };
-        // Positions count real tokens only, so left padding does not shift RoPE.
-        let start: Vec<u32> = match cache.as_deref() {
-            Some(c) if !c.next_pos.is_empty() => c.next_pos.clone(),
-            _ => vec![0; b],
+        let key_mask = match cache.as_deref().and_then(|c| c.key_mask.as_ref()) {
+            Some(prev) => Tensor::cat(&[prev, &mask], 1)?,
+            None => mask.clone(),
         };
-        let mask_rows = mask.to_vec2::<u32>()?;
-        let mut positions = Vec::with_capacity(b * t);
-        let mut next = Vec::with_capacity(b);
-        for (r, (row, &s)) in mask_rows.iter().zip(&start).enumerate() {
-            let mut p = s;
-            for (i, &m) in row.iter().enumerate() {
-                if let Some(seg) = &segments {
-                    if i > 0 && seg[r][i] != seg[r][i - 1] {
-                        p = 0;
-                    }
-                }
-                // A padding slot's position is never seen (masked); clamp it into the table.
-                positions.push(p.min(self.rope_len() - 1));
-                p += m;
-            }
-            next.push(p);
-        }
-        if let Some(&max) = next.iter().max() {
-            if max as usize > self.rope_len() as usize {
+        let offset = key_mask.dim(1)? - t;
+        let masks = self.shape_masks(t, offset + t, offset)?;
+        let start = cache.as_deref().and_then(|c| c.next_pos.as_ref());
+        let (positions, next) = positions(&mask, start, segments.as_ref(), &masks.before)?;
+        // Every position is below the slots seen so far, so only an input that long can be too long; only
+        // then is the device asked (a host read) for the exact end.
+        if offset + t > self.rope_len() as usize {
+            let max = next.max_all()?.to_scalar::<f32>()?;
+            if max > self.rope_len() as f32 {
                 return Err(ModelError::Request(format!(
                     "input of {max} positions is longer than the model's context ({}); truncate it",
                     self.cfg.max_position_embeddings
                 )));
             }
         }
-        let positions = Tensor::from_vec(positions, (b, t), &self.device)?;
-        let key_mask = match cache.as_deref().and_then(|c| c.key_mask.as_ref()) {
-            Some(prev) => Tensor::cat(&[prev, &mask], 1)?,
-            None => mask.clone(),
-        };
-        let offset = key_mask.dim(1)? - t;
-        let bias = self.attention_bias(&key_mask, t, offset, segments.as_deref())?;
+        // A padding slot's position is never seen (masked); clamp it into the table.
+        let positions = positions.minimum(f64::from(self.rope_len() - 1))?.to_dtype(DType::U32)?;
+        let bias = attention_bias(&key_mask, &masks, segments.as_ref())?;
         let mut xs = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         let ctx = LayerCtx {
             positions: &positions,
-            bias: bias.as_ref(),
+            bias: Some(&bias),
             rope: &self.rope,
             train,
             query_block: self.query_block,
@@ -402,7 +404,7 @@ impl Llama {
         }
         if let Some(c) = cache {
             c.key_mask = Some(key_mask);
-            c.next_pos = next;
+            c.next_pos = Some(next);
         }
         Ok(self.norm.forward_t(&xs, train.is_some())?)
     }
@@ -420,39 +422,19 @@ impl Llama {
         self.rope.cos.dim(0).unwrap_or(0) as u32
     }
 
-    /// Additive attention bias `[b, 1, t, s]`: 0 where a query may look, -inf elsewhere (causal, padding,
-    /// sliding window). None when every query may see every earlier key.
-    fn attention_bias(
-        &self,
-        key_mask: &Tensor,
-        t: usize,
-        offset: usize,
-        segments: Option<&[Vec<u32>]>,
-    ) -> Result<Option<Tensor>> {
-        let (b, s) = key_mask.dims2()?;
-        let all_real = key_mask.min_all()?.to_scalar::<u32>()? == 1;
-        if t == 1 && all_real && self.cfg.sliding_window.is_none_or(|w| s <= w) {
-            return Ok(None);
+    /// The position-only masks of `t` queries at `offset` over `s` keys, built once per shape on the device.
+    fn shape_masks(&self, t: usize, s: usize, offset: usize) -> Result<std::sync::Arc<ShapeMasks>> {
+        let mut cache = self.masks.lock().expect("mask cache lock");
+        if let Some(m) = cache.get(&(t, s, offset)) {
+            return Ok(m.clone());
         }
-        let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
-        let keys = key_mask.to_vec2::<u32>()?;
-        let mut bias = Vec::with_capacity(b * t * s);
-        for (r, row) in keys.iter().enumerate() {
-            let seg = segments.map(|s| &s[r]);
-            for i in 0..t {
-                let q = offset + i;
-                bias.extend(row.iter().enumerate().map(|(j, &real)| {
-                    let same_example = seg.is_none_or(|seg| seg[j] == seg[q]);
-                    let visible = j <= q && q - j < window && same_example && (real == 1 || j == q);
-                    if visible {
-                        0f32
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                }));
-            }
+        // Generation asks for a new shape every token: keep the cache small.
+        if cache.len() >= 16 {
+            cache.clear();
         }
-        Ok(Some(Tensor::from_vec(bias, (b, 1, t, s), &self.device)?))
+        let m = std::sync::Arc::new(ShapeMasks::new(t, s, offset, self.cfg.sliding_window, &self.device)?);
+        cache.insert((t, s, offset), m.clone());
+        Ok(m)
     }
 
     /// The named LoRA-adapted projections with their factors (for saving and merging).
@@ -561,11 +543,180 @@ fn repeat_kv(xs: Tensor, n: usize) -> Result<Tensor> {
     Ok(xs.unsqueeze(2)?.expand((b, kv, n, s, d))?.reshape((b, kv * n, s, d))?)
 }
 
-/// Inverted dropout with a mask drawn from `seed` (splitmix64), so training is reproducible and resumable.
+/// Inverted dropout with a mask drawn from `seed`, so training is reproducible and resumable. On the CPU the
+/// mask is a splitmix64 stream; on a GPU it is drawn there by the device generator seeded with `seed`, so no
+/// mask crosses the bus (the same seed gives the same mask on the same device, not across devices).
 fn dropout(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    let mut rng = crate::rng::SplitMix(seed);
     let scale = 1.0 / (1.0 - p);
-    let keep: Vec<f32> = (0..xs.elem_count()).map(|_| if rng.next_f32() >= p { scale } else { 0.0 }).collect();
-    let mask = Tensor::from_vec(keep, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
-    Ok((xs * mask)?)
+    let keep = if xs.device().is_cpu() {
+        let mut rng = crate::rng::SplitMix(seed);
+        let keep: Vec<f32> = (0..xs.elem_count()).map(|_| if rng.next_f32() >= p { scale } else { 0.0 }).collect();
+        Tensor::from_vec(keep, xs.shape(), xs.device())?
+    } else {
+        xs.device().set_seed(seed)?;
+        let u = Tensor::rand(0f32, 1f32, xs.shape(), xs.device())?;
+        (u.ge(f64::from(p))?.to_dtype(DType::F32)? * f64::from(scale))?
+    };
+    Ok((xs * keep.to_dtype(xs.dtype())?)?)
+}
+
+impl ShapeMasks {
+    fn new(t: usize, s: usize, offset: usize, window: Option<usize>, dev: &Device) -> Result<Self> {
+        let queries = Tensor::arange(offset as u32, (offset + t) as u32, dev)?.reshape((t, 1))?;
+        let keys = Tensor::arange(0u32, s as u32, dev)?.reshape((1, s))?;
+        let mut visible = keys.broadcast_le(&queries)?;
+        if let Some(w) = window {
+            // q - j < w, i.e. j + w > q.
+            visible = (visible * (keys.clone() + w as f64)?.broadcast_gt(&queries)?)?;
+        }
+        let diagonal = keys.broadcast_eq(&queries)?;
+        let order = Tensor::arange(0u32, t as u32, dev)?;
+        let before = order.reshape((t, 1))?.broadcast_lt(&order.reshape((1, t))?)?.to_dtype(DType::F32)?;
+        Ok(Self { visible, diagonal, before })
+    }
+}
+
+/// RoPE positions `[b, t]` (f32) and each row's next position `[b]`, with tensor ops on the device: real
+/// tokens are counted from `start` (0 without a cache), restarting at 0 where the segment id changes
+/// (packed rows). `before` is [`ShapeMasks::before`] for `t`.
+fn positions(
+    mask: &Tensor,
+    start: Option<&Tensor>,
+    segments: Option<&Tensor>,
+    before: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (b, t) = mask.dims2()?;
+    // Counts as f32 matmuls are exact below 2^24 (candle's CUDA f32 matmul keeps full precision; turning on
+    // its TF32 mode, `set_gemm_reduced_precision_f32`, would make positions above 2,048 inexact).
+    let real = mask.to_dtype(DType::F32)?;
+    let counts = match segments {
+        None => real.matmul(before)?,
+        Some(seg) => {
+            // Runs of equal ids: a run starts where the id changes; run numbers are the cumulative count.
+            let starts = if t > 1 {
+                let changed = seg.narrow(1, 1, t - 1)?.ne(&seg.narrow(1, 0, t - 1)?)?.to_dtype(DType::F32)?;
+                Tensor::cat(&[Tensor::zeros((b, 1), DType::F32, seg.device())?, changed], 1)?
+            } else {
+                Tensor::zeros((b, 1), DType::F32, seg.device())?
+            };
+            let run = (starts.matmul(before)? + &starts)?;
+            let same_run = run.unsqueeze(2)?.broadcast_eq(&run.unsqueeze(1)?)?.to_dtype(DType::F32)?;
+            real.unsqueeze(1)?.matmul(&same_run.broadcast_mul(before)?)?.squeeze(1)?
+        }
+    };
+    let positions = match start {
+        Some(s) => counts.broadcast_add(&s.unsqueeze(1)?)?,
+        None => counts,
+    };
+    let next = (positions.narrow(1, t - 1, 1)? + real.narrow(1, t - 1, 1)?)?.squeeze(1)?;
+    Ok((positions, next))
+}
+
+/// Additive attention bias `[b, 1, t, s]`: 0 where a query may look, -inf elsewhere (causal, sliding window,
+/// padding keys except the query itself, other examples of a packed row), with tensor ops on the device.
+fn attention_bias(key_mask: &Tensor, masks: &ShapeMasks, segments: Option<&Tensor>) -> Result<Tensor> {
+    let (b, s) = key_mask.dims2()?;
+    let t = masks.visible.dim(0)?;
+    let real = key_mask.to_dtype(DType::U8)?.unsqueeze(1)?;
+    let key_ok = real.broadcast_maximum(&masks.diagonal.unsqueeze(0)?)?;
+    let mut visible = key_ok.broadcast_mul(&masks.visible.unsqueeze(0)?)?;
+    if let Some(seg) = segments {
+        // Segments come without a cache, so queries and keys are the same t slots.
+        visible = (visible * seg.unsqueeze(2)?.broadcast_eq(&seg.unsqueeze(1)?)?)?;
+    }
+    let zeros = Tensor::zeros((b, t, s), DType::F32, key_mask.device())?;
+    let blocked = Tensor::full(f32::NEG_INFINITY, (b, t, s), key_mask.device())?;
+    Ok(visible.where_cond(&zeros, &blocked)?.unsqueeze(1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host loops the masks were built with before issue 15: positions and bias per row.
+    fn host_reference(
+        mask: &[Vec<u32>],
+        start: &[u32],
+        segments: Option<&[Vec<u32>]>,
+        offset: usize,
+        keys: &[Vec<u32>],
+        window: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (mut positions, mut next, mut bias) = (Vec::new(), Vec::new(), Vec::new());
+        for (r, row) in mask.iter().enumerate() {
+            let mut p = start[r];
+            for (i, &m) in row.iter().enumerate() {
+                if let Some(seg) = segments {
+                    if i > 0 && seg[r][i] != seg[r][i - 1] {
+                        p = 0;
+                    }
+                }
+                positions.push(p as f32);
+                p += m;
+            }
+            next.push(p as f32);
+            let seg = segments.map(|s| &s[r]);
+            for i in 0..row.len() {
+                let q = offset + i;
+                bias.extend(keys[r].iter().enumerate().map(|(j, &real)| {
+                    let same_example = seg.is_none_or(|seg| seg[j] == seg[q]);
+                    let visible = j <= q && q - j < window && same_example && (real == 1 || j == q);
+                    if visible {
+                        0f32
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                }));
+            }
+        }
+        (positions, next, bias)
+    }
+
+    /// Issue 15: the masks built with tensor ops equal the host loops they replace, for padding on either
+    /// side, packed rows (an id repeated after another restarts the positions but shares attention, as
+    /// before), a cache offset with per-row start positions, and a sliding window.
+    #[test]
+    fn device_masks_equal_the_host_loops() {
+        let dev = Device::Cpu;
+        let tensor = |rows: &[Vec<u32>]| Tensor::new(rows.to_vec(), &dev).unwrap();
+        let mask = vec![vec![0, 0, 1, 1, 1, 1], vec![1, 1, 1, 1, 0, 0], vec![1, 1, 1, 1, 1, 1]];
+        let segs = vec![vec![1, 1, 2, 2, 2, 3], vec![5, 5, 5, 5, 5, 5], vec![1, 2, 2, 1, 1, 3]];
+        // (segments, cache offset, start positions, sliding window)
+        type Case<'a> = (Option<&'a Vec<Vec<u32>>>, usize, Vec<u32>, Option<usize>);
+        let cases: [Case; 5] = [
+            (None, 0, vec![0; 3], None),
+            (Some(&segs), 0, vec![0; 3], None),
+            (None, 0, vec![0; 3], Some(3)),
+            (None, 4, vec![3, 4, 0], None),
+            (None, 4, vec![3, 4, 0], Some(2)),
+        ];
+        for (segments, offset, start, window) in cases {
+            let earlier: Vec<Vec<u32>> = vec![vec![0, 1, 1, 1], vec![1, 1, 1, 1], vec![1, 0, 1, 0]];
+            let keys: Vec<Vec<u32>> = if offset == 0 {
+                mask.clone()
+            } else {
+                earlier.iter().zip(&mask).map(|(a, b)| a.iter().chain(b).copied().collect()).collect()
+            };
+            let (t, s) = (mask[0].len(), keys[0].len());
+            let (want_pos, want_next, want_bias) = host_reference(
+                &mask,
+                &start,
+                segments.map(|s| s.as_slice()),
+                offset,
+                &keys,
+                window.unwrap_or(usize::MAX),
+            );
+            let masks = ShapeMasks::new(t, s, offset, window, &dev).unwrap();
+            let seg = segments.map(|s| tensor(s));
+            let start_t =
+                (offset > 0).then(|| Tensor::new(start.iter().map(|&p| p as f32).collect::<Vec<_>>(), &dev).unwrap());
+            let (pos, next) = positions(&tensor(&mask), start_t.as_ref(), seg.as_ref(), &masks.before).unwrap();
+            let bias = attention_bias(&tensor(&keys), &masks, seg.as_ref()).unwrap();
+            let case = format!("segments {segments:?} offset {offset} window {window:?}");
+            assert_eq!(pos.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want_pos, "{case}");
+            assert_eq!(next.to_vec1::<f32>().unwrap(), want_next, "{case}");
+            assert_eq!(bias.dims(), [3, 1, t, s]);
+            assert_eq!(bias.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want_bias, "{case}");
+        }
+    }
 }

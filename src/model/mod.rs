@@ -19,7 +19,7 @@ pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use llama::{ForwardOptions, KvCache, Llama};
 pub use lora::{merge_lora, save_adapter, MergeReport};
 pub use resize::{resize_checkpoint, ResizeError, ResizeReport, RowInit};
-pub use score::{scoring_bytes_per_token, ContinuationScore, Scorer};
+pub use score::{read_id_lines, score_sequences, scoring_bytes_per_token, ContinuationScore, ScoreRun, Scorer};
 
 pub(crate) use checkpoint::write_safetensors;
 
@@ -65,6 +65,17 @@ pub enum ModelError {
     /// A request the model cannot answer (empty input, too long, bad option).
     #[error("{0}")]
     Request(String),
+    /// A `--device` that cannot be opened: CUDA not compiled in, or no driver/GPU.
+    #[error("device {spec}: {message}")]
+    Device {
+        /// What was asked for (`cuda:0`).
+        spec: String,
+        /// Why it cannot be had and what to do.
+        message: String,
+        /// candle's (cudarc's) error, when the driver answered.
+        #[source]
+        source: Option<Box<candle_core::Error>>,
+    },
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] crate::vocab::VocabError),

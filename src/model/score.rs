@@ -170,3 +170,52 @@ impl Scorer {
         Ok(())
     }
 }
+
+/// What [`score_sequences`] measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScoreRun {
+    /// Sequences scored per round.
+    pub sequences: usize,
+    /// Tokens scored per round (every token but each sequence's first).
+    pub tokens: usize,
+    /// Wall time of the fastest round, seconds (the first round, which loads kernels, is not timed when
+    /// there are more).
+    pub seconds: f64,
+    /// `tokens / seconds`.
+    pub tokens_per_s: f64,
+    /// Per sequence, the log-probability of each token after the first.
+    pub logprobs: Vec<Vec<f32>>,
+}
+
+/// Token-id sequences from JSON lines, one array of ids a line (blank lines skipped): `model score --ids`.
+pub fn read_id_lines(path: &std::path::Path) -> Result<Vec<Vec<u32>>, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                ModelError::Request(format!("{}: line {}: not a JSON array of token ids: {e}", path.display(), i + 1))
+            })
+        })
+        .collect()
+}
+
+/// Scores every token after the first of each sequence, `rounds` times (at least 1), and keeps the
+/// fastest time: the throughput and numerical check of `langadapt model score` (benches/gpu.sh).
+pub fn score_sequences(scorer: &Scorer, sequences: &[Vec<u32>], rounds: usize) -> Result<ScoreRun, ModelError> {
+    let requests: Vec<(Vec<u32>, usize)> = sequences.iter().map(|s| (s.clone(), s.len().saturating_sub(1))).collect();
+    let mut best = f64::INFINITY;
+    let mut logprobs = Vec::new();
+    for round in 0..rounds.max(1) {
+        let t0 = std::time::Instant::now();
+        let scores = scorer.score(&requests)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        if round > 0 || rounds <= 1 {
+            best = best.min(seconds);
+        }
+        logprobs = scores.into_iter().map(|s| s.logprobs).collect();
+    }
+    let tokens = requests.iter().map(|(_, n)| n).sum();
+    Ok(ScoreRun { sequences: sequences.len(), tokens, seconds: best, tokens_per_s: tokens as f64 / best, logprobs })
+}

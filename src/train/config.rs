@@ -143,9 +143,16 @@ pub struct TrainConfig {
     /// `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "d_device")]
     pub device: String,
-    /// Compute dtype: `f32`, or `bf16` (weights cast from f32 master copies every step; loss in f32).
+    /// Compute dtype: `f32`, `bf16` or `f16` (weights cast from f32 master copies every step; loss in f32;
+    /// f16 with dynamic loss scaling).
     #[serde(default = "d_dtype")]
     pub dtype: String,
+    /// f16 only: the loss scale of the first step (default 65536 = 2^16, PyTorch GradScaler's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale_init: Option<f64>,
+    /// f16 only: good steps in a row before the loss scale doubles (default 2000); an inf/NaN step halves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale_window: Option<usize>,
     /// Base-model weights trained in `embed-align` mode (name substrings).
     #[serde(default = "d_align")]
     pub train_modules: Vec<String>,
@@ -220,12 +227,21 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("beta1 and beta2 must be in [0, 1)".into());
         }
-        if !matches!(self.dtype.as_str(), "f32" | "bf16") {
+        if !matches!(self.dtype.as_str(), "f32" | "bf16" | "f16") {
             return bad(format!(
-                "dtype {:?}: use f32, or bf16 (bf16 compute, f32 master weights and optimizer state); f16 would \
-                 need loss scaling",
+                "dtype {:?}: use f32, bf16 or f16 (bf16/f16 compute, f32 master weights and optimizer state)",
                 self.dtype
             ));
+        }
+        let scaling = self.loss_scale_init.is_some() || self.loss_scale_window.is_some();
+        if scaling && self.dtype != "f16" {
+            return bad(format!(
+                "loss_scale_init and loss_scale_window are for dtype = \"f16\" only (dtype is {:?})",
+                self.dtype
+            ));
+        }
+        if self.loss_scale_init.is_some_and(|s| !(s.is_finite() && s > 0.0)) || self.loss_scale_window == Some(0) {
+            return bad("loss_scale_init must be a finite number > 0 and loss_scale_window >= 1".into());
         }
         match (self.mode, &self.lora) {
             (Mode::Lora, None) => return bad("mode = \"lora\" needs a [lora] table".into()),
@@ -236,6 +252,14 @@ impl TrainConfig {
         }
         self.lora_config()?;
         Ok(())
+    }
+
+    /// The loss scaler's starting state and window, for `dtype = "f16"`.
+    pub(crate) fn loss_scale(&self) -> Option<(super::scale::LossScale, usize)> {
+        (self.dtype == "f16").then(|| {
+            let init = self.loss_scale_init.unwrap_or(super::scale::DEFAULT_INIT);
+            (super::scale::LossScale::new(init), self.loss_scale_window.unwrap_or(super::scale::DEFAULT_WINDOW))
+        })
     }
 
     /// The LoRA configuration, when training an adapter.

@@ -1,12 +1,16 @@
 //! `langadapt train`: continual pre-training, embedding alignment, LoRA and instruction tuning on token shards.
 //!
 //! One loop for every mode; modes differ only in which variables the optimizer holds (see `Mode`). Data
-//! order, dropout masks and the learning rate are functions of the seed and the step, so a run resumed from
-//! `checkpoints/step-N` continues bit for bit (on CPU) where the uninterrupted run would be.
+//! order, dropout masks, the learning rate and (f16) the loss scale are functions of the seed and the step,
+//! so a run resumed from `checkpoints/step-N` continues bit for bit (on CPU) where the uninterrupted run would
+//! be. On a GPU the dropout masks come from the device's generator seeded the same way, so a resumed run
+//! draws them again, but cuBLAS and the reduction kernels do not promise bit-identical sums from run to run:
+//! there a resumed run matches within bf16 tolerance, not bit for bit.
 
 mod config;
 mod data;
 mod optim;
+mod scale;
 
 pub use config::{LoraSection, Mode, Schedule, TrainConfig};
 pub use data::{RowRef, Rows};
@@ -25,7 +29,7 @@ use crate::manifest::{ManifestBuilder, ManifestError};
 use crate::model::{self, Checkpoint, ForwardOptions, LoraConfig, ModelError, Trainable};
 use crate::Env;
 use data::Batch;
-use optim::{clip_grad_norm, AdamW};
+use optim::{clip_grad_norm, squared_norms, AdamW};
 
 /// Errors of the training stage.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +94,7 @@ impl TrainError {
 }
 
 /// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
     /// Optimizer steps done.
     pub step: usize,
@@ -112,6 +116,12 @@ pub struct Metrics {
     /// exp(val_loss).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_ppl: Option<f64>,
+    /// f16: the loss scale this step's loss was multiplied by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// f16: steps skipped so far for inf/NaN gradients (this one included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow_steps: Option<u64>,
 }
 
 /// `trainer_state.json` of a resumable checkpoint.
@@ -125,6 +135,9 @@ struct TrainerState {
     /// Ranks that trained it (the global batch is micro_batch × grad_accum × world_size rows).
     #[serde(default = "one")]
     world_size: usize,
+    /// f16: the loss scaler after `step`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss_scale: Option<scale::LossScale>,
 }
 
 fn one() -> usize {
@@ -264,9 +277,13 @@ pub fn run_ranked(
     let compute = model::parse_dtype(&cfg.dtype)?;
     // Micro-batch `a` of `step` on this rank, counted over all ranks: rank r takes r, r+W, … of the step.
     let micro = |step: usize, a: usize| ((step * cfg.grad_accum + a) * world + rank) as u64;
+    let (mut scaler, scale_window) = match cfg.loss_scale() {
+        Some((fresh, window)) => (Some(start.as_ref().and_then(|s| s.loss_scale.clone()).unwrap_or(fresh)), window),
+        None => (None, 0),
+    };
     for step in first_step..total_steps {
         let t0 = Instant::now();
-        // f32: the variables themselves; bf16: casts of them, rebuilt after every update.
+        // f32: the variables themselves; bf16/f16: casts of them, rebuilt after every update.
         let net = trainable.cast_model(compute)?;
         let lr = learning_rate(cfg.schedule, cfg.lr, cfg.min_lr, cfg.warmup_steps, total_steps, step);
         let batches: Vec<Batch> = (0..cfg.grad_accum)
@@ -280,15 +297,19 @@ pub fn run_ranked(
             let t = c.all_reduce_sum(&Tensor::new(&[trained as f32], &device)?)?;
             trained = f64::from(t.to_vec1::<f32>()?[0]);
         }
+        let loss_scale = scaler.as_ref().map(|s| s.scale);
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
-        let mut loss_sum = 0f64;
+        let mut sums = Vec::with_capacity(batches.len());
         for (a, batch) in batches.iter().enumerate() {
             // Each micro-batch contributes its share of the step's token-mean loss, so k×b equals k·b.
             let seed = cfg.seed ^ micro(step, a).wrapping_mul(0xA076_1D64_78BD_642F);
             let sum = token_loss_sum(&net, batch, Some(seed))?;
-            loss_sum += f64::from(sum.to_scalar::<f32>()?);
             if trained > 0.0 {
-                let g = (sum / trained)?.backward()?;
+                let mut objective = (&sum / trained)?;
+                if let Some(s) = loss_scale {
+                    objective = (objective * s)?;
+                }
+                let g = objective.backward()?;
                 for (name, var) in opt.vars() {
                     if let Some(gv) = g.get(var) {
                         let acc = match grads.remove(name) {
@@ -299,12 +320,38 @@ pub fn run_ranked(
                     }
                 }
             }
+            // Detached: the scalar must not keep this micro-batch's graph (every activation) alive.
+            sums.push(sum.detach());
         }
-        if let Some(c) = comm.as_mut() {
-            loss_sum = all_reduce_grads(c.as_mut(), &opt, &mut grads, loss_sum, &device)?;
+        let unscale = loss_scale.unwrap_or(1.0);
+        let (loss_sum, grad_norm) = match comm.as_mut() {
+            // Data parallel: the loss and the gradients are summed over ranks before their norms.
+            Some(c) => {
+                let local = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?.iter().map(|&l| f64::from(l)).sum();
+                let loss_sum = all_reduce_grads(c.as_mut(), &opt, &mut grads, local, &device)?;
+                let norms = squared_norms(&grads)?;
+                let squares = match norms.is_empty() {
+                    true => Vec::new(),
+                    false => Tensor::stack(&norms, 0)?.to_vec1::<f32>()?,
+                };
+                (loss_sum, clip_grad_norm(&mut grads, &squares, cfg.clip, unscale)?)
+            }
+            // One rank: the step's one host read, the micro-batches' losses and the squared norms together.
+            None => {
+                let losses = sums.len();
+                sums.extend(squared_norms(&grads)?);
+                let host = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+                let loss_sum: f64 = host[..losses].iter().map(|&l| f64::from(l)).sum();
+                (loss_sum, clip_grad_norm(&mut grads, &host[losses..], cfg.clip, unscale)?)
+            }
+        };
+        let apply = match scaler.as_mut() {
+            Some(s) => s.update(grad_norm, scale_window),
+            None => true,
+        };
+        if apply {
+            opt.step(&grads, lr)?;
         }
-        let grad_norm = clip_grad_norm(&mut grads, cfg.clip)?;
-        opt.step(&grads, lr)?;
         let loss = if trained > 0.0 { loss_sum / trained } else { 0.0 };
         let tokens = (batches.len() * cfg.micro_batch * (rows.seq_len() - 1) * world) as f64;
         let done = step + 1;
@@ -316,8 +363,11 @@ pub fn run_ranked(
                 step: done,
                 loss: Some(loss),
                 lr: Some(lr),
-                grad_norm: Some(grad_norm),
+                // A skipped step's norm is inf/NaN, which JSON cannot hold.
+                grad_norm: grad_norm.is_finite().then_some(grad_norm),
                 tokens_per_s: Some(tokens_per_s),
+                loss_scale,
+                overflow_steps: scaler.as_ref().map(|s| s.overflow_steps),
                 val_loss: None,
                 val_ppl: None,
             },
@@ -334,15 +384,7 @@ pub fn run_ranked(
             write_metrics(
                 metrics.as_mut(),
                 &metrics_path,
-                &Metrics {
-                    step: done,
-                    loss: None,
-                    lr: None,
-                    grad_norm: None,
-                    tokens_per_s: None,
-                    val_loss: Some(vl),
-                    val_ppl: Some(vl.exp()),
-                },
+                &Metrics { step: done, val_loss: Some(vl), val_ppl: Some(vl.exp()), ..Default::default() },
             )?;
         }
         if root && cfg.save_every > 0 && done % cfg.save_every == 0 && done < total_steps {
@@ -359,6 +401,7 @@ pub fn run_ranked(
                     run_id: run_id.clone(),
                     micro_batches_done: (done * cfg.grad_accum * world) as u64,
                     world_size: world,
+                    loss_scale: scaler.clone(),
                 },
             )?;
         }

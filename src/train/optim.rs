@@ -137,15 +137,30 @@ impl AdamW {
     }
 }
 
-/// Global L2 norm of `grads`; scales them to `max_norm` when above (PyTorch `clip_grad_norm_`).
-pub fn clip_grad_norm(grads: &mut BTreeMap<String, Tensor>, max_norm: f64) -> Result<f64, TrainError> {
-    let mut total = 0f64;
-    for g in grads.values() {
-        total += f64::from(g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()?);
+/// Each gradient's sum of squares, as f32 scalars still on the device (read back with the step's losses in
+/// one host read, then given to [`clip_grad_norm`]).
+pub fn squared_norms(grads: &BTreeMap<String, Tensor>) -> Result<Vec<Tensor>, TrainError> {
+    Ok(grads.values().map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all()).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Global L2 norm of `grads / unscale` from their [`squared_norms`] read back as `squares` (PyTorch
+/// `clip_grad_norm_`); divides the gradients by `unscale` (f16's loss scale; 1 otherwise) and scales them to
+/// `max_norm` when above. An inf/NaN norm (an f16 overflow) is returned with the gradients left as they are:
+/// the step is skipped.
+pub fn clip_grad_norm(
+    grads: &mut BTreeMap<String, Tensor>,
+    squares: &[f32],
+    max_norm: f64,
+    unscale: f64,
+) -> Result<f64, TrainError> {
+    // Per-tensor sums in f32 on the device, added in f64 here.
+    let norm = squares.iter().map(|&s| f64::from(s)).sum::<f64>().sqrt() / unscale;
+    if !norm.is_finite() {
+        return Ok(norm);
     }
-    let norm = total.sqrt();
-    if max_norm > 0.0 && norm > max_norm {
-        let coef = max_norm / (norm + 1e-6);
+    let clip = if max_norm > 0.0 && norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 };
+    let coef = clip / unscale;
+    if coef != 1.0 {
         for g in grads.values_mut() {
             *g = (&*g * coef)?;
         }

@@ -54,3 +54,36 @@ fn io_errors_print_their_cause_once() {
         )
     );
 }
+
+/// Issue 15: `--device cuda:0` in a build without the `cuda` feature is one line saying how to get CUDA,
+/// for the model commands and for training alike (both open the device through `model::parse_device`).
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_without_the_feature_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-llama");
+    let model = model.to_str().unwrap();
+    let want = "error: device cuda:0: this langadapt was built without CUDA; build it with `cargo build --release \
+                --features cuda` (scripts/cuda-toolchain.sh installs the compiler) or use --device cpu\n";
+    let generate: &[&str] = &["model", "generate", model, "--prompt", "hi", "--device", "cuda:0"];
+    assert_eq!(fails_in(dir.path(), generate), want);
+    let shards = fixture("shards");
+    let train: &[&str] = &[
+        "train",
+        "--model",
+        model,
+        "--train",
+        shards.to_str().unwrap(),
+        "--out",
+        "o",
+        "--max-steps",
+        "1",
+        "--device",
+        "cuda:0",
+    ];
+    assert_eq!(fails_in(dir.path(), train), want);
+    assert_eq!(
+        fails_in(dir.path(), &["model", "generate", model, "--prompt", "hi", "--device", "cuda:x"]),
+        "error: device \"cuda:x\": expected cuda:N\n"
+    );
+}

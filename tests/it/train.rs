@@ -315,9 +315,103 @@ fn bf16_compute_with_f32_master_weights_tracks_f32() {
     let w = &tensors(&b.final_dir)["model.layers.0.mlp.up_proj.weight"];
     let rounded = w.to_dtype(candle_core::DType::BF16).unwrap().to_dtype(candle_core::DType::F32).unwrap();
     assert!(!same(w, &rounded), "master weights keep f32 precision");
-    let mut f16 = f32_cfg.clone();
-    f16.dtype = "f16".into();
-    assert!(train::run(&f16, None, &ENV).unwrap_err().to_string().contains("f16 would need loss scaling"));
+    let mut scaled = f32_cfg.clone();
+    scaled.loss_scale_init = Some(1024.0);
+    let err = train::run(&scaled, None, &ENV).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "train config: loss_scale_init and loss_scale_window are for dtype = \"f16\" only (dtype is \"f32\")"
+    );
+    scaled.dtype = "f16".into();
+    scaled.loss_scale_window = Some(0);
+    let err = train::run(&scaled, None, &ENV).unwrap_err().to_string();
+    assert_eq!(err, "train config: loss_scale_init must be a finite number > 0 and loss_scale_window >= 1");
+}
+
+/// The training-step lines of a run's `metrics.jsonl` (not the validation ones), without the timing field.
+fn step_lines(out: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .filter(|l| !l.contains("val_loss"))
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("tokens_per_s");
+            v
+        })
+        .collect()
+}
+
+/// Issue 15: f16 compute with dynamic loss scaling. A scale of 2^40 overflows f16 in the backward pass: the
+/// step is skipped (the weights stay the checkpoint's, bit for bit), counted in metrics.jsonl, and the scale
+/// halves; then training proceeds and learns.
+#[test]
+fn f16_overflow_step_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let run = |out: &str, steps: usize| {
+        let mut cfg = config(dir.path(), &shards, Mode::Full, out);
+        cfg.dtype = "f16".into();
+        cfg.loss_scale_init = Some(2f64.powi(40));
+        cfg.max_steps = Some(steps);
+        (train::run(&cfg, None, &ENV).unwrap(), step_lines(&cfg.out))
+    };
+    let (report, lines) = run("f16-skip", 1);
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!((line["step"].as_u64(), line["overflow_steps"].as_u64()), (Some(1), Some(1)), "{line}");
+    assert_eq!(line["loss_scale"].as_f64(), Some(2f64.powi(40)));
+    assert!(line.get("grad_norm").is_none(), "an overflow has no finite norm: {line}");
+    assert!(line["loss"].as_f64().unwrap() > 1.0, "the loss itself is still reported: {line}");
+    let start = tensors(&fixture("tiny-llama"));
+    for (name, t) in tensors(&report.final_dir) {
+        assert!(same(&t, &start[&name]), "{name} changed in a skipped step");
+    }
+
+    let (report, lines) = run("f16-learn", 40);
+    let skipped = lines.iter().filter(|l| l.get("grad_norm").is_none()).count() as u64;
+    assert_eq!(lines.last().unwrap()["overflow_steps"].as_u64(), Some(skipped));
+    assert!((1..30).contains(&skipped), "{skipped} steps skipped");
+    for pair in lines.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let halved = a["loss_scale"].as_f64().unwrap() / 2.0;
+        let overflowed = b["overflow_steps"].as_u64() > a["overflow_steps"].as_u64();
+        assert_eq!(overflowed, b.get("grad_norm").is_none());
+        if a.get("grad_norm").is_none() {
+            assert_eq!(b["loss_scale"].as_f64(), Some(halved), "{a} -> {b}");
+        }
+    }
+    let (first, last) = (report.first_loss.unwrap(), report.last_loss.unwrap());
+    assert!(last < 0.5 * first, "f16 learns: {first} -> {last}");
+}
+
+/// Issue 15: the loss scaler's state is in the checkpoint, so a run resumed after the scale went down and up
+/// again equals the uninterrupted one bit for bit (weights and metrics).
+#[test]
+fn f16_resume_across_a_scale_change_is_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = build_shards(dir.path(), Kind::Pretrain, corpus(dir.path()));
+    let mut cfg = config(dir.path(), &shards, Mode::Lora, "f16-resume");
+    cfg.lora = Some(toml::from_str("r = 4\nalpha = 8\ndropout = 0.1\nmodules_to_save = [\"embed_tokens\"]").unwrap());
+    cfg.dtype = "f16".into();
+    cfg.loss_scale_init = Some(2f64.powi(21));
+    cfg.loss_scale_window = Some(2);
+    cfg.max_steps = Some(10);
+    cfg.save_every = 5;
+    let whole = train::run(&cfg, None, &ENV).unwrap();
+    let adapter = |dir: &Path| {
+        candle_core::safetensors::load(dir.join("adapter/adapter_model.safetensors"), &Device::Cpu).unwrap()
+    };
+    let want = adapter(&whole.final_dir);
+    let lines = step_lines(&cfg.out);
+    let scales: Vec<f64> = lines.iter().map(|l| l["loss_scale"].as_f64().unwrap()).collect();
+    eprintln!("scales {scales:?}");
+    assert!(scales[..5].windows(2).any(|w| w[1] < w[0]), "the scale went down before the checkpoint: {scales:?}");
+    assert!(scales[5..].windows(2).any(|w| w[1] > w[0]), "and up after it: {scales:?}");
+    let resumed = train::run(&cfg, Some(&cfg.out.join("checkpoints/step-5")), &ENV).unwrap();
+    for (name, t) in adapter(&resumed.final_dir) {
+        assert!(same(&t, &want[&name]), "{name} differs after resume");
+    }
+    assert_eq!(step_lines(&cfg.out), lines, "the resumed metrics repeat the same steps");
 }
 
 /// A token shard written by hand: `rows` of (ids, mask), `group_rows` rows per row group, segment ids
