@@ -225,7 +225,13 @@ impl TcpComm {
     ) -> Result<Vec<u8>, DistError> {
         if self.rank != 0 {
             let s = &mut self.peers[0];
-            send(s, DATA, &mine).map_err(|e| lost(0, e))?;
+            if let Err(e) = send(s, DATA, &mine) {
+                // Rank 0 may have stopped the job first: its ABORT, already here, names the rank that was lost.
+                return Err(match recv(s) {
+                    Ok((ABORT, p)) => aborted(&p),
+                    _ => lost(0, e),
+                });
+            }
             return match recv(s).map_err(|e| lost(0, e))? {
                 (DATA, out) => Ok(out),
                 (ABORT, p) => Err(aborted(&p)),
@@ -272,6 +278,12 @@ impl TcpComm {
         };
         for p in &mut self.peers {
             let _ = send(p, ABORT, &abort_payload(who, &msg));
+            // Read what the rank still sends until it hangs up (briefly): closing a socket with unread data
+            // resets it, and a reset can discard the ABORT before the rank reads it.
+            let _ = p.shutdown(std::net::Shutdown::Write);
+            let _ = p.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut sink = [0u8; 4096];
+            while matches!(p.read(&mut sink), Ok(n) if n > 0) {}
         }
         e
     }
