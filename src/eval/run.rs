@@ -206,7 +206,10 @@ impl EvalConfig {
         if let Some((asked, source)) = fetched {
             (model.model, model.hub) = (asked, Some(source));
         }
-        let cfg = RunConfig { batch_budget: spec.batch_budget(), ..self.run_config(model) };
+        // Chosen once (free memory changes): the budget results.json states is the one the model batches by.
+        // After `model_info`, so a budget chosen here stays out of the settings.
+        spec.max_batch_tokens = spec.batch_budget();
+        let cfg = RunConfig { batch_budget: spec.max_batch_tokens, ..self.run_config(model) };
         let mut lm = spec.open(env)?;
         run(&cfg, lm.as_mut(), env)
     }
