@@ -74,33 +74,38 @@ pub struct Checkpoint {
     files: Vec<PathBuf>,
 }
 
-/// A model whose weights are candle variables, for training.
+/// Which base weights a training run updates; the others are frozen.
+#[derive(Debug, Clone, Copy)]
+pub enum Train<'a> {
+    /// Every base weight (`mode = "full"`).
+    All,
+    /// Base weights whose name contains one of these parts (embedding alignment's `train_modules`, LoRA's
+    /// `modules_to_save`); none when empty.
+    Matching(&'a [String]),
+}
+
+/// A model for training: trained weights are f32 variables (the optimizer's masters), frozen ones plain
+/// tensors in the compute dtype (2 bytes a parameter in bf16, no master, no gradient, no optimizer state).
 pub struct Trainable {
-    /// The model (its tensors are the variables below).
-    pub model: Llama,
-    /// Base weights by Hugging Face name.
+    /// Trained base weights by Hugging Face name.
     pub base: VarMap,
+    /// Frozen base weights by Hugging Face name, in the compute dtype.
+    frozen: BTreeMap<String, Tensor>,
     /// LoRA factors by PEFT name, when training an adapter.
     pub adapter: Option<VarMap>,
     config: LlamaConfig,
     lora: Option<LoraConfig>,
+    compute: DType,
+    device: Device,
 }
 
 impl Trainable {
-    /// Variables to train: every adapter factor, plus base weights whose name contains one of `parts`
-    /// (all base weights when `parts` is empty and there is no adapter).
-    pub fn trainable_vars(&self, parts: &[&str]) -> Vec<(String, Var)> {
+    /// Every variable to train (adapter factors and trained base weights), sorted by name.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
         let mut out: Vec<(String, Var)> = Vec::new();
-        if let Some(adapter) = &self.adapter {
-            out.extend(adapter.data().lock().expect("var map lock").iter().map(|(k, v)| (k.clone(), v.clone())));
+        for map in self.adapter.iter().chain([&self.base]) {
+            out.extend(map.data().lock().expect("var map lock").iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        let all_base = parts.is_empty() && self.adapter.is_none();
-        let base = self.base.data().lock().expect("var map lock");
-        out.extend(
-            base.iter()
-                .filter(|(k, _)| all_base || parts.iter().any(|p| k.contains(p)))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -123,39 +128,52 @@ impl Trainable {
         Ok(())
     }
 
-    /// The model computing in `dtype` from the variables (mixed precision): the casts are part of the graph,
-    /// so gradients arrive at the f32 master weights, which the optimizer updates.
-    pub fn cast_model(&self, dtype: DType) -> Result<Llama, ModelError> {
-        if dtype == self.model.dtype() {
-            return Ok(self.model.clone());
-        }
-        let device = self.model.device().clone();
+    /// The model computing in the compute dtype: trained variables cast (the casts are part of the graph, so
+    /// gradients arrive at the f32 masters; in f32 the variables themselves), frozen weights as they are.
+    pub fn model(&self) -> Result<Llama, ModelError> {
+        let device = &self.device;
         let cast = |vm: &VarMap| -> Result<std::collections::HashMap<String, Tensor>, ModelError> {
             let vars = vm.data().lock().expect("var map lock");
-            vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().to_dtype(dtype)?))).collect()
+            vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().to_dtype(self.compute)?))).collect()
         };
-        let vb = VarBuilder::from_tensors(cast(&self.base)?, dtype, &device);
+        let mut base = cast(&self.base)?;
+        base.extend(self.frozen.iter().map(|(k, t)| (k.clone(), t.clone())));
+        let vb = VarBuilder::from_tensors(base, self.compute, device);
         let lvb = match &self.adapter {
-            Some(a) => Some(VarBuilder::from_tensors(cast(a)?, dtype, &device)),
+            Some(a) => Some(VarBuilder::from_tensors(cast(a)?, self.compute, device)),
             None => None,
         };
         Llama::new(&self.config, vb, self.lora.as_ref().zip(lvb))
     }
 
-    /// The current base weights by Hugging Face name.
+    /// The current base weights by Hugging Face name: trained ones in f32, frozen ones in the compute dtype.
     pub fn weights(&self) -> BTreeMap<String, Tensor> {
+        let mut out = self.frozen.clone();
         let base = self.base.data().lock().expect("var map lock");
-        base.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+        out.extend(base.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())));
+        out
+    }
+
+    /// The LoRA factors by PEFT name (empty without an adapter).
+    pub fn adapter_weights(&self) -> BTreeMap<String, Tensor> {
+        let Some(adapter) = &self.adapter else { return BTreeMap::new() };
+        let vars = adapter.data().lock().expect("var map lock");
+        vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
     }
 }
 
 /// A `VarBuilder` backend for [`Checkpoint::load_trainable`]: each tensor the model asks for is taken out of
-/// the checkpoint's (so its memory goes as the variables fill), cast, and made a variable of `vars`. Its first
-/// error is kept in `failed`, in our words, and wins over candle's wrapping of it.
+/// the checkpoint's (so its memory goes as the model fills) and becomes an f32 variable of `vars` when trained,
+/// else a tensor of `frozen` in the compute dtype. Its first error is kept in `failed`, in our words, and wins
+/// over candle's wrapping of it.
 #[derive(Clone)]
 struct LoadIntoVars {
     stored: Arc<Mutex<BTreeMap<String, Tensor>>>,
     vars: VarMap,
+    frozen: Arc<Mutex<BTreeMap<String, Tensor>>>,
+    /// Parts of the trained names; None: all.
+    trained: Option<Vec<String>>,
+    compute: DType,
     dir: PathBuf,
     failed: Arc<Mutex<Option<ModelError>>>,
 }
@@ -185,6 +203,12 @@ impl candle_nn::var_builder::SimpleBackend for LoadIntoVars {
         let t = stored.ok_or_else(|| self.fail(name, "missing from the checkpoint".into()))?;
         if t.shape() != &shape {
             return Err(self.fail(name, format!("shape mismatch, expected: {shape:?}, got: {:?}", t.shape())));
+        }
+        let trained = self.trained.as_ref().is_none_or(|parts| parts.iter().any(|p| name.contains(p.as_str())));
+        if !trained {
+            let t = t.to_dtype(self.compute)?.to_device(device)?;
+            self.frozen.lock().expect("loader lock").insert(name.to_string(), t.clone());
+            return Ok(t);
         }
         let var = Var::from_tensor(&t.to_dtype(dtype)?.to_device(device)?)?;
         let tensor = var.as_tensor().clone();
@@ -298,30 +322,49 @@ impl Checkpoint {
         self.build(vb, Some((&lora, lvb)))
     }
 
-    /// The model with every weight a trainable variable (and LoRA factors when `lora` is given).
+    /// The model for training on `device`, computing in `compute`: base weights `train` selects become f32
+    /// variables, the rest stay frozen in `compute`; with `lora`, fresh adapter factors (f32 variables) too.
     pub fn load_trainable(
         &self,
         device: &Device,
-        dtype: DType,
+        compute: DType,
         lora: Option<&LoraConfig>,
+        train: Train<'_>,
     ) -> Result<Trainable, ModelError> {
-        // Each weight the model asks for becomes a variable holding the checkpoint's tensor: read once, with no
-        // random initialisation first (a 7B model's was minutes and a second copy in memory).
+        // Each weight the model asks for is read once, with no random initialisation first (a 7B model's was
+        // minutes and a second copy in memory).
         let loader = LoadIntoVars {
             stored: Arc::new(Mutex::new(self.read_all(device)?)),
             vars: VarMap::new(),
+            frozen: Arc::new(Mutex::new(BTreeMap::new())),
+            trained: match train {
+                Train::All => None,
+                Train::Matching(parts) => Some(parts.to_vec()),
+            },
+            compute,
             dir: self.dir.clone(),
             failed: Arc::new(Mutex::new(None)),
         };
-        let base = loader.vars.clone();
         let adapter = lora.map(|_| VarMap::new());
-        let lvb = adapter.as_ref().map(|a| VarBuilder::from_varmap(a, dtype, device));
+        let lvb = adapter.as_ref().map(|a| VarBuilder::from_varmap(a, DType::F32, device));
+        // Built once to ask for every weight by name and shape (and to check them); `Trainable::model` builds
+        // the one that computes.
         let built =
-            self.build(VarBuilder::from_backend(Box::new(loader.clone()), dtype, device.clone()), lora.zip(lvb));
+            self.build(VarBuilder::from_backend(Box::new(loader.clone()), DType::F32, device.clone()), lora.zip(lvb));
         if let Some(e) = loader.failed.lock().expect("loader lock").take() {
             return Err(e);
         }
-        Ok(Trainable { model: built?, base, adapter, config: self.config.clone(), lora: lora.cloned() })
+        built?;
+        let frozen = std::mem::take(&mut *loader.frozen.lock().expect("loader lock"));
+        Ok(Trainable {
+            base: loader.vars,
+            frozen,
+            adapter,
+            config: self.config.clone(),
+            lora: lora.cloned(),
+            compute,
+            device: device.clone(),
+        })
     }
 
     fn build(&self, vb: VarBuilder, lora: Option<(&LoraConfig, VarBuilder)>) -> Result<Llama, ModelError> {
@@ -350,7 +393,14 @@ impl Checkpoint {
         if let Some(embed) = weights.get("model.embed_tokens.weight") {
             hf.vocab_size = embed.dim(0)?;
         }
-        if let Some(t) = weights.values().next() {
+        // A training run's weights can mix dtypes (f32 trained, bf16 frozen): the config names the one most
+        // parameters are stored in.
+        let mut by_dtype: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in weights.values() {
+            *by_dtype.entry(t.dtype().as_str()).or_default() += t.elem_count();
+        }
+        let most = by_dtype.iter().max_by_key(|(_, n)| **n).map(|(d, _)| *d);
+        if let Some(t) = weights.values().find(|t| Some(t.dtype().as_str()) == most) {
             let name = match t.dtype() {
                 DType::BF16 => "bfloat16",
                 DType::F16 => "float16",

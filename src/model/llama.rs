@@ -1,10 +1,11 @@
 //! The LLaMA decoder: every op composed from differentiable candle primitives, logits at every position.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::LlamaConfig;
 use super::config::{LoraConfig, LoraTarget};
+use super::linear::linear;
 use super::ModelError;
 
 type Result<T> = std::result::Result<T, ModelError>;
@@ -45,20 +46,21 @@ impl Module for RmsNorm {
 
 /// A projection, optionally with a LoRA update `x Aᵀ Bᵀ · alpha/r` (PEFT's `lora_A`/`lora_B`).
 #[derive(Debug, Clone)]
-pub(crate) struct Proj {
-    pub(crate) base: Linear,
-    pub(crate) lora: Option<LoraPair>,
+struct Proj {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    lora: Option<LoraPair>,
     /// Distinct per projection, so each draws its own dropout mask from the step's seed.
     id: u64,
 }
 
 /// The two low-rank factors of one adapted projection.
 #[derive(Debug, Clone)]
-pub(crate) struct LoraPair {
-    pub(crate) a: Tensor,
-    pub(crate) b: Tensor,
-    pub(crate) scale: f64,
-    pub(crate) dropout: f32,
+struct LoraPair {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+    dropout: f32,
 }
 
 impl Proj {
@@ -70,11 +72,8 @@ impl Proj {
         vb: VarBuilder,
         lora: Option<(&LoraConfig, VarBuilder)>,
     ) -> Result<Self> {
-        let base = if bias {
-            candle_nn::linear(in_dim, out_dim, vb)?
-        } else {
-            candle_nn::linear_no_bias(in_dim, out_dim, vb)?
-        };
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
         let lora = match lora {
             Some((cfg, vb)) => {
                 // PEFT's default init: A Kaiming-uniform, B zero, so the adapter starts as the identity update.
@@ -89,11 +88,11 @@ impl Proj {
             }
             None => None,
         };
-        Ok(Self { base, lora, id })
+        Ok(Self { weight, bias, lora, id })
     }
 
     fn forward(&self, xs: &Tensor, train: Option<u64>) -> Result<Tensor> {
-        let out = self.base.forward(xs)?;
+        let out = linear(xs, &self.weight, self.bias.as_ref())?;
         let Some(l) = &self.lora else { return Ok(out) };
         let xs = match train {
             Some(seed) if l.dropout > 0.0 => {
@@ -416,7 +415,7 @@ impl Llama {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let logits = match &self.lm_head {
             Some(head) => head.forward(hidden, None)?,
-            None => hidden.broadcast_matmul(&self.embed.t()?)?,
+            None => linear(hidden, &self.embed, None)?,
         };
         Ok(logits.to_dtype(DType::F32)?)
     }
@@ -438,29 +437,6 @@ impl Llama {
         let m = std::sync::Arc::new(ShapeMasks::new(t, s, offset, self.cfg.sliding_window, &self.device)?);
         cache.insert((t, s, offset), m.clone());
         Ok(m)
-    }
-
-    /// The named LoRA-adapted projections with their factors (for saving and merging).
-    pub(crate) fn lora_pairs(&self) -> Vec<(String, &Proj)> {
-        let mut out = Vec::new();
-        for (l, block) in self.layers.iter().enumerate() {
-            let a = &block.attn;
-            let m = &block.mlp;
-            for (name, p) in [
-                ("self_attn.q_proj", &a.q),
-                ("self_attn.k_proj", &a.k),
-                ("self_attn.v_proj", &a.v),
-                ("self_attn.o_proj", &a.o),
-                ("mlp.gate_proj", &m.gate),
-                ("mlp.up_proj", &m.up),
-                ("mlp.down_proj", &m.down),
-            ] {
-                if p.lora.is_some() {
-                    out.push((format!("model.layers.{l}.{name}"), p));
-                }
-            }
-        }
-        out
     }
 }
 

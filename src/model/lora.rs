@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{read_tensors, write_safetensors, Checkpoint, SaveOptions};
 use super::config::{LoraConfig, LoraTarget, SAVABLE_MODULES};
-use super::llama::Llama;
 use super::ModelError;
 
 /// PEFT's `adapter_config.json`, the fields we read and write.
@@ -91,21 +90,16 @@ fn none() -> String {
 /// PEFT's tensor-name prefix inside `adapter_model.safetensors`.
 const PEFT_PREFIX: &str = "base_model.model.";
 
-/// Writes the adapter of `model` (its LoRA factors plus `full` tensors of `modules_to_save`) in PEFT's layout.
+/// Writes an adapter (its LoRA factors by PEFT name, plus `full` tensors of `modules_to_save`) in PEFT's layout.
 pub fn save_adapter(
-    model: &Llama,
+    adapter: &BTreeMap<String, Tensor>,
     cfg: &LoraConfig,
     full: &BTreeMap<String, Tensor>,
     base: &str,
     dir: &Path,
 ) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let mut tensors = BTreeMap::new();
-    for (name, proj) in model.lora_pairs() {
-        let Some(l) = &proj.lora else { continue };
-        tensors.insert(format!("{PEFT_PREFIX}{name}.lora_A.weight"), l.a.clone());
-        tensors.insert(format!("{PEFT_PREFIX}{name}.lora_B.weight"), l.b.clone());
-    }
+    let mut tensors = adapter.clone();
     for module in &cfg.modules_to_save {
         let Some((_, hf)) = SAVABLE_MODULES.iter().find(|(m, _)| m == module) else { continue };
         let t = full.get(*hf).ok_or_else(|| ModelError::Request(format!("modules_to_save: no tensor {hf}")))?;

@@ -6,13 +6,14 @@
 mod checkpoint;
 mod config;
 mod generate;
+mod linear;
 mod llama;
 mod lora;
 mod resize;
 mod score;
 
 pub use checkpoint::{
-    parse_device, parse_dtype, write_sharded, Checkpoint, CheckpointInfo, SaveOptions, Trainable, PICKLE_HINT,
+    parse_device, parse_dtype, write_sharded, Checkpoint, CheckpointInfo, SaveOptions, Train, Trainable, PICKLE_HINT,
 };
 pub use config::{HfConfig, LlamaConfig, LoraConfig, LoraTarget, RopeScaling};
 pub use generate::{generate, GenerateOptions, Generation, StopReason};

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dist::{Communicator, RankEnv};
 use crate::manifest::{ManifestBuilder, ManifestError};
-use crate::model::{self, Checkpoint, ForwardOptions, LoraConfig, ModelError, Trainable};
+use crate::model::{self, Checkpoint, ForwardOptions, LoraConfig, ModelError, Train, Trainable};
 use crate::Env;
 use data::Batch;
 use optim::{clip_grad_norm, squared_norms, AdamW};
@@ -232,24 +232,24 @@ pub fn run_ranked(
     let root = rank == 0;
     let progress = if root { env.progress } else { crate::Progress { quiet: true } };
 
+    let compute = model::parse_dtype(&cfg.dtype)?;
+    let train = match (cfg.mode, &lora) {
+        (_, Some(l)) => Train::Matching(&l.modules_to_save),
+        (Mode::EmbedAlign, None) => Train::Matching(&cfg.train_modules),
+        _ => Train::All,
+    };
     let (trainable, start) = match resume {
         None => {
-            let t = ckpt.load_trainable(&device, DType::F32, lora.as_ref())?;
+            let t = ckpt.load_trainable(&device, compute, lora.as_ref(), train)?;
             t.seed_adapters(cfg.seed)?;
             (t, None)
         }
         Some(dir) => {
             let state = read_state(dir, &run_id, world)?;
-            (restore(&ckpt, dir, &device, lora.as_ref())?, Some(state))
+            (restore(&ckpt, dir, &device, compute, lora.as_ref(), train)?, Some(state))
         }
     };
-    let vars = match (cfg.mode, &lora) {
-        (_, Some(l)) => trainable.trainable_vars(&l.modules_to_save.iter().map(String::as_str).collect::<Vec<_>>()),
-        (Mode::EmbedAlign, None) => {
-            trainable.trainable_vars(&cfg.train_modules.iter().map(String::as_str).collect::<Vec<_>>())
-        }
-        _ => trainable.trainable_vars(&[]),
-    };
+    let vars = trainable.trainable_vars();
     if vars.is_empty() {
         return Err(TrainError::Config(format!("no weights match train_modules {:?}", cfg.train_modules)));
     }
@@ -274,7 +274,6 @@ pub fn run_ranked(
         final_dir: cfg.out.join("final"),
         trained_parameters,
     };
-    let compute = model::parse_dtype(&cfg.dtype)?;
     // Micro-batch `a` of `step` on this rank, counted over all ranks: rank r takes r, r+W, … of the step.
     let micro = |step: usize, a: usize| ((step * cfg.grad_accum + a) * world + rank) as u64;
     let (mut scaler, scale_window) = match cfg.loss_scale() {
@@ -284,7 +283,7 @@ pub fn run_ranked(
     for step in first_step..total_steps {
         let t0 = Instant::now();
         // f32: the variables themselves; bf16/f16: casts of them, rebuilt after every update.
-        let net = trainable.cast_model(compute)?;
+        let net = trainable.model()?;
         let lr = learning_rate(cfg.schedule, cfg.lr, cfg.min_lr, cfg.warmup_steps, total_steps, step);
         let batches: Vec<Batch> = (0..cfg.grad_accum)
             .map(|a| {
@@ -379,7 +378,7 @@ pub fn run_ranked(
         bar.inc(1);
         let eval_now = cfg.eval_every > 0 && done % cfg.eval_every == 0;
         if let (Some(val), true, true) = (val.as_mut(), eval_now || done == total_steps, root) {
-            let vl = validation_loss(&trainable.cast_model(compute)?, val, cfg, &device)?;
+            let vl = validation_loss(&trainable.model()?, val, cfg, &device)?;
             report.val_loss = Some(vl);
             write_metrics(
                 metrics.as_mut(),
@@ -536,7 +535,7 @@ fn save_weights(ckpt: &Checkpoint, t: &Trainable, lora: Option<&LoraConfig>, dir
     match lora {
         Some(l) => {
             let base = ckpt.dir().display().to_string();
-            model::save_adapter(&t.model, l, &t.weights(), &base, &dir.join("adapter"))?;
+            model::save_adapter(&t.adapter_weights(), l, &t.weights(), &base, &dir.join("adapter"))?;
         }
         None => ckpt.save(&t.weights(), &dir.join("model"), &Default::default())?,
     }
@@ -556,7 +555,7 @@ fn save_final(
         None => ckpt.save(&t.weights(), dir, &Default::default())?,
         Some(l) => {
             let adapter = dir.join("adapter");
-            model::save_adapter(&t.model, l, &t.weights(), &ckpt.dir().display().to_string(), &adapter)?;
+            model::save_adapter(&t.adapter_weights(), l, &t.weights(), &ckpt.dir().display().to_string(), &adapter)?;
             if cfg.merge_lora {
                 model::merge_lora(ckpt.dir(), &adapter, dir)?;
             }
@@ -591,11 +590,18 @@ fn read_state(dir: &Path, run_id: &str, world_size: usize) -> Result<TrainerStat
 }
 
 /// The trainable model as it was at a checkpoint.
-fn restore(ckpt: &Checkpoint, dir: &Path, device: &Device, lora: Option<&LoraConfig>) -> Result<Trainable, TrainError> {
+fn restore(
+    ckpt: &Checkpoint,
+    dir: &Path,
+    device: &Device,
+    compute: DType,
+    lora: Option<&LoraConfig>,
+    train: Train<'_>,
+) -> Result<Trainable, TrainError> {
     match lora {
-        None => Ok(Checkpoint::open(&dir.join("model"))?.load_trainable(device, DType::F32, None)?),
+        None => Ok(Checkpoint::open(&dir.join("model"))?.load_trainable(device, compute, None, train)?),
         Some(l) => {
-            let t = ckpt.load_trainable(device, DType::F32, Some(l))?;
+            let t = ckpt.load_trainable(device, compute, Some(l), train)?;
             let file = dir.join("adapter").join("adapter_model.safetensors");
             let saved = candle_core::safetensors::load(&file, device)
                 .map_err(|e| TrainError::Resume(format!("{}: {e}", file.display())))?;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, D};
-use langadapt::model::{generate, Checkpoint, ForwardOptions, GenerateOptions, LoraConfig, LoraTarget, Scorer};
+use langadapt::model::{generate, Checkpoint, ForwardOptions, GenerateOptions, LoraConfig, LoraTarget, Scorer, Train};
 use serde_json::Value;
 
 use crate::common::{fixture, langadapt, stderr};
@@ -246,10 +246,11 @@ fn lora_merge_equals_adapter_forward() {
         modules_to_save: vec!["lm_head".into()],
         use_rslora: false,
     };
-    let trainable = ckpt.load_trainable(&Device::Cpu, DType::F32, Some(&cfg)).unwrap();
+    let save = ["lm_head".to_string()];
+    let trainable = ckpt.load_trainable(&Device::Cpu, DType::F32, Some(&cfg), Train::Matching(&save)).unwrap();
     // B starts at zero (identity update); give every factor and the head a deterministic change of the size
     // a trained adapter has (0.01).
-    for (name, var) in trainable.trainable_vars(&["lm_head"]) {
+    for (name, var) in trainable.trainable_vars() {
         let n = var.elem_count();
         let wave = Tensor::arange(0f32, n as f32, &Device::Cpu).unwrap().sin().unwrap().reshape(var.shape()).unwrap();
         let moved = (var.as_tensor() + (wave * 0.01).unwrap()).unwrap();
@@ -257,10 +258,11 @@ fn lora_merge_equals_adapter_forward() {
     }
     let dir = tempfile::tempdir().unwrap();
     let adapter = dir.path().join("adapter");
-    langadapt::model::save_adapter(&trainable.model, &cfg, &trainable.weights(), "tiny-llama", &adapter).unwrap();
+    langadapt::model::save_adapter(&trainable.adapter_weights(), &cfg, &trainable.weights(), "tiny-llama", &adapter)
+        .unwrap();
     let ids = [1u32, 310, 420, 530, 640, 750, 860];
     let with_adapter = logits_of(&ckpt.load_with_adapter(&adapter, &Device::Cpu, DType::F32).unwrap(), &ids);
-    assert!(max_diff(&with_adapter, &logits_of(&trainable.model, &ids)) <= 1e-5);
+    assert!(max_diff(&with_adapter, &logits_of(&trainable.model().unwrap(), &ids)) <= 1e-5);
     let base = logits_of(&ckpt.load(&Device::Cpu, DType::F32).unwrap(), &ids);
     assert!(max_diff(&with_adapter, &base) > 1e-2, "the adapter changes the output");
 
@@ -299,10 +301,11 @@ fn loss(model: &langadapt::model::Llama, ids: &[u32]) -> Tensor {
 #[test]
 fn gradients_reach_every_parameter_and_match_finite_differences() {
     let ckpt = Checkpoint::open(&fixture("tiny-llama")).unwrap();
-    let t = ckpt.load_trainable(&Device::Cpu, DType::F32, None).unwrap();
+    let t = ckpt.load_trainable(&Device::Cpu, DType::F32, None, Train::All).unwrap();
+    let model = t.model().unwrap();
     let ids = [1u32, 300, 415, 520, 9, 640, 750, 861, 299, 42];
-    let grads = loss(&t.model, &ids).backward().unwrap();
-    let vars = t.trainable_vars(&[]);
+    let grads = loss(&model, &ids).backward().unwrap();
+    let vars = t.trainable_vars();
     assert_eq!(vars.len(), 2 * 9 + 3, "every tensor of the checkpoint is a variable");
     for (name, var) in &vars {
         let g = grads.get(var).unwrap_or_else(|| panic!("{name}: no gradient"));
@@ -324,7 +327,7 @@ fn gradients_reach_every_parameter_and_match_finite_differences() {
             let mut v = orig.clone();
             v[idx] += delta;
             var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
-            loss(&t.model, &ids).to_scalar::<f32>().unwrap()
+            loss(&model, &ids).to_scalar::<f32>().unwrap()
         };
         let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
         var.set(&Tensor::from_vec(orig, var.shape(), &Device::Cpu).unwrap()).unwrap();
@@ -338,9 +341,29 @@ fn gradients_reach_every_parameter_and_match_finite_differences() {
 #[test]
 fn embed_align_trains_only_embeddings_and_head() {
     let ckpt = Checkpoint::open(&fixture("tiny-llama")).unwrap();
-    let t = ckpt.load_trainable(&Device::Cpu, DType::F32, None).unwrap();
-    let names: Vec<String> = t.trainable_vars(&["embed_tokens", "lm_head"]).into_iter().map(|(n, _)| n).collect();
+    let parts = ["embed_tokens".to_string(), "lm_head".to_string()];
+    let t = ckpt.load_trainable(&Device::Cpu, DType::BF16, None, Train::Matching(&parts)).unwrap();
+    let vars = t.trainable_vars();
+    let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["lm_head.weight", "model.embed_tokens.weight"]);
+    assert!(vars.iter().all(|(_, v)| v.dtype() == DType::F32), "trained weights are f32 masters");
+    // The frozen rest stays in the compute dtype: no f32 copy, no variable.
+    let weights = t.weights();
+    assert_eq!(weights.len(), 2 * 9 + 3);
+    for (name, w) in &weights {
+        let want = if names.contains(&name.as_str()) { DType::F32 } else { DType::BF16 };
+        assert_eq!(w.dtype(), want, "{name}");
+    }
+    // A step's gradients reach the trained weights and nothing else is kept for the frozen ones.
+    let ids = [1u32, 300, 415, 520, 9, 640, 750, 861, 299, 42];
+    let grads = loss(&t.model().unwrap(), &ids).backward().unwrap();
+    for (name, var) in &vars {
+        assert!(grads.get(var).is_some(), "{name}: no gradient");
+    }
+    let held: usize = grads.get_ids().map(|id| grads.get_id(*id).unwrap().elem_count()).sum();
+    let trained: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let frozen: usize = weights.iter().filter(|(n, _)| !names.contains(&n.as_str())).map(|(_, w)| w.elem_count()).sum();
+    assert!(held < trained + frozen / 10, "the gradient store holds {held} values for {trained} trained ones");
 }
 
 #[test]
