@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use super::config::LlamaConfig;
 use super::config::{LoraConfig, LoraTarget};
+use super::fused;
 use super::linear::linear;
 use super::ModelError;
 
@@ -413,11 +414,22 @@ impl Llama {
 
     /// LM-head logits (f32) of hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(hidden, None)?,
-            None => linear(hidden, &self.embed, None)?,
-        };
-        Ok(logits.to_dtype(DType::F32)?)
+        Ok(self.head(hidden)?.to_dtype(DType::F32)?)
+    }
+
+    /// Per-token negative log-likelihood (f32, `[b, t]`) of `target` after `ids`: the training loss, whose
+    /// graph keeps the logits once, in the model dtype (no f32 copy, no log-softmax).
+    pub fn token_nll(&self, ids: &Tensor, target: &Tensor, opts: ForwardOptions<'_>) -> Result<Tensor> {
+        let hidden = self.hidden(ids, opts)?;
+        Ok(fused::token_nll(&self.head(&hidden)?, target)?)
+    }
+
+    /// LM-head logits in the model dtype.
+    fn head(&self, hidden: &Tensor) -> Result<Tensor> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden, None),
+            None => Ok(linear(hidden, &self.embed, None)?),
+        }
     }
 
     fn rope_len(&self) -> u32 {
@@ -485,16 +497,7 @@ impl Attention {
         let kt = k.t()?.contiguous()?;
         // Softmax(q kᵀ / sqrt(d) + bias) v for the queries of `q` (rows of `bias`).
         let attend = |q: &Tensor, bias: Option<&Tensor>| -> Result<Tensor> {
-            let mut scores = (q.matmul(&kt)? * scale)?.to_dtype(DType::F32)?;
-            if let Some(bias) = bias {
-                scores = scores.broadcast_add(bias)?;
-            }
-            // The fused kernel has no backward pass: only for inference.
-            let probs = match train {
-                Some(_) => candle_nn::ops::softmax(&scores, D::Minus1)?,
-                None => candle_nn::ops::softmax_last_dim(&scores)?,
-            }
-            .to_dtype(v.dtype())?;
+            let probs = fused::attention_probs(&q.matmul(&kt)?, scale, bias, v.dtype())?;
             Ok(probs.matmul(&v)?)
         };
         let out = if train.is_none() && t > query_block {

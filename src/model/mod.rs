@@ -6,6 +6,7 @@
 mod checkpoint;
 mod config;
 mod generate;
+mod fused;
 mod linear;
 mod llama;
 mod lora;

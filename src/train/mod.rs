@@ -21,7 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{Communicator, RankEnv};
@@ -485,10 +485,8 @@ fn all_reduce_grads(
 /// Sum over trained positions of −log p(target): the numerator of the token-mean loss.
 fn token_loss_sum(model: &model::Llama, batch: &Batch, train: Option<u64>) -> Result<Tensor, TrainError> {
     let opts = ForwardOptions { train, segments: batch.segments.as_ref(), ..Default::default() };
-    let logits = model.forward(&batch.input, opts)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = logp.gather(&batch.target.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
-    Ok((picked * &batch.weight)?.sum_all()?.neg()?)
+    let nll = model.token_nll(&batch.input, &batch.target, opts)?;
+    Ok((nll * &batch.weight)?.sum_all()?)
 }
 
 /// Token-mean loss over the validation rows (all, or the first `eval_rows`), in order.
