@@ -62,11 +62,7 @@ impl CustomOp1 for Attached {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         let value = self.take()?;
         let (s, l) = value.storage_and_layout();
         let out = match &*s {
@@ -128,6 +124,30 @@ pub(crate) fn token_nll(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     )
 }
 
+/// Inverted dropout with a mask drawn from `seed`, so training is reproducible and resumable. On the CPU the
+/// mask is a splitmix64 stream; on a GPU it is drawn there by the device generator seeded with `seed`, so no
+/// mask crosses the bus (the same seed gives the same mask on the same device, not across devices). Backward
+/// draws the mask again instead of keeping it.
+pub(crate) fn dropout(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    let value = (xs.detach() * keep_mask(xs, p, seed)?)?;
+    attach(xs, value, Box::new(move |xs, _, grad| grad * keep_mask(xs, p, seed)?))
+}
+
+/// `1/(1-p)` where a unit is kept, 0 where dropped, shaped and typed as `xs`.
+fn keep_mask(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    let scale = 1.0 / (1.0 - p);
+    let keep = if xs.device().is_cpu() {
+        let mut rng = crate::rng::SplitMix(seed);
+        let keep: Vec<f32> = (0..xs.elem_count()).map(|_| if rng.next_f32() >= p { scale } else { 0.0 }).collect();
+        Tensor::from_vec(keep, xs.shape(), xs.device())?
+    } else {
+        xs.device().set_seed(seed)?;
+        let u = Tensor::rand(0f32, 1f32, xs.shape(), xs.device())?;
+        (u.ge(f64::from(p))?.to_dtype(DType::F32)? * f64::from(scale))?
+    };
+    keep.to_dtype(xs.dtype())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,11 +174,13 @@ mod tests {
         for dtype in [DType::F32, DType::BF16] {
             let x = raw.as_tensor().to_dtype(dtype).unwrap();
             let fused = attention_probs(&x, 0.125, Some(&bias), dtype).unwrap();
-            let composed =
-                candle_nn::ops::softmax(&(&x * 0.125).unwrap().to_dtype(DType::F32).unwrap().broadcast_add(&bias).unwrap(), D::Minus1)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap();
+            let composed = candle_nn::ops::softmax(
+                &(&x * 0.125).unwrap().to_dtype(DType::F32).unwrap().broadcast_add(&bias).unwrap(),
+                D::Minus1,
+            )
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
             let tol = if dtype == DType::F32 { 1e-6 } else { 1e-2 };
             assert!(max_diff(&fused, &composed) <= tol, "{dtype:?} values");
             let loss = |p: &Tensor| (p.to_dtype(DType::F32).unwrap() * &weights).unwrap().sum_all().unwrap();
@@ -167,6 +189,22 @@ mod tests {
             let d = max_diff(gf.get(raw.as_tensor()).unwrap(), gc.get(raw.as_tensor()).unwrap());
             assert!(d <= tol, "{dtype:?} gradients differ by {d}");
         }
+    }
+
+    /// Dropout's values and gradient are those of `x · mask` with the mask drawn from the seed.
+    #[test]
+    fn dropout_draws_the_same_mask_in_backward() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 64), &dev).unwrap()).unwrap();
+        let h = (x.as_tensor() * 1.0).unwrap();
+        let y = dropout(&h, 0.25, 7).unwrap();
+        let mask = keep_mask(&h, 0.25, 7).unwrap();
+        assert_eq!(max_diff(&y, &(h.detach() * &mask).unwrap()), 0.0);
+        let dropped = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().filter(|&&m| m == 0.0).count();
+        assert!((20..=76).contains(&dropped), "{dropped} of 192 dropped at p = 0.25");
+        let w = Tensor::randn(0f32, 1.0, (3, 64), &dev).unwrap();
+        let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(max_diff(g.get(x.as_tensor()).unwrap(), &(w * mask).unwrap()), 0.0);
     }
 
     /// The NLL and the gradient of the logits equal log-softmax + gather's, also in bf16.
@@ -180,7 +218,8 @@ mod tests {
             let x = logits.as_tensor().to_dtype(dtype).unwrap();
             let fused = token_nll(&x, &target).unwrap();
             let logp = candle_nn::ops::log_softmax(&x.to_dtype(DType::F32).unwrap(), D::Minus1).unwrap();
-            let composed = logp.gather(&target.unsqueeze(2).unwrap(), D::Minus1).unwrap().squeeze(2).unwrap().neg().unwrap();
+            let composed =
+                logp.gather(&target.unsqueeze(2).unwrap(), D::Minus1).unwrap().squeeze(2).unwrap().neg().unwrap();
             assert!(max_diff(&fused, &composed) <= 1e-5, "{dtype:?} values");
             let gf = (fused * &weight).unwrap().sum_all().unwrap().backward().unwrap();
             let gc = (composed * &weight).unwrap().sum_all().unwrap().backward().unwrap();

@@ -97,7 +97,7 @@ impl Proj {
         let Some(l) = &self.lora else { return Ok(out) };
         let xs = match train {
             Some(seed) if l.dropout > 0.0 => {
-                dropout(xs, l.dropout, seed ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15))?
+                fused::dropout(xs, l.dropout, seed ^ self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15))?
             }
             _ => xs.clone(),
         };
@@ -523,23 +523,6 @@ fn repeat_kv(xs: Tensor, n: usize) -> Result<Tensor> {
     }
     let (b, kv, s, d) = xs.dims4()?;
     Ok(xs.unsqueeze(2)?.expand((b, kv, n, s, d))?.reshape((b, kv * n, s, d))?)
-}
-
-/// Inverted dropout with a mask drawn from `seed`, so training is reproducible and resumable. On the CPU the
-/// mask is a splitmix64 stream; on a GPU it is drawn there by the device generator seeded with `seed`, so no
-/// mask crosses the bus (the same seed gives the same mask on the same device, not across devices).
-fn dropout(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    let scale = 1.0 / (1.0 - p);
-    let keep = if xs.device().is_cpu() {
-        let mut rng = crate::rng::SplitMix(seed);
-        let keep: Vec<f32> = (0..xs.elem_count()).map(|_| if rng.next_f32() >= p { scale } else { 0.0 }).collect();
-        Tensor::from_vec(keep, xs.shape(), xs.device())?
-    } else {
-        xs.device().set_seed(seed)?;
-        let u = Tensor::rand(0f32, 1f32, xs.shape(), xs.device())?;
-        (u.ge(f64::from(p))?.to_dtype(DType::F32)? * f64::from(scale))?
-    };
-    Ok((xs * keep.to_dtype(xs.dtype())?)?)
 }
 
 impl ShapeMasks {

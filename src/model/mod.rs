@@ -5,8 +5,8 @@
 
 mod checkpoint;
 mod config;
-mod generate;
 mod fused;
+mod generate;
 mod linear;
 mod llama;
 mod lora;
