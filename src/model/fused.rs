@@ -9,12 +9,14 @@
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
+
+use super::linear::linear;
 
 type Result<T> = candle_core::Result<T>;
 
-/// The backward of an attached value: `(input, output, gradient of the output)` → gradient of the input.
-type Backward = Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync>;
+/// The backward of an attached value: `(inputs, output, gradient of the output)` → gradient of each input.
+type Backward = Box<dyn Fn(&[&Tensor], &Tensor, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
 /// `value` (computed from `input.detach()`) as a function of `input` on the autograd graph, with `bwd` as its
 /// backward. Untracked inputs (inference) get `value` itself.
@@ -25,6 +27,14 @@ fn attach(input: &Tensor, value: Tensor, bwd: Backward) -> Result<Tensor> {
     input.apply_op1(Attached { value: Mutex::new(Some(value)), bwd })
 }
 
+/// [`attach`] for a value of three inputs.
+fn attach3(inputs: [&Tensor; 3], value: Tensor, bwd: Backward) -> Result<Tensor> {
+    if !inputs.iter().any(|t| t.track_op()) {
+        return Ok(value);
+    }
+    inputs[0].apply_op3(inputs[1], inputs[2], Attached { value: Mutex::new(Some(value)), bwd })
+}
+
 /// The custom op behind [`attach`]: its forward hands over the precomputed value (one copy into the op's own
 /// storage), its backward calls the closure.
 struct Attached {
@@ -33,14 +43,41 @@ struct Attached {
 }
 
 impl Attached {
-    fn take(&self) -> Result<Tensor> {
-        let value = self.value.lock().map_err(|_| candle_core::Error::Msg("attached value lock poisoned".into()))?;
-        value.clone().ok_or_else(|| candle_core::Error::Msg("attached value already taken".into()))
+    /// The value's storage, copied (`x·1 + 0` is exact) into an allocation of its own; the value is released.
+    fn hand_over<S: BackendStorage>(&self, pick: impl Fn(&Storage) -> Option<&S>) -> Result<(S, Shape)> {
+        let poisoned = || candle_core::Error::Msg("attached value lock poisoned".into());
+        let value = self.value.lock().map_err(|_| poisoned())?.take();
+        let value = value.ok_or_else(|| candle_core::Error::Msg("attached value already taken".into()))?;
+        let (s, l) = value.storage_and_layout();
+        match pick(&s) {
+            Some(s) => Ok((s.affine(l, 1.0, 0.0)?, l.shape().clone())),
+            None => candle_core::bail!("attached: the value is on another device than the input"),
+        }
     }
 
-    /// A contiguous copy of `value`'s storage in its own allocation (`x·1 + 0` is exact).
-    fn copy<S: BackendStorage>(s: &S, l: &Layout) -> Result<(S, Shape)> {
-        Ok((s.affine(l, 1.0, 0.0)?, l.shape().clone()))
+    fn cpu(&self) -> Result<(CpuStorage, Shape)> {
+        self.hand_over(|s| match s {
+            Storage::Cpu(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda(&self) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.hand_over(|s| match s {
+            Storage::Cuda(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    fn grads<const N: usize>(&self, args: [&Tensor; N], res: &Tensor, grad: &Tensor) -> Result<[Option<Tensor>; N]> {
+        // Detached: a gradient computed from tracked tensors would carry a graph of its own, and every
+        // intermediate of this backward would live as long as the gradient does.
+        let args = args.map(Tensor::detach);
+        let grads = (self.bwd)(&args.each_ref(), &res.detach(), &grad.detach())?;
+        grads
+            .try_into()
+            .map_err(|g: Vec<_>| candle_core::Error::Msg(format!("attached: {} gradients for {N} inputs", g.len())))
     }
 }
 
@@ -50,32 +87,61 @@ impl CustomOp1 for Attached {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        let value = self.take()?;
-        let (s, l) = value.storage_and_layout();
-        let out = match &*s {
-            Storage::Cpu(s) => Self::copy(s, l),
-            _ => candle_core::bail!("attached: the input is on the CPU, its value is not"),
-        };
-        drop(s);
-        *self.value.lock().map_err(|_| candle_core::Error::Msg("attached value lock poisoned".into()))? = None;
-        out
+        self.cpu()
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, _: &candle_core::CudaStorage, _: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        let value = self.take()?;
-        let (s, l) = value.storage_and_layout();
-        let out = match &*s {
-            Storage::Cuda(s) => Self::copy(s, l),
-            _ => candle_core::bail!("attached: the input is on a CUDA device, its value is not"),
-        };
-        drop(s);
-        *self.value.lock().map_err(|_| candle_core::Error::Msg("attached value lock poisoned".into()))? = None;
-        out
+        self.cuda()
     }
 
     fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some((self.bwd)(arg, res, grad_res)?))
+        let [g] = self.grads([arg], res, grad_res)?;
+        Ok(g)
+    }
+}
+
+impl CustomOp3 for Attached {
+    fn name(&self) -> &'static str {
+        "attached3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.cpu()
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.cuda()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn bwd(
+        &self,
+        a1: &Tensor,
+        a2: &Tensor,
+        a3: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [g1, g2, g3] = self.grads([a1, a2, a3], res, grad_res)?;
+        Ok((g1, g2, g3))
     }
 }
 
@@ -98,7 +164,7 @@ pub(crate) fn attention_probs(raw: &Tensor, scale: f64, bias: Option<&Tensor>, d
             let p = probs.to_dtype(DType::F32)?;
             let g = grad.to_dtype(DType::F32)?;
             let dot = (&g * &p)?.sum_keepdim(D::Minus1)?;
-            ((g.broadcast_sub(&dot)? * p)? * scale)?.to_dtype(raw.dtype())
+            Ok(vec![Some(((g.broadcast_sub(&dot)? * p)? * scale)?.to_dtype(raw[0].dtype())?)])
         }),
     )
 }
@@ -118,22 +184,16 @@ pub(crate) fn token_nll(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
         Box::new(move |logits, _, grad| {
             // d logits = g · (softmax(logits) − onehot(target)).
             let g = grad.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
-            let p = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?.contiguous()?)?;
-            p.broadcast_mul(&g)?.scatter_add(&target, &g.neg()?, D::Minus1)?.to_dtype(logits.dtype())
+            let p = candle_nn::ops::softmax_last_dim(&logits[0].to_dtype(DType::F32)?.contiguous()?)?;
+            let d = p.broadcast_mul(&g)?.scatter_add(&target, &g.neg()?, D::Minus1)?;
+            Ok(vec![Some(d.to_dtype(logits[0].dtype())?)])
         }),
     )
 }
 
-/// Inverted dropout with a mask drawn from `seed`, so training is reproducible and resumable. On the CPU the
-/// mask is a splitmix64 stream; on a GPU it is drawn there by the device generator seeded with `seed`, so no
-/// mask crosses the bus (the same seed gives the same mask on the same device, not across devices). Backward
-/// draws the mask again instead of keeping it.
-pub(crate) fn dropout(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    let value = (xs.detach() * keep_mask(xs, p, seed)?)?;
-    attach(xs, value, Box::new(move |xs, _, grad| grad * keep_mask(xs, p, seed)?))
-}
-
-/// `1/(1-p)` where a unit is kept, 0 where dropped, shaped and typed as `xs`.
+/// Inverted dropout's mask drawn from `seed`: `1/(1-p)` where a unit is kept, 0 where dropped, shaped and typed
+/// as `xs`. On the CPU a splitmix64 stream; on a GPU the device generator seeded with `seed`, so no mask crosses
+/// the bus (the same seed gives the same mask on the same device, not across devices).
 fn keep_mask(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     let scale = 1.0 / (1.0 - p);
     let keep = if xs.device().is_cpu() {
@@ -146,6 +206,64 @@ fn keep_mask(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
         (u.ge(f64::from(p))?.to_dtype(DType::F32)? * f64::from(scale))?
     };
     keep.to_dtype(xs.dtype())
+}
+
+/// A LoRA-adapted projection `x Wᵀ (+ bias) + scale · B A drop(x)` with a frozen `W`, as one op: the graph
+/// keeps `x`, the factors and the output, not the dropped input, the rank-r product, the update and the base
+/// output (four `[tokens, features]` tensors a projection); backward draws the dropout mask again.
+/// `drop`: dropout probability and seed, when training.
+pub(crate) fn lora_linear(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    (a, b, scale): (&Tensor, &Tensor, f64),
+    drop: Option<(f32, u64)>,
+) -> Result<Tensor> {
+    let forward = |xs: &Tensor, a: &Tensor, b: &Tensor| -> Result<Tensor> {
+        let dropped = match drop {
+            Some((p, seed)) => (xs * keep_mask(xs, p, seed)?)?,
+            None => xs.clone(),
+        };
+        // The scale goes on the rank-r product, the smallest tensor.
+        let update = (dropped.broadcast_matmul(&a.t()?)? * scale)?.broadcast_matmul(&b.t()?)?;
+        linear(xs, weight, bias)? + update
+    };
+    if weight.track_op() || !(xs.track_op() || a.track_op() || b.track_op()) {
+        return forward(xs, a, b);
+    }
+    let value = forward(&xs.detach(), &a.detach(), &b.detach())?;
+    let weight = weight.clone();
+    attach3(
+        [xs, a, b],
+        value,
+        Box::new(move |args, _, grad| {
+            let [xs, a, b] = [args[0], args[1], args[2]];
+            let out = b.dim(0)?;
+            let features = a.dim(1)?;
+            let rows = xs.elem_count() / features;
+            let g = grad.reshape((rows, out))?;
+            let mask = drop
+                .map(|(p, seed)| keep_mask(xs, p, seed))
+                .transpose()?
+                .map(|m| m.reshape((rows, features)))
+                .transpose()?;
+            let x = xs.reshape((rows, features))?;
+            let dropped = match &mask {
+                Some(m) => (&x * m)?,
+                None => x,
+            };
+            let u = (dropped.matmul(&a.t()?)? * scale)?;
+            let gb = g.t()?.matmul(&u)?;
+            let gu = (g.matmul(b)? * scale)?;
+            let ga = gu.t()?.matmul(&dropped)?;
+            let mut gd = gu.matmul(a)?;
+            if let Some(m) = &mask {
+                gd = (gd * m)?;
+            }
+            let gx = (g.matmul(&weight)? + gd)?.reshape(xs.shape())?;
+            Ok(vec![Some(gx), Some(ga), Some(gb)])
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -191,20 +309,33 @@ mod tests {
         }
     }
 
-    /// Dropout's values and gradient are those of `x · mask` with the mask drawn from the seed.
+    /// The fused LoRA projection's values and gradients (input, A, B) equal the composed ops', dropout included.
     #[test]
-    fn dropout_draws_the_same_mask_in_backward() {
+    fn lora_linear_matches_the_composed_projection() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 64), &dev).unwrap()).unwrap();
+        let var = |shape: (usize, usize, usize)| {
+            let t = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            Var::from_tensor(&if shape.0 == 1 { t.squeeze(0).unwrap() } else { t }).unwrap()
+        };
+        let (x, a, b) = (var((2, 5, 6)), var((1, 3, 6)), var((1, 4, 3)));
+        let w = Tensor::randn(0f32, 1.0, (4, 6), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+        let target = Tensor::randn(0f32, 1.0, (2, 5, 4), &dev).unwrap();
         let h = (x.as_tensor() * 1.0).unwrap();
-        let y = dropout(&h, 0.25, 7).unwrap();
+        let fused = lora_linear(&h, &w, Some(&bias), (a.as_tensor(), b.as_tensor(), 2.0), Some((0.25, 7))).unwrap();
         let mask = keep_mask(&h, 0.25, 7).unwrap();
-        assert_eq!(max_diff(&y, &(h.detach() * &mask).unwrap()), 0.0);
-        let dropped = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().filter(|&&m| m == 0.0).count();
-        assert!((20..=76).contains(&dropped), "{dropped} of 192 dropped at p = 0.25");
-        let w = Tensor::randn(0f32, 1.0, (3, 64), &dev).unwrap();
-        let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        assert_eq!(max_diff(g.get(x.as_tensor()).unwrap(), &(w * mask).unwrap()), 0.0);
+        let update = ((&h * &mask).unwrap().broadcast_matmul(&a.as_tensor().t().unwrap()).unwrap() * 2.0)
+            .unwrap()
+            .broadcast_matmul(&b.as_tensor().t().unwrap())
+            .unwrap();
+        let composed = (h.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&bias).unwrap() + update).unwrap();
+        assert!(max_diff(&fused, &composed) <= 1e-5);
+        let gf = (fused * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (composed * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("A", &a), ("B", &b)] {
+            let d = max_diff(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap());
+            assert!(d <= 1e-4, "{name}: gradients differ by {d}");
+        }
     }
 
     /// The NLL and the gradient of the logits equal log-softmax + gather's, also in bf16.
