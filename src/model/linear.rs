@@ -1,18 +1,20 @@
-//! `x Wᵀ + b`, with no gradient for a frozen `W`.
+//! `x Wᵀ + b` for training, with a backward that keeps nothing it does not need.
 //!
-//! candle's matmul backward computes and keeps the gradient of both operands, trained or not: a LoRA step on a
-//! 7B model would hold a full-size gradient for every frozen projection (13.5 GB in bf16) and spend a third
-//! of its backward matmuls on them. A frozen weight (one no variable reaches) therefore goes through
-//! [`FrozenMatmul`], a custom op over the input alone whose backward returns `dy W` and nothing for `W`.
+//! candle's matmul backward computes and keeps the gradient of both operands, trained or not (a LoRA step on a
+//! 7B model would hold a full-size gradient for every frozen projection, 13.5 GB in bf16, and spend a third of
+//! its backward matmuls on them), and it computes a weight's gradient from tracked tensors, so the gradient
+//! carries a graph that keeps the incoming `[tokens, out]` gradient and a zero tensor of the weight's size
+//! alive until backward ends. [`LinearOp`] computes both gradients on detached tensors, and none for a frozen
+//! weight (one no variable reaches).
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 /// `xs Wᵀ (+ bias)` for `xs` of shape `[.., in]` and `W` of shape `[out, in]`, as `candle_nn::Linear`
-/// computes it; when `xs` is on the autograd graph and `W` is not, `W` gets no gradient.
+/// computes it; on the autograd graph through [`LinearOp`].
 pub(crate) fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let out = if xs.track_op() && !weight.track_op() {
-        xs.contiguous()?.apply_op1(FrozenMatmul { weight: weight.clone() })?
+    let out = if xs.track_op() || weight.track_op() {
+        xs.contiguous()?.apply_op2(weight, LinearOp)?
     } else {
         candle_nn::Module::forward(&candle_nn::Linear::new(weight.clone(), None), xs)?
     };
@@ -22,23 +24,17 @@ pub(crate) fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> can
     }
 }
 
-/// The product `x Wᵀ` with a constant `W`: the same GEMM as a matmul with `W.t()` (so the same values), and
-/// a backward for `x` only.
-struct FrozenMatmul {
-    weight: Tensor,
-}
+/// The product `x Wᵀ` as one op: the same GEMM as a matmul with `W.t()` (so the same values); backward gives
+/// `dy W` for `x` and `dyᵀ x` for `W` unless `W` is frozen, both computed from detached tensors.
+struct LinearOp;
 
-impl FrozenMatmul {
+impl LinearOp {
     /// `x` (contiguous, `[.., k]`) times `Wᵀ` on any backend, through the backend's own GEMM.
-    fn fwd<S: BackendStorage>(&self, x: &S, xl: &Layout, w: &S, wl: &Layout) -> candle_core::Result<(S, Shape)> {
+    fn fwd<S: BackendStorage>(x: &S, xl: &Layout, w: &S, wl: &Layout) -> candle_core::Result<(S, Shape)> {
         let (n, k) = wl.shape().dims2()?;
         let dims = xl.shape().dims();
         if dims.last() != Some(&k) || !xl.is_contiguous() {
-            candle_core::bail!(
-                "frozen-matmul: input {:?} (contiguous: {}) against weight [{n}, {k}]",
-                dims,
-                xl.is_contiguous()
-            );
+            candle_core::bail!("linear: input {dims:?} (contiguous: {}) against weight [{n}, {k}]", xl.is_contiguous());
         }
         let m = xl.shape().elem_count() / k;
         let lhs = Layout::contiguous_with_offset((m, k), xl.start_offset());
@@ -49,36 +45,44 @@ impl FrozenMatmul {
     }
 }
 
-impl CustomOp1 for FrozenMatmul {
+impl CustomOp2 for LinearOp {
     fn name(&self) -> &'static str {
-        "frozen-matmul"
+        "linear"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (w, wl) = self.weight.storage_and_layout();
-        match &*w {
-            Storage::Cpu(w) => self.fwd(storage, layout, w, wl),
-            _ => candle_core::bail!("frozen-matmul: the input is on the CPU, the weight is not"),
-        }
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Self::fwd(x, xl, w, wl)
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        storage: &candle_core::CudaStorage,
-        layout: &Layout,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+        w: &candle_core::CudaStorage,
+        wl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let (w, wl) = self.weight.storage_and_layout();
-        match &*w {
-            Storage::Cuda(w) => self.fwd(storage, layout, w, wl),
-            _ => candle_core::bail!("frozen-matmul: the input is on a CUDA device, the weight is not"),
-        }
+        Self::fwd(x, xl, w, wl)
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let n = self.weight.dim(0)?;
-        let rows = grad_res.elem_count() / n;
-        Ok(Some(grad_res.reshape((rows, n))?.matmul(&self.weight)?.reshape(arg.shape())?))
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = w.dims2()?;
+        let g = grad.detach().reshape((grad.elem_count() / n, n))?;
+        let gx = if x.track_op() { Some(g.matmul(&w.detach())?.reshape(x.shape())?) } else { None };
+        let gw = if w.track_op() { Some(g.t()?.matmul(&x.detach().reshape((x.elem_count() / k, k))?)?) } else { None };
+        Ok((gx, gw))
     }
 }
 
@@ -115,15 +119,26 @@ mod tests {
         assert_eq!(held(&plain_grads) - held(&grads), 15);
     }
 
-    /// A trained weight (a variable, or a cast of one) still gets its gradient through the plain matmul.
+    /// A trained weight (a variable, or a cast of one) gets the plain matmul's gradient, as does the input.
     #[test]
-    fn trained_weight_keeps_its_gradient() {
+    fn trained_weight_gets_the_plain_gradient() {
         let dev = Device::Cpu;
         let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (5, 3), &dev).unwrap()).unwrap();
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 3), &dev).unwrap()).unwrap();
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 3), &dev).unwrap()).unwrap();
+        let target = Tensor::randn(0f32, 1.0, (2, 4, 5), &dev).unwrap();
+        let ours = linear(x.as_tensor(), w.as_tensor(), None).unwrap();
+        let plain =
+            candle_nn::Module::forward(&candle_nn::Linear::new(w.as_tensor().clone(), None), x.as_tensor()).unwrap();
+        let g1 = (ours * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (plain * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&w, &x] {
+            let d = (g1.get(v.as_tensor()).unwrap() - g2.get(v.as_tensor()).unwrap()).unwrap();
+            assert!(d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() < 1e-5);
+        }
+        // Through a bf16 cast the gradient still reaches the f32 variable.
         let cast = w.as_tensor().to_dtype(DType::BF16).unwrap();
         let y = linear(&x.as_tensor().to_dtype(DType::BF16).unwrap(), &cast, None).unwrap();
         let grads = y.to_dtype(DType::F32).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(grads.get(w.as_tensor()).is_some());
+        assert_eq!(grads.get(w.as_tensor()).unwrap().dtype(), DType::F32);
     }
 }
