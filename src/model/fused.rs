@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
 
 use super::linear::linear;
 
@@ -18,21 +18,19 @@ type Result<T> = candle_core::Result<T>;
 /// The backward of an attached value: `(inputs, output, gradient of the output)` → gradient of each input.
 type Backward = Box<dyn Fn(&[&Tensor], &Tensor, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
-/// `value` (computed from `input.detach()`) as a function of `input` on the autograd graph, with `bwd` as its
-/// backward. Untracked inputs (inference) get `value` itself.
-fn attach(input: &Tensor, value: Tensor, bwd: Backward) -> Result<Tensor> {
-    if !input.track_op() {
-        return Ok(value);
-    }
-    input.apply_op1(Attached { value: Mutex::new(Some(value)), bwd })
-}
-
-/// [`attach`] for a value of three inputs.
-fn attach3(inputs: [&Tensor; 3], value: Tensor, bwd: Backward) -> Result<Tensor> {
+/// `value` (computed from the detached `inputs`, one to three) as a function of `inputs` on the autograd graph,
+/// with `bwd` as its backward. Untracked inputs (inference) get `value` itself.
+fn attach(inputs: &[&Tensor], value: Tensor, bwd: Backward) -> Result<Tensor> {
     if !inputs.iter().any(|t| t.track_op()) {
         return Ok(value);
     }
-    inputs[0].apply_op3(inputs[1], inputs[2], Attached { value: Mutex::new(Some(value)), bwd })
+    let op = Attached { value: Mutex::new(Some(value)), bwd };
+    match inputs {
+        [x] => x.apply_op1(op),
+        [x, y] => x.apply_op2(y, op),
+        [x, y, z] => x.apply_op3(y, z, op),
+        _ => candle_core::bail!("attach: {} inputs (1 to 3)", inputs.len()),
+    }
 }
 
 /// The custom op behind [`attach`]: its forward hands over the precomputed value (one copy into the op's own
@@ -101,6 +99,38 @@ impl CustomOp1 for Attached {
     }
 }
 
+impl CustomOp2 for Attached {
+    fn name(&self) -> &'static str {
+        "attached2"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.cpu()
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.cuda()
+    }
+
+    fn bwd(
+        &self,
+        a1: &Tensor,
+        a2: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let [g1, g2] = self.grads([a1, a2], res, grad_res)?;
+        Ok((g1, g2))
+    }
+}
+
 impl CustomOp3 for Attached {
     fn name(&self) -> &'static str {
         "attached3"
@@ -157,7 +187,7 @@ pub(crate) fn attention_probs(raw: &Tensor, scale: f64, bias: Option<&Tensor>, d
     drop(scores);
     let probs = probs.to_dtype(dtype)?;
     attach(
-        raw,
+        &[raw],
         probs,
         Box::new(move |raw, probs, grad| {
             // d raw = scale · p ⊙ (g − Σ g p), per row.
@@ -179,7 +209,7 @@ pub(crate) fn token_nll(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
         (l.log_sum_exp(D::Minus1)? - picked.squeeze(D::Minus1)?)?
     };
     attach(
-        logits,
+        &[logits],
         nll,
         Box::new(move |logits, _, grad| {
             // d logits = g · (softmax(logits) − onehot(target)).
@@ -208,6 +238,45 @@ fn keep_mask(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     keep.to_dtype(xs.dtype())
 }
 
+/// RMSNorm as transformers computes it (statistics in f32, the weight applied in the input's dtype). The graph
+/// keeps the input and the output; backward recomputes the statistics.
+pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let normalized = move |xs: &Tensor| -> Result<(Tensor, Tensor)> {
+        let x = xs.to_dtype(DType::F32)?;
+        let inv = ((x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip())?;
+        Ok((x.broadcast_mul(&inv)?, inv))
+    };
+    let value = normalized(&xs.detach())?.0.to_dtype(xs.dtype())?.broadcast_mul(&weight.detach())?;
+    attach(
+        &[xs, weight],
+        value,
+        Box::new(move |args, _, grad| {
+            let (xs, weight) = (args[0], args[1]);
+            let (n, inv) = normalized(xs)?;
+            let h = weight.dim(0)?;
+            // d weight = Σ g ⊙ n over every row; d x = inv ⊙ (dn − n · mean(dn ⊙ n)) with dn = g ⊙ weight.
+            let gw = (grad * n.to_dtype(xs.dtype())?)?.reshape((grad.elem_count() / h, h))?.sum(0)?;
+            let dn = grad.broadcast_mul(weight)?.to_dtype(DType::F32)?;
+            let mean = (&dn * &n)?.mean_keepdim(D::Minus1)?;
+            let gx = (dn - n.broadcast_mul(&mean)?)?.broadcast_mul(&inv)?.to_dtype(xs.dtype())?;
+            Ok(vec![Some(gx), Some(gw)])
+        }),
+    )
+}
+
+/// Rotary embedding (halves rotated, as LLaMA in transformers) with candle's fused kernel, for `xs`
+/// `[b, heads, t, d]` and per-row tables `[b, t, d/2]`. Backward rotates the gradient back (the same kernel with
+/// `-sin`), so the graph keeps no product or half.
+pub(crate) fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let value = candle_nn::rotary_emb::rope(&xs.detach().contiguous()?, cos, sin)?;
+    let (cos, back) = (cos.clone(), sin.neg()?);
+    attach(
+        &[xs],
+        value,
+        Box::new(move |_, _, grad| Ok(vec![Some(candle_nn::rotary_emb::rope(&grad.contiguous()?, &cos, &back)?)])),
+    )
+}
+
 /// A LoRA-adapted projection `x Wᵀ (+ bias) + scale · B A drop(x)` with a frozen `W`, as one op: the graph
 /// keeps `x`, the factors and the output, not the dropped input, the rank-r product, the update and the base
 /// output (four `[tokens, features]` tensors a projection); backward draws the dropout mask again.
@@ -233,8 +302,8 @@ pub(crate) fn lora_linear(
     }
     let value = forward(&xs.detach(), &a.detach(), &b.detach())?;
     let weight = weight.clone();
-    attach3(
-        [xs, a, b],
+    attach(
+        &[xs, a, b],
         value,
         Box::new(move |args, _, grad| {
             let [xs, a, b] = [args[0], args[1], args[2]];
@@ -336,6 +405,48 @@ mod tests {
             let d = max_diff(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap());
             assert!(d <= 1e-4, "{name}: gradients differ by {d}");
         }
+    }
+
+    /// RMSNorm's values and gradients (input and weight) equal the composed form's.
+    #[test]
+    fn rms_norm_matches_the_composed_form() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 3, 8), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(1f32, 0.5, 8, &dev).unwrap()).unwrap();
+        let target = Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap();
+        let fused = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+        let xs = x.as_tensor();
+        let var = (xs.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-5).unwrap();
+        let composed = xs.broadcast_div(&var.sqrt().unwrap()).unwrap().broadcast_mul(w.as_tensor()).unwrap();
+        assert!(max_diff(&fused, &composed) <= 1e-5);
+        let gf = (fused * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (composed * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("weight", &w)] {
+            let d = max_diff(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap());
+            assert!(d <= 1e-4, "{name}: gradients differ by {d}");
+        }
+    }
+
+    /// RoPE's values and gradient equal the composed rotation of halves.
+    #[test]
+    fn rope_matches_the_composed_rotation() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 4, 6), &dev).unwrap()).unwrap();
+        let angles = Tensor::randn(0f32, 2.0, (2, 4, 3), &dev).unwrap();
+        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+        let target = Tensor::randn(0f32, 1.0, (2, 3, 4, 6), &dev).unwrap();
+        let h = (x.as_tensor() * 1.0).unwrap();
+        let fused = rope(&h, &cos, &sin).unwrap();
+        let (c, s) = (cos.unsqueeze(1).unwrap(), sin.unsqueeze(1).unwrap());
+        let x1 = h.narrow(D::Minus1, 0, 3).unwrap();
+        let x2 = h.narrow(D::Minus1, 3, 3).unwrap();
+        let r1 = (x1.broadcast_mul(&c).unwrap() - x2.broadcast_mul(&s).unwrap()).unwrap();
+        let r2 = (x1.broadcast_mul(&s).unwrap() + x2.broadcast_mul(&c).unwrap()).unwrap();
+        let composed = Tensor::cat(&[r1, r2], D::Minus1).unwrap();
+        assert!(max_diff(&fused, &composed) <= 1e-5);
+        let gf = (fused * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (composed * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(gf.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap()) <= 1e-5);
     }
 
     /// The NLL and the gradient of the logits equal log-softmax + gather's, also in bf16.

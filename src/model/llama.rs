@@ -1,6 +1,6 @@
 //! The LLaMA decoder: every op composed from differentiable candle primitives, logits at every position.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::LlamaConfig;
@@ -25,23 +25,13 @@ impl RmsNorm {
 }
 
 impl RmsNorm {
-    /// Training needs the composed (differentiable) form; inference takes candle's fused kernel.
+    /// Inference takes candle's fused kernel; training the fused op with a backward pass.
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         if train {
-            self.forward(xs)
+            fused::rms_norm(xs, &self.weight, self.eps)
         } else {
             candle_nn::ops::rms_norm(xs, &self.weight, self.eps as f32)
         }
-    }
-}
-
-impl Module for RmsNorm {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let dtype = xs.dtype();
-        let xs = xs.to_dtype(DType::F32)?;
-        let var = xs.sqr()?.mean_keepdim(D::Minus1)?;
-        let xs = xs.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        xs.to_dtype(dtype)?.broadcast_mul(&self.weight)
     }
 }
 
@@ -124,22 +114,13 @@ impl Rope {
     }
 
     /// Rotates `xs` `[b, heads, t, head_dim]` at `positions` `[b, t]`.
-    fn apply(&self, xs: &Tensor, positions: &Tensor, train: bool) -> Result<Tensor> {
+    fn apply(&self, xs: &Tensor, positions: &Tensor) -> Result<Tensor> {
         let (b, _, t, d) = xs.dims4()?;
         let flat = positions.flatten_all()?;
-        if !train {
-            // candle's fused kernel (no backward pass) takes per-row tables `[b, t, d/2]`.
-            let cos = self.cos.index_select(&flat, 0)?.reshape((b, t, d / 2))?;
-            let sin = self.sin.index_select(&flat, 0)?.reshape((b, t, d / 2))?;
-            return Ok(candle_nn::rotary_emb::rope(&xs.contiguous()?, &cos, &sin)?);
-        }
-        let cos = self.cos.index_select(&flat, 0)?.reshape((b, 1, t, d / 2))?;
-        let sin = self.sin.index_select(&flat, 0)?.reshape((b, 1, t, d / 2))?;
-        let x1 = xs.narrow(D::Minus1, 0, d / 2)?;
-        let x2 = xs.narrow(D::Minus1, d / 2, d / 2)?;
-        let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-        let r2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
-        Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
+        // candle's fused kernel takes per-row tables `[b, t, d/2]`.
+        let cos = self.cos.index_select(&flat, 0)?.reshape((b, t, d / 2))?;
+        let sin = self.sin.index_select(&flat, 0)?.reshape((b, t, d / 2))?;
+        Ok(fused::rope(xs, &cos, &sin)?)
     }
 }
 
@@ -474,8 +455,8 @@ impl Attention {
         let split = |x: Tensor, heads: usize| -> Result<Tensor> {
             Ok(x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = rope.apply(&split(self.q.forward(xs, train)?, self.heads)?, positions, train.is_some())?;
-        let mut k = rope.apply(&split(self.k.forward(xs, train)?, self.kv_heads)?, positions, train.is_some())?;
+        let q = rope.apply(&split(self.q.forward(xs, train)?, self.heads)?, positions)?;
+        let mut k = rope.apply(&split(self.k.forward(xs, train)?, self.kv_heads)?, positions)?;
         let mut v = split(self.v.forward(xs, train)?, self.kv_heads)?;
         if let Some(slot) = kv {
             if let Some((pk, pv)) = slot.as_ref() {

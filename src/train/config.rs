@@ -22,6 +22,13 @@ pub enum Mode {
     Sft,
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = clap::ValueEnum::to_possible_value(self).ok_or(std::fmt::Error)?;
+        f.write_str(value.get_name())
+    }
+}
+
 /// Learning-rate decay after warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -246,7 +253,11 @@ impl TrainConfig {
         match (self.mode, &self.lora) {
             (Mode::Lora, None) => return bad("mode = \"lora\" needs a [lora] table".into()),
             (Mode::Full | Mode::EmbedAlign, Some(_)) => {
-                return bad(format!("[lora] is only used with mode lora or sft, not {:?}", self.mode));
+                return bad(format!(
+                    "[lora] is only used with mode lora or sft, not {}: drop the [lora] table (or the --lora-* \
+                     flags), or set mode = \"lora\"",
+                    self.mode
+                ));
             }
             _ => {}
         }

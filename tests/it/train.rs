@@ -293,6 +293,13 @@ fn cli_flags_override_the_file_and_bad_configs_are_refused() {
     cfg.lora = None;
     let err = train::run(&cfg, None, &ENV).unwrap_err().to_string();
     assert_eq!(err, "train config: mode = \"lora\" needs a [lora] table");
+    // LoRA flags with a mode that has no adapter: named in the config's own words, with what to do.
+    let out = langadapt(&["train", "--config", toml_path.to_str().unwrap(), "--mode", "embed-align"]);
+    assert!(
+        stderr(&out).contains("[lora] is only used with mode lora or sft, not embed-align: drop the [lora] table"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
