@@ -175,28 +175,65 @@ impl CustomOp3 for Attached {
     }
 }
 
-/// Attention probabilities `softmax(raw · scale + bias)` over the last axis, computed in f32 and returned in
-/// `dtype`; `raw` is `q kᵀ` and `bias` the additive mask (0 or -inf), broadcast over `raw`. The graph keeps
-/// `raw` and the probabilities only.
-pub(crate) fn attention_probs(raw: &Tensor, scale: f64, bias: Option<&Tensor>, dtype: DType) -> Result<Tensor> {
-    let mut scores = (raw.detach() * scale)?.to_dtype(DType::F32)?;
-    if let Some(bias) = bias {
-        scores = scores.broadcast_add(bias)?;
+/// Attention `softmax(q kᵀ · scale + bias) v` for `q` `[b, h, t, d]`, `k`/`v` `[b, h, s, d]` and an additive
+/// mask `bias` `[b, 1, t, s]` (0 or -inf), over blocks of `block` queries: no more than one block's
+/// `[b, h, block, s]` scores exist at a time, in the forward and in the backward, which recomputes them; the
+/// graph keeps q, k, v and the output. Scores and softmax in f32, products in the inputs' dtype.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    bias: Option<&Tensor>,
+    block: usize,
+) -> Result<Tensor> {
+    let t = q.dim(2)?;
+    let block = block.max(1);
+    let (qd, vd) = (q.detach(), v.detach());
+    let kt = k.detach().t()?.contiguous()?;
+    let mut parts = Vec::with_capacity(t.div_ceil(block));
+    for start in (0..t).step_by(block) {
+        let len = block.min(t - start);
+        let qb = qd.narrow(2, start, len)?.contiguous()?;
+        parts.push(block_probs(&qb, &kt, scale, bias, start)?.to_dtype(v.dtype())?.matmul(&vd)?);
     }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    drop(scores);
-    let probs = probs.to_dtype(dtype)?;
+    let value = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 2)? };
+    let bias = bias.cloned();
     attach(
-        &[raw],
-        probs,
-        Box::new(move |raw, probs, grad| {
-            // d raw = scale · p ⊙ (g − Σ g p), per row.
-            let p = probs.to_dtype(DType::F32)?;
-            let g = grad.to_dtype(DType::F32)?;
-            let dot = (&g * &p)?.sum_keepdim(D::Minus1)?;
-            Ok(vec![Some(((g.broadcast_sub(&dot)? * p)? * scale)?.to_dtype(raw[0].dtype())?)])
+        &[q, k, v],
+        value,
+        Box::new(move |args, _, grad| {
+            let (q, k, v) = (args[0], args[1], args[2]);
+            let dtype = q.dtype();
+            let (kt, vt) = (k.t()?.contiguous()?, v.t()?.contiguous()?);
+            let (mut dq, mut dk, mut dv) =
+                (Vec::new(), k.zeros_like()?.to_dtype(DType::F32)?, v.zeros_like()?.to_dtype(DType::F32)?);
+            for start in (0..t).step_by(block) {
+                let len = block.min(t - start);
+                let qb = q.narrow(2, start, len)?.contiguous()?;
+                let gb = grad.narrow(2, start, len)?.contiguous()?;
+                let p = block_probs(&qb, &kt, scale, bias.as_ref(), start)?;
+                dv = (dv + p.to_dtype(dtype)?.t()?.contiguous()?.matmul(&gb)?.to_dtype(DType::F32)?)?;
+                // d scores = scale · p ⊙ (dp − Σ dp ⊙ p) with dp = g vᵀ, per row.
+                let dp = gb.matmul(&vt)?.to_dtype(DType::F32)?;
+                let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
+                let ds = ((dp.broadcast_sub(&dot)? * p)? * scale)?.to_dtype(dtype)?;
+                dq.push(ds.matmul(k)?);
+                dk = (dk + ds.t()?.contiguous()?.matmul(&qb)?.to_dtype(DType::F32)?)?;
+            }
+            let dq = if dq.len() == 1 { dq.remove(0) } else { Tensor::cat(&dq, 2)? };
+            Ok(vec![Some(dq), Some(dk.to_dtype(dtype)?), Some(dv.to_dtype(dtype)?)])
         }),
     )
+}
+
+/// Softmax probabilities (f32) of the query block `qb` starting at row `start`, against keys `kt` `[b, h, d, s]`.
+fn block_probs(qb: &Tensor, kt: &Tensor, scale: f64, bias: Option<&Tensor>, start: usize) -> Result<Tensor> {
+    let mut scores = (qb.matmul(kt)? * scale)?.to_dtype(DType::F32)?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(&bias.narrow(2, start, qb.dim(2)?)?)?;
+    }
+    candle_nn::ops::softmax_last_dim(&scores)
 }
 
 /// Per-token negative log-likelihood `logsumexp(logits) − logits[target]` (f32, shape of `target`) for logits
@@ -345,36 +382,36 @@ mod tests {
         d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
     }
 
-    /// Probabilities and the gradient of `raw` equal the composed softmax's (f32 and bf16), with a causal
-    /// -inf bias; the fused op keeps fewer values in the graph.
+    /// Blocked attention's output and the gradients of q, k and v equal the composed softmax's (f32 and bf16),
+    /// with a causal -inf bias, for one block and for blocks that do not divide the length.
     #[test]
-    fn attention_probs_match_the_composed_softmax() {
+    fn blocked_attention_matches_the_composed_softmax() {
         let dev = Device::Cpu;
-        let raw = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 3, 5, 5), &dev).unwrap()).unwrap();
+        let var = |s: usize| Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, s, 4), &dev).unwrap()).unwrap();
+        let (q, k, v) = (var(5), var(5), var(5));
         let bias = Tensor::from_vec(
             (0..25).map(|i| if i % 5 > i / 5 { f32::NEG_INFINITY } else { 0.0 }).collect::<Vec<_>>(),
-            (5, 5),
+            (1, 1, 5, 5),
             &dev,
         )
         .unwrap();
-        let weights = Tensor::randn(0f32, 1.0, (2, 3, 5, 5), &dev).unwrap();
-        for dtype in [DType::F32, DType::BF16] {
-            let x = raw.as_tensor().to_dtype(dtype).unwrap();
-            let fused = attention_probs(&x, 0.125, Some(&bias), dtype).unwrap();
-            let composed = candle_nn::ops::softmax(
-                &(&x * 0.125).unwrap().to_dtype(DType::F32).unwrap().broadcast_add(&bias).unwrap(),
-                D::Minus1,
-            )
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap();
-            let tol = if dtype == DType::F32 { 1e-6 } else { 1e-2 };
-            assert!(max_diff(&fused, &composed) <= tol, "{dtype:?} values");
-            let loss = |p: &Tensor| (p.to_dtype(DType::F32).unwrap() * &weights).unwrap().sum_all().unwrap();
+        let target = Tensor::randn(0f32, 1.0, (2, 3, 5, 4), &dev).unwrap();
+        for (dtype, block) in [(DType::F32, 5), (DType::F32, 2), (DType::BF16, 3)] {
+            let cast = |x: &Var| x.as_tensor().to_dtype(dtype).unwrap();
+            let (qc, kc, vc) = (cast(&q), cast(&k), cast(&v));
+            let fused = attention(&qc, &kc, &vc, 0.5, Some(&bias), block).unwrap();
+            let scores = (qc.matmul(&kc.t().unwrap()).unwrap() * 0.5).unwrap().to_dtype(DType::F32).unwrap();
+            let probs = candle_nn::ops::softmax(&scores.broadcast_add(&bias).unwrap(), D::Minus1).unwrap();
+            let composed = probs.to_dtype(dtype).unwrap().matmul(&vc).unwrap();
+            let tol = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
+            assert!(max_diff(&fused, &composed) <= tol, "{dtype:?} block {block}: values");
+            let loss = |o: &Tensor| (o.to_dtype(DType::F32).unwrap() * &target).unwrap().sum_all().unwrap();
             let gf = loss(&fused).backward().unwrap();
             let gc = loss(&composed).backward().unwrap();
-            let d = max_diff(gf.get(raw.as_tensor()).unwrap(), gc.get(raw.as_tensor()).unwrap());
-            assert!(d <= tol, "{dtype:?} gradients differ by {d}");
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let d = max_diff(gf.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap());
+                assert!(d <= tol, "{dtype:?} block {block}: gradient of {name} differs by {d}");
+            }
         }
     }
 

@@ -203,7 +203,7 @@ pub struct Llama {
     rope: Rope,
     device: Device,
     dtype: DType,
-    /// Queries per attention block in inference (see [`Llama::with_query_block`]).
+    /// Queries per attention block, in inference and training (see [`Llama::with_query_block`]).
     query_block: usize,
     /// Position-only attention masks by (queries, keys, offset), shared by clones.
     masks: MaskCache,
@@ -228,9 +228,8 @@ struct ShapeMasks {
 pub const DEFAULT_QUERY_BLOCK: usize = 512;
 
 impl Llama {
-    /// Inference computes attention `n` queries at a time (exact softmax per row, so the same numbers), so
-    /// the scores' memory grows linearly in the sequence length; training keeps one block (autograd holds
-    /// every block anyway).
+    /// Attention is computed `n` queries at a time (exact softmax per row, so the same numbers), so the scores'
+    /// memory grows linearly in the sequence length; training's backward recomputes each block's scores.
     pub fn with_query_block(mut self, n: usize) -> Self {
         self.query_block = n.max(1);
         self
@@ -468,23 +467,8 @@ impl Attention {
         let groups = self.heads / self.kv_heads;
         let (k, v) = (repeat_kv(k, groups)?, repeat_kv(v, groups)?);
         let scale = 1.0 / (hd as f64).sqrt();
-        let kt = k.t()?.contiguous()?;
-        // Softmax(q kᵀ / sqrt(d) + bias) v for the queries of `q` (rows of `bias`).
-        let attend = |q: &Tensor, bias: Option<&Tensor>| -> Result<Tensor> {
-            let probs = fused::attention_probs(&q.matmul(&kt)?, scale, bias, v.dtype())?;
-            Ok(probs.matmul(&v)?)
-        };
-        let out = if train.is_none() && t > query_block {
-            let mut parts = Vec::with_capacity(t.div_ceil(query_block));
-            for start in (0..t).step_by(query_block) {
-                let len = query_block.min(t - start);
-                let rows = bias.map(|b| b.narrow(2, start, len)).transpose()?;
-                parts.push(attend(&q.narrow(2, start, len)?.contiguous()?, rows.as_ref())?);
-            }
-            Tensor::cat(&parts, 2)?
-        } else {
-            attend(&q, bias)?
-        };
+        // Blocks of queries in training too: the backward recomputes each block's scores instead of keeping them.
+        let out = fused::attention(&q, &k, &v, scale, bias, query_block)?;
         let out = out.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
         self.o.forward(&out, train)
     }
