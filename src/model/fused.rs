@@ -275,6 +275,24 @@ fn keep_mask(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     keep.to_dtype(xs.dtype())
 }
 
+/// LLaMA's MLP activation `silu(gate) ⊙ up`. The graph keeps the two inputs, not `silu(gate)` and its parts.
+pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let value = (gate.detach().silu()? * up.detach())?;
+    attach(
+        &[gate, up],
+        value,
+        Box::new(|args, _, grad| {
+            let (gate, up) = (args[0], args[1]);
+            // silu'(x) = σ(x) (1 + x (1 − σ(x))).
+            let sig = candle_nn::ops::sigmoid(gate)?;
+            let dsilu = (&sig * ((gate * (sig.affine(-1.0, 1.0))?)? + 1.0)?)?;
+            let dgate = ((grad * up)? * dsilu)?;
+            let dup = (grad * gate.silu()?)?;
+            Ok(vec![Some(dgate), Some(dup)])
+        }),
+    )
+}
+
 /// RMSNorm as transformers computes it (statistics in f32, the weight applied in the input's dtype). The graph
 /// keeps the input and the output; backward recomputes the statistics.
 pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
@@ -441,6 +459,23 @@ mod tests {
         for (name, v) in [("x", &x), ("A", &a), ("B", &b)] {
             let d = max_diff(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap());
             assert!(d <= 1e-4, "{name}: gradients differ by {d}");
+        }
+    }
+
+    /// SwiGLU's values and gradients equal `silu(gate) * up` composed.
+    #[test]
+    fn swiglu_matches_the_composed_form() {
+        let dev = Device::Cpu;
+        let g = Var::from_tensor(&Tensor::randn(0f32, 2.0, (3, 7), &dev).unwrap()).unwrap();
+        let u = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 7), &dev).unwrap()).unwrap();
+        let target = Tensor::randn(0f32, 1.0, (3, 7), &dev).unwrap();
+        let fused = swiglu(g.as_tensor(), u.as_tensor()).unwrap();
+        let composed = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
+        assert!(max_diff(&fused, &composed) <= 1e-6);
+        let gf = (fused * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (composed * &target).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&g, &u] {
+            assert!(max_diff(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap()) <= 1e-5);
         }
     }
 

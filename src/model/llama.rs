@@ -441,7 +441,7 @@ impl Block {
         let xs = (xs + h)?;
         let n = self.post_norm.forward_t(&xs, train.is_some())?;
         let m = &self.mlp;
-        let act = (candle_nn::ops::silu(&m.gate.forward(&n, train)?)? * m.up.forward(&n, train)?)?;
+        let act = fused::swiglu(&m.gate.forward(&n, train)?, &m.up.forward(&n, train)?)?;
         Ok((xs + m.down.forward(&act, train)?)?)
     }
 }
