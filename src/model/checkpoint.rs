@@ -513,11 +513,66 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 pub(crate) fn read_tensors(files: &[PathBuf], device: &Device) -> Result<BTreeMap<String, Tensor>, ModelError> {
     let mut out = BTreeMap::new();
     for file in files {
-        let tensors = candle_core::safetensors::load(file, device)
-            .map_err(|e| ModelError::checkpoint(file, format!("cannot read safetensors: {e}")))?;
-        out.extend(tensors);
+        read_safetensors_into(file, device, &mut out)?;
     }
     Ok(out)
+}
+
+/// One tensor's entry in a safetensors header.
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
+
+/// Reads the tensors of one safetensors file into `out`, one tensor's bytes at a time: the peak is the tensors
+/// plus the largest of them, not the whole file plus the tensors (candle's `safetensors::load` reads the file
+/// into one buffer first: 2× a 7B shard in host memory).
+fn read_safetensors_into(path: &Path, device: &Device, out: &mut BTreeMap<String, Tensor>) -> Result<(), ModelError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let bad = |m: String| ModelError::checkpoint(path, format!("cannot read safetensors: {m}"));
+    let mut f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let len = f.metadata().map_err(|e| ModelError::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|e| bad(format!("no header ({e})")))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100_000_000 || 8 + n > len {
+        return Err(bad(format!("header of {n} bytes in a file of {len}")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| ModelError::io(path, e))?;
+    let mut entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    entries.remove("__metadata__");
+    let mut entries: Vec<(String, HeaderEntry)> = entries
+        .into_iter()
+        .map(|(k, v)| Ok((k.clone(), serde_json::from_value(v).map_err(|e| bad(format!("tensor {k}: {e}")))?)))
+        .collect::<Result<_, ModelError>>()?;
+    // In file order, so the reads go front to back.
+    entries.sort_by_key(|(_, e)| e.data_offsets.0);
+    for (name, e) in entries {
+        let dtype = match e.dtype.as_str() {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            "F64" => DType::F64,
+            "I64" => DType::I64,
+            "U32" => DType::U32,
+            "U8" => DType::U8,
+            other => return Err(bad(format!("tensor {name}: dtype {other} is not supported"))),
+        };
+        let (start, end) = e.data_offsets;
+        let want = e.shape.iter().product::<usize>() as u64 * dtype.size_in_bytes() as u64;
+        if end < start || end - start != want || 8 + n + end > len {
+            return Err(bad(format!("tensor {name}: bytes {start}..{end} for shape {:?} {dtype:?}", e.shape)));
+        }
+        let mut bytes = vec![0u8; want as usize];
+        f.seek(SeekFrom::Start(8 + n + start)).map_err(|e| ModelError::io(path, e))?;
+        f.read_exact(&mut bytes).map_err(|e| ModelError::io(path, e))?;
+        out.insert(name, Tensor::from_raw_buffer(&bytes, dtype, &e.shape, device)?);
+    }
+    Ok(())
 }
 
 /// Writes one safetensors file (with transformers' `format: pt` metadata) under a temporary name, then renames.
@@ -583,5 +638,40 @@ impl std::fmt::Display for CheckpointInfo {
             Some((path, size)) => write!(f, "tokenizer\t{} ({size} ids)", path.display()),
             None => write!(f, "tokenizer\tnone"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `write_safetensors` writes reads back equal, dtypes kept; a file cut short names the tensor whose
+    /// bytes are missing.
+    #[test]
+    fn safetensors_read_back_one_tensor_at_a_time() {
+        let dev = Device::Cpu;
+        let tensors = BTreeMap::from([
+            ("a.weight".to_string(), Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap()),
+            ("b.weight".to_string(), Tensor::arange(0f32, 5.0, &dev).unwrap().to_dtype(DType::BF16).unwrap()),
+            ("ids".to_string(), Tensor::new(&[7u32, 9], &dev).unwrap()),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        write_safetensors(&tensors, &path).unwrap();
+        let back = read_tensors(std::slice::from_ref(&path), &dev).unwrap();
+        assert_eq!(back.len(), 3);
+        for (name, t) in &tensors {
+            let b = &back[name];
+            assert_eq!((b.dtype(), b.dims()), (t.dtype(), t.dims()), "{name}");
+            let (x, y) = (
+                b.to_dtype(DType::F32).unwrap().flatten_all().unwrap(),
+                t.to_dtype(DType::F32).unwrap().flatten_all().unwrap(),
+            );
+            assert_eq!(x.to_vec1::<f32>().unwrap(), y.to_vec1::<f32>().unwrap(), "{name}");
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        let err = read_tensors(std::slice::from_ref(&path), &dev).unwrap_err().to_string();
+        assert!(err.contains("cannot read safetensors: tensor") && err.contains("bytes"), "{err}");
     }
 }
