@@ -3,6 +3,7 @@
 //! Every stage is a module with a typed config and a `run` that reads files and writes files plus a
 //! `manifest.json` (see DESIGN.md). The binary in `main.rs` only parses flags and calls these.
 
+pub mod alloc;
 pub mod config;
 pub mod corpus;
 pub mod dist;

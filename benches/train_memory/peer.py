@@ -19,10 +19,12 @@ elif mode == "embed-align":
         p.requires_grad_("embed_tokens" in name or "lm_head" in name)
 params = [p for p in model.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(params, lr=1e-4)
-t0 = time.time()
+times = []
 for _ in range(steps):
+    t0 = time.time()
     x = torch.randint(3, model.config.vocab_size, (micro, seq))
     model(input_ids=x, labels=x).loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-print(f"{sum(p.numel() for p in params)} trained, {time.time() - t0:.1f} s")
+    times.append(time.time() - t0)
+print(f"{sum(p.numel() for p in params)} trained, {sum(times):.1f} s, last step {micro * seq / times[-1]:.1f} tokens/s")
