@@ -175,22 +175,25 @@ impl CustomOp3 for Attached {
     }
 }
 
-/// Attention `softmax(q kᵀ · scale + bias) v` for `q` `[b, h, t, d]`, `k`/`v` `[b, h, s, d]` and an additive
-/// mask `bias` `[b, 1, t, s]` (0 or -inf), over blocks of `block` queries: no more than one block's
-/// `[b, h, block, s]` scores exist at a time, in the forward and in the backward, which recomputes them; the
-/// graph keeps q, k, v and the output. Scores and softmax in f32, products in the inputs' dtype.
+/// Attention `softmax(q kᵀ · scale + bias) v` for `q` `[b, h, t, d]`, `k`/`v` `[b, h / groups, s, d]` (each
+/// kv head serves `groups` query heads, GQA) and an additive mask `bias` `[b, 1, t, s]` (0 or -inf), over
+/// blocks of `block` queries: no more than one block's `[b, h, block, s]` scores exist at a time, in the
+/// forward and in the backward, which recomputes them; the graph keeps q, the kv heads unrepeated and the
+/// output. Scores and softmax in f32, products in the inputs' dtype.
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
+    groups: usize,
     scale: f64,
     bias: Option<&Tensor>,
     block: usize,
 ) -> Result<Tensor> {
     let t = q.dim(2)?;
     let block = block.max(1);
-    let (qd, vd) = (q.detach(), v.detach());
-    let kt = k.detach().t()?.contiguous()?;
+    let qd = q.detach();
+    let vd = repeat_kv(&v.detach(), groups)?;
+    let kt = repeat_kv(&k.detach(), groups)?.t()?.contiguous()?;
     let mut parts = Vec::with_capacity(t.div_ceil(block));
     for start in (0..t).step_by(block) {
         let len = block.min(t - start);
@@ -203,11 +206,12 @@ pub(crate) fn attention(
         &[q, k, v],
         value,
         Box::new(move |args, _, grad| {
-            let (q, k, v) = (args[0], args[1], args[2]);
+            let q = args[0];
+            let (k, v) = (repeat_kv(args[1], groups)?, repeat_kv(args[2], groups)?);
             let dtype = q.dtype();
             let (kt, vt) = (k.t()?.contiguous()?, v.t()?.contiguous()?);
-            let (mut dq, mut dk, mut dv) =
-                (Vec::new(), k.zeros_like()?.to_dtype(DType::F32)?, v.zeros_like()?.to_dtype(DType::F32)?);
+            let zeros = || k.zeros_like()?.to_dtype(DType::F32);
+            let (mut dq, mut dk, mut dv) = (Vec::new(), zeros()?, zeros()?);
             for start in (0..t).step_by(block) {
                 let len = block.min(t - start);
                 let qb = q.narrow(2, start, len)?.contiguous()?;
@@ -218,13 +222,32 @@ pub(crate) fn attention(
                 let dp = gb.matmul(&vt)?.to_dtype(DType::F32)?;
                 let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
                 let ds = ((dp.broadcast_sub(&dot)? * p)? * scale)?.to_dtype(dtype)?;
-                dq.push(ds.matmul(k)?);
+                dq.push(ds.matmul(&k)?);
                 dk = (dk + ds.t()?.contiguous()?.matmul(&qb)?.to_dtype(DType::F32)?)?;
             }
             let dq = if dq.len() == 1 { dq.remove(0) } else { Tensor::cat(&dq, 2)? };
-            Ok(vec![Some(dq), Some(dk.to_dtype(dtype)?), Some(dv.to_dtype(dtype)?)])
+            let (dk, dv) = (sum_groups(&dk, groups)?.to_dtype(dtype)?, sum_groups(&dv, groups)?.to_dtype(dtype)?);
+            Ok(vec![Some(dq), Some(dk), Some(dv)])
         }),
     )
+}
+
+/// Repeats each of the kv heads `n` times (GQA), `[b, kv, s, d]` → `[b, kv·n, s, d]`.
+fn repeat_kv(xs: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(xs.clone());
+    }
+    let (b, kv, s, d) = xs.dims4()?;
+    xs.unsqueeze(2)?.expand((b, kv, n, s, d))?.reshape((b, kv * n, s, d))
+}
+
+/// The gradient of [`repeat_kv`]: `[b, kv·n, s, d]` summed over each head's `n` copies.
+fn sum_groups(xs: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(xs.clone());
+    }
+    let (b, h, s, d) = xs.dims4()?;
+    xs.reshape((b, h / n, n, s, d))?.sum(2)
 }
 
 /// Softmax probabilities (f32) of the query block `qb` starting at row `start`, against keys `kt` `[b, h, d, s]`.
@@ -401,34 +424,37 @@ mod tests {
     }
 
     /// Blocked attention's output and the gradients of q, k and v equal the composed softmax's (f32 and bf16),
-    /// with a causal -inf bias, for one block and for blocks that do not divide the length.
+    /// with a causal -inf bias, for one block and for blocks that do not divide the length, with every query
+    /// head its own kv head and with two query heads a kv head (GQA, compared with repeated kv heads).
     #[test]
     fn blocked_attention_matches_the_composed_softmax() {
         let dev = Device::Cpu;
-        let var = |s: usize| Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, s, 4), &dev).unwrap()).unwrap();
-        let (q, k, v) = (var(5), var(5), var(5));
+        let var = |h: usize| Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, h, 5, 4), &dev).unwrap()).unwrap();
         let bias = Tensor::from_vec(
             (0..25).map(|i| if i % 5 > i / 5 { f32::NEG_INFINITY } else { 0.0 }).collect::<Vec<_>>(),
             (1, 1, 5, 5),
             &dev,
         )
         .unwrap();
-        let target = Tensor::randn(0f32, 1.0, (2, 3, 5, 4), &dev).unwrap();
-        for (dtype, block) in [(DType::F32, 5), (DType::F32, 2), (DType::BF16, 3)] {
+        let target = Tensor::randn(0f32, 1.0, (2, 6, 5, 4), &dev).unwrap();
+        for (dtype, block, groups) in [(DType::F32, 5, 1), (DType::F32, 2, 2), (DType::BF16, 3, 2)] {
+            let (q, k, v) = (var(6), var(6 / groups), var(6 / groups));
             let cast = |x: &Var| x.as_tensor().to_dtype(dtype).unwrap();
             let (qc, kc, vc) = (cast(&q), cast(&k), cast(&v));
-            let fused = attention(&qc, &kc, &vc, 0.5, Some(&bias), block).unwrap();
-            let scores = (qc.matmul(&kc.t().unwrap()).unwrap() * 0.5).unwrap().to_dtype(DType::F32).unwrap();
+            let fused = attention(&qc, &kc, &vc, groups, 0.5, Some(&bias), block).unwrap();
+            let (kr, vr) = (repeat_kv(&kc, groups).unwrap(), repeat_kv(&vc, groups).unwrap());
+            let scores = (qc.matmul(&kr.t().unwrap()).unwrap() * 0.5).unwrap().to_dtype(DType::F32).unwrap();
             let probs = candle_nn::ops::softmax(&scores.broadcast_add(&bias).unwrap(), D::Minus1).unwrap();
-            let composed = probs.to_dtype(dtype).unwrap().matmul(&vc).unwrap();
+            let composed = probs.to_dtype(dtype).unwrap().matmul(&vr).unwrap();
             let tol = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
-            assert!(max_diff(&fused, &composed) <= tol, "{dtype:?} block {block}: values");
+            let case = format!("{dtype:?} block {block} groups {groups}");
+            assert!(max_diff(&fused, &composed) <= tol, "{case}: values");
             let loss = |o: &Tensor| (o.to_dtype(DType::F32).unwrap() * &target).unwrap().sum_all().unwrap();
             let gf = loss(&fused).backward().unwrap();
             let gc = loss(&composed).backward().unwrap();
             for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
                 let d = max_diff(gf.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap());
-                assert!(d <= tol, "{dtype:?} block {block}: gradient of {name} differs by {d}");
+                assert!(d <= tol, "{case}: gradient of {name} differs by {d}");
             }
         }
     }

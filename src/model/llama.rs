@@ -465,22 +465,12 @@ impl Attention {
             *slot = Some((k.clone(), v.clone()));
         }
         let groups = self.heads / self.kv_heads;
-        let (k, v) = (repeat_kv(k, groups)?, repeat_kv(v, groups)?);
         let scale = 1.0 / (hd as f64).sqrt();
         // Blocks of queries in training too: the backward recomputes each block's scores instead of keeping them.
-        let out = fused::attention(&q, &k, &v, scale, bias, query_block)?;
+        let out = fused::attention(&q, &k, &v, groups, scale, bias, query_block)?;
         let out = out.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
         self.o.forward(&out, train)
     }
-}
-
-/// Repeats each of the kv heads `n` times (GQA), `[b, kv, s, d]` → `[b, kv*n, s, d]`.
-fn repeat_kv(xs: Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(xs);
-    }
-    let (b, kv, s, d) = xs.dims4()?;
-    Ok(xs.unsqueeze(2)?.expand((b, kv, n, s, d))?.reshape((b, kv * n, s, d))?)
 }
 
 impl ShapeMasks {
