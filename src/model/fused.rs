@@ -191,8 +191,8 @@ pub(crate) fn attention(
 ) -> Result<Tensor> {
     let t = q.dim(2)?;
     let block = block.max(1);
-    let qd = q.detach();
-    let vd = repeat_kv(&v.detach(), groups)?;
+    let qd = q.detach().contiguous()?;
+    let vd = repeat_kv(&v.detach(), groups)?.contiguous()?;
     let kt = repeat_kv(&k.detach(), groups)?.t()?.contiguous()?;
     let mut parts = Vec::with_capacity(t.div_ceil(block));
     for start in (0..t).step_by(block) {
@@ -206,8 +206,8 @@ pub(crate) fn attention(
         &[q, k, v],
         value,
         Box::new(move |args, _, grad| {
-            let q = args[0];
-            let (k, v) = (repeat_kv(args[1], groups)?, repeat_kv(args[2], groups)?);
+            let q = args[0].contiguous()?;
+            let (k, v) = (repeat_kv(args[1], groups)?.contiguous()?, repeat_kv(args[2], groups)?);
             let dtype = q.dtype();
             let (kt, vt) = (k.t()?.contiguous()?, v.t()?.contiguous()?);
             let zeros = || k.zeros_like()?.to_dtype(DType::F32);

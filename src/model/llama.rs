@@ -451,9 +451,9 @@ impl Attention {
         let LayerCtx { positions, bias, rope, train, query_block } = *ctx;
         let (b, t, _) = xs.dims3()?;
         let hd = self.head_dim;
-        let split = |x: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
-        };
+        // Views, not copies: RoPE and attention make their inputs contiguous inside, so the graph keeps the
+        // projections' outputs once.
+        let split = |x: Tensor, heads: usize| -> Result<Tensor> { Ok(x.reshape((b, t, heads, hd))?.transpose(1, 2)?) };
         let q = rope.apply(&split(self.q.forward(xs, train)?, self.heads)?, positions)?;
         let mut k = rope.apply(&split(self.k.forward(xs, train)?, self.kv_heads)?, positions)?;
         let mut v = split(self.v.forward(xs, train)?, self.kv_heads)?;
