@@ -513,7 +513,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 pub(crate) fn read_tensors(files: &[PathBuf], device: &Device) -> Result<BTreeMap<String, Tensor>, ModelError> {
     let mut out = BTreeMap::new();
     for file in files {
-        read_safetensors_into(file, device, &mut out)?;
+        out.extend(read_safetensors(file, device)?);
     }
     Ok(out)
 }
@@ -526,10 +526,10 @@ struct HeaderEntry {
     data_offsets: (u64, u64),
 }
 
-/// Reads the tensors of one safetensors file into `out`, one tensor's bytes at a time: the peak is the tensors
-/// plus the largest of them, not the whole file plus the tensors (candle's `safetensors::load` reads the file
-/// into one buffer first: 2× a 7B shard in host memory).
-fn read_safetensors_into(path: &Path, device: &Device, out: &mut BTreeMap<String, Tensor>) -> Result<(), ModelError> {
+/// The tensors of one safetensors file, read one tensor's bytes at a time: the peak is the tensors plus the
+/// largest of them, not the whole file plus the tensors (candle's `safetensors::load` reads the file into one
+/// buffer first: 2× a 7B shard, or 2× a 7B run's 54 GB of AdamW moments, in host memory).
+pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>, ModelError> {
     use std::io::{Read, Seek, SeekFrom};
     let bad = |m: String| ModelError::checkpoint(path, format!("cannot read safetensors: {m}"));
     let mut f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
@@ -551,6 +551,7 @@ fn read_safetensors_into(path: &Path, device: &Device, out: &mut BTreeMap<String
         .collect::<Result<_, ModelError>>()?;
     // In file order, so the reads go front to back.
     entries.sort_by_key(|(_, e)| e.data_offsets.0);
+    let mut out = BTreeMap::new();
     for (name, e) in entries {
         let dtype = match e.dtype.as_str() {
             "F32" => DType::F32,
@@ -572,7 +573,7 @@ fn read_safetensors_into(path: &Path, device: &Device, out: &mut BTreeMap<String
         f.read_exact(&mut bytes).map_err(|e| ModelError::io(path, e))?;
         out.insert(name, Tensor::from_raw_buffer(&bytes, dtype, &e.shape, device)?);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Writes one safetensors file (with transformers' `format: pt` metadata) under a temporary name, then renames.

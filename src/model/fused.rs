@@ -347,11 +347,13 @@ pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor>
 /// `-sin`), so the graph keeps no product or half.
 pub(crate) fn rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let value = candle_nn::rotary_emb::rope(&xs.detach().contiguous()?, cos, sin)?;
-    let (cos, back) = (cos.clone(), sin.neg()?);
+    let (cos, sin) = (cos.clone(), sin.clone());
     attach(
         &[xs],
         value,
-        Box::new(move |_, _, grad| Ok(vec![Some(candle_nn::rotary_emb::rope(&grad.contiguous()?, &cos, &back)?)])),
+        Box::new(move |_, _, grad| {
+            Ok(vec![Some(candle_nn::rotary_emb::rope(&grad.contiguous()?, &cos, &sin.neg()?)?)])
+        }),
     )
 }
 

@@ -23,7 +23,7 @@ pub use lora::{merge_lora, save_adapter, MergeReport};
 pub use resize::{resize_checkpoint, ResizeError, ResizeReport, RowInit};
 pub use score::{read_id_lines, score_sequences, scoring_bytes_per_token, ContinuationScore, ScoreRun, Scorer};
 
-pub(crate) use checkpoint::write_safetensors;
+pub(crate) use checkpoint::{read_safetensors, write_safetensors};
 
 use std::path::{Path, PathBuf};
 

@@ -601,8 +601,7 @@ fn restore(
         Some(l) => {
             let t = ckpt.load_trainable(device, compute, Some(l), train)?;
             let file = dir.join("adapter").join("adapter_model.safetensors");
-            let saved = candle_core::safetensors::load(&file, device)
-                .map_err(|e| TrainError::Resume(format!("{}: {e}", file.display())))?;
+            let saved = model::read_safetensors(&file, device).map_err(|e| TrainError::Resume(e.to_string()))?;
             let missing = |k: &str| TrainError::Resume(format!("{}: no tensor {k}", file.display()));
             if let Some(adapter) = &t.adapter {
                 for (name, var) in adapter.data().lock().expect("var map lock").iter() {

@@ -102,8 +102,7 @@ impl AdamW {
     /// Restores what `save` wrote; every trained variable must have its moments there.
     pub fn load(&mut self, path: &Path) -> Result<(), TrainError> {
         let device = self.slots.first().map(|s| s.var.device().clone()).unwrap_or(candle_core::Device::Cpu);
-        let t = candle_core::safetensors::load(path, &device)
-            .map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
+        let t = crate::model::read_safetensors(path, &device).map_err(|e| TrainError::Resume(e.to_string()))?;
         let get = |k: &str| t.get(k).cloned().ok_or_else(|| TrainError::Resume(format!("{}: no {k}", path.display())));
         let step = get("step")?;
         self.step = match step.to_vec1::<i64>().ok().as_deref() {
