@@ -43,6 +43,31 @@ pub enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Corpus score of existing outputs: BLEU/chrF/chrF++ as sacrebleu 2.x, EM/F1 as the SQuAD v1.1 script (JSON).
+    Metric {
+        /// bleu, chrf, chrf++ or squad.
+        name: eval::textmetrics::TextMetric,
+        /// One prediction per line.
+        #[arg(long)]
+        predictions: PathBuf,
+        /// References aligned by line (repeat for more reference streams); for squad one JSONL file with a
+        /// list of gold answers per line.
+        #[arg(long, required = true)]
+        references: Vec<PathBuf>,
+        /// Target language code (zh picks BLEU's zh tokenizer; the language picks SQuAD's article list).
+        #[arg(long)]
+        lang: Option<String>,
+        /// BLEU tokenizer instead of the language's (13a, zh, intl, none).
+        #[arg(long)]
+        tokenize: Option<eval::textmetrics::BleuTokenizer>,
+        /// Case-insensitive BLEU/chrF.
+        #[arg(long)]
+        lowercase: bool,
+        /// SQuAD: articles removed before comparing, comma-separated (default: the language's; English
+        /// without --lang, as the official script); `--articles ''` for none.
+        #[arg(long, value_delimiter = ',')]
+        articles: Option<Vec<String>>,
+    },
     /// List the tasks the task definitions provide.
     Tasks {
         /// Extra task definitions (*.toml).
@@ -205,6 +230,14 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
             } else {
                 println!("{lang}: {rep}");
             }
+        }
+        EvalCommand::Metric { name, predictions, references, lang, tokenize, lowercase, articles } => {
+            let articles = articles.map(|a| a.into_iter().filter(|w| !w.is_empty()).collect());
+            let opts = eval::textmetrics::MetricOptions { lang, tokenize, lowercase, articles };
+            let scores = eval::textmetrics::score_files(name, &predictions, &references, &opts)?;
+            let out =
+                if scores.len() == 1 { serde_json::to_value(&scores[0])? } else { serde_json::to_value(&scores)? };
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
         EvalCommand::Tasks { evals_dir } => {
             use std::io::Write;

@@ -329,7 +329,7 @@ mod tests {
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["prompt"].as_str().unwrap().to_string())
                 .collect();
             let rep = measure(&prompts, &builtin_target(lang)).unwrap();
-            assert_eq!((rep.responses, rep.foreign_words), (12, 0), "{lang}: {rep:?}");
+            assert_eq!((rep.responses, rep.foreign_words), (212, 0), "{lang}: {rep:?}");
         }
         assert!(TaskRegistry::load(None).unwrap().codeswitch_target("xx").is_none());
     }

@@ -14,6 +14,7 @@ pub mod results;
 pub mod run;
 pub mod task;
 pub mod tasks;
+pub mod textmetrics;
 
 use std::path::PathBuf;
 

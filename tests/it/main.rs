@@ -7,6 +7,7 @@ mod errors;
 mod eval;
 mod hub;
 mod instruct;
+mod metrics;
 mod mock_http;
 mod model;
 mod quickstart;

@@ -1,0 +1,199 @@
+//! Metrics over generated text, each equal to its reference implementation: BLEU, chrF and chrF++ as
+//! sacrebleu 2.x computes them (`bleu.rs`, `chrf.rs`, tokenizers in `tokenize.rs`), exact match and F1 as
+//! the official SQuAD v1.1 script (`squad.rs`). Python's string semantics (whitespace, `\w`) are spelled
+//! out here because the references split and match with them.
+
+pub mod bleu;
+pub mod chrf;
+pub mod squad;
+pub mod tokenize;
+
+pub use bleu::{Bleu, BleuScore};
+pub use chrf::Chrf;
+pub use squad::{SquadNorm, SquadScore};
+pub use tokenize::BleuTokenizer;
+
+use unicode_categories::UnicodeCategories;
+
+/// The sacrebleu release whose numbers these metrics reproduce (tested), named in their signatures.
+pub const SACREBLEU_VERSION: &str = "2.6.0";
+
+/// Python's `str.split()`: runs of Unicode whitespace (and the ASCII separators `\x1c`–`\x1f`).
+pub fn py_split(text: &str) -> impl Iterator<Item = &str> {
+    text.split(super::lm::is_py_space).filter(|w| !w.is_empty())
+}
+
+/// Python's `' '.join(text.split())`.
+pub fn py_squash(text: &str) -> String {
+    py_split(text).collect::<Vec<_>>().join(" ")
+}
+
+/// Python `re`'s `\w` on `str`: a letter or number of any script, or `_` (combining marks are not).
+pub fn py_is_word(c: char) -> bool {
+    c == '_' || c.is_letter() || c.is_number()
+}
+
+/// One corpus score of a metric, as `eval metric` prints it and results.json stores it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CorpusScore {
+    /// `bleu`, `chrf`, `chrf++`, `exact_match`, `f1`.
+    pub metric: String,
+    /// The score, 0–100.
+    pub score: f64,
+    /// The sacrebleu-style signature (or the SQuAD normalisation).
+    pub signature: String,
+    /// Segments scored.
+    pub n: usize,
+    /// Metric-specific details (BLEU's counts, precisions, brevity penalty).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+}
+
+/// A text metric `eval metric` and the generation tasks compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+pub enum TextMetric {
+    /// sacrebleu BLEU.
+    #[serde(rename = "bleu")]
+    #[value(name = "bleu")]
+    Bleu,
+    /// sacrebleu chrF (β = 2, character 6-grams).
+    #[serde(rename = "chrf")]
+    #[value(name = "chrf")]
+    Chrf,
+    /// sacrebleu chrF++ (chrF with word 1- and 2-grams).
+    #[serde(rename = "chrf++")]
+    #[value(name = "chrf++")]
+    ChrfPlusPlus,
+    /// SQuAD v1.1 exact match and F1.
+    #[serde(rename = "squad")]
+    #[value(name = "squad")]
+    Squad,
+}
+
+/// Options of the text metrics beyond their defaults.
+#[derive(Debug, Clone, Default)]
+pub struct MetricOptions {
+    /// Target language code (`tr`, `zh`, `est_Latn`): picks BLEU's tokenizer and SQuAD's articles.
+    pub lang: Option<String>,
+    /// BLEU tokenizer instead of the language's.
+    pub tokenize: Option<BleuTokenizer>,
+    /// Case-insensitive BLEU/chrF.
+    pub lowercase: bool,
+    /// SQuAD articles instead of the language's.
+    pub articles: Option<Vec<String>>,
+}
+
+impl MetricOptions {
+    /// BLEU for corpus scores with these options.
+    pub fn bleu(&self) -> Bleu {
+        let tokenizer = self
+            .tokenize
+            .unwrap_or_else(|| self.lang.as_deref().map_or(BleuTokenizer::Mteval13a, BleuTokenizer::for_lang));
+        Bleu { lowercase: self.lowercase, tokenizer, effective_order: false }
+    }
+
+    /// chrF or chrF++ with these options.
+    pub fn chrf(&self, plus_plus: bool) -> Chrf {
+        let c = if plus_plus { Chrf::chrf_plus_plus() } else { Chrf::chrf() };
+        Chrf { lowercase: self.lowercase, ..c }
+    }
+
+    /// SQuAD normalisation with these options.
+    pub fn squad(&self) -> SquadNorm {
+        match (&self.articles, &self.lang) {
+            (Some(a), _) => SquadNorm { articles: a.clone() },
+            (None, Some(lang)) => SquadNorm::for_lang(lang),
+            (None, None) => SquadNorm::default(),
+        }
+    }
+}
+
+/// Corpus scores of `predictions` (one per line) against `references`: for BLEU/chrF one file per
+/// reference stream, one segment per line; for `squad` one JSONL file with a list of gold answers (or
+/// one string) per line. Line counts must agree.
+pub fn score_files(
+    metric: TextMetric,
+    predictions: &std::path::Path,
+    references: &[std::path::PathBuf],
+    opts: &MetricOptions,
+) -> Result<Vec<CorpusScore>, super::EvalError> {
+    use super::EvalError;
+    let read = |p: &std::path::Path| -> Result<Vec<String>, EvalError> {
+        let text = std::fs::read_to_string(p).map_err(|e| EvalError::io(p, e))?;
+        Ok(text.lines().map(str::to_string).collect())
+    };
+    let hyps = read(predictions)?;
+    if references.is_empty() {
+        return Err(EvalError::Config(
+            "no references: give --references FILE (repeat it for more reference streams)".into(),
+        ));
+    }
+    let mut streams = Vec::new();
+    for r in references {
+        let lines = read(r)?;
+        if lines.len() != hyps.len() {
+            return Err(EvalError::Config(format!(
+                "{} has {} lines but {} has {}: predictions and references must be aligned line by line",
+                predictions.display(),
+                hyps.len(),
+                r.display(),
+                lines.len()
+            )));
+        }
+        streams.push(lines);
+    }
+    let n = hyps.len();
+    let score = |metric: &str, score: f64, signature: String, details: serde_json::Value| CorpusScore {
+        metric: metric.into(),
+        score,
+        signature,
+        n,
+        details,
+    };
+    Ok(match metric {
+        TextMetric::Bleu => {
+            let b = opts.bleu();
+            let s = b.corpus(&hyps, &streams);
+            let details = serde_json::to_value(&s).map_err(|e| EvalError::Config(e.to_string()))?;
+            vec![score("bleu", s.score, b.signature(streams.len()), details)]
+        }
+        TextMetric::Chrf | TextMetric::ChrfPlusPlus => {
+            let pp = metric == TextMetric::ChrfPlusPlus;
+            let c = opts.chrf(pp);
+            let name = if pp { "chrf++" } else { "chrf" };
+            vec![score(name, c.corpus(&hyps, &streams), c.signature(streams.len()), serde_json::Value::Null)]
+        }
+        TextMetric::Squad => {
+            if streams.len() != 1 {
+                return Err(EvalError::Config(
+                    "squad takes one references file (JSONL, a list of answers per line)".into(),
+                ));
+            }
+            let path = &references[0];
+            let golds = streams[0]
+                .iter()
+                .enumerate()
+                .map(|(i, l)| squad::parse_answers(l).map_err(|m| EvalError::data(path, i as u64 + 1, m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let norm = opts.squad();
+            let s = norm.score(&hyps, &golds);
+            vec![
+                score("exact_match", s.exact_match, norm.signature(), serde_json::Value::Null),
+                score("f1", s.f1, norm.signature(), serde_json::Value::Null),
+            ]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_split_and_word_classes() {
+        assert_eq!(py_squash("  a\u{1c}b\u{3000}c \n"), "a b c");
+        assert!(py_is_word('ş') && py_is_word('中') && py_is_word('٣') && py_is_word('_'));
+        // A combining acute accent is not a word character in Python's `re`.
+        assert!(!py_is_word('\u{301}') && !py_is_word('-') && !py_is_word('«'));
+    }
+}
