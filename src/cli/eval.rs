@@ -149,7 +149,7 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(rename = "results")]
     out: PathBuf,
-    /// Write DIR/{task}.jsonl with every request and its score.
+    /// Write DIR/samples_{task}.jsonl with every request and its score (lm-eval --log_samples).
     #[arg(long)]
     log_samples: Option<PathBuf>,
     /// Recorded in results.json (prompts and greedy decoding draw no random numbers).

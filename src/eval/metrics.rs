@@ -101,6 +101,22 @@ pub fn count_words(text: &str) -> usize {
     n
 }
 
+/// The 95% Wilson score interval of a proportion `k / n`, as statsmodels' `proportion_confint(k, n,
+/// method="wilson")`: unlike the normal approximation it stays inside [0, 1] and is honest near 0, where
+/// code-switching rates of a few percent lie.
+pub fn wilson_ci95(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    const Z: f64 = 1.959963984540054; // scipy.stats.norm.isf(0.025)
+    let (n, p) = (n as f64, k as f64 / n as f64);
+    let z2 = Z * Z;
+    let denom = 1.0 + z2 / n;
+    let center = (p + z2 / (2.0 * n)) / denom;
+    let dist = Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denom;
+    (center - dist, center + dist)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +155,21 @@ mod tests {
         assert_eq!(count_words("a b  c"), 3);
         assert_eq!(count_words(" a b\n"), 4);
         assert_eq!(count_words(""), 1);
+    }
+
+    /// statsmodels 0.14 `proportion_confint(k, n, alpha=0.05, method="wilson")`.
+    #[test]
+    fn wilson_interval_matches_statsmodels() {
+        let cases = [
+            (0, 212, 0.0, 0.017797594779441053),
+            (4, 212, 0.007361224223275686, 0.04750061226260155),
+            (11, 212, 0.029216563525304117, 0.09050769594683644),
+            (12, 12, 0.7575059933447589, 0.9999999999999999),
+            (1, 3, 0.06149194472039626, 0.7923403991979523),
+        ];
+        for (k, n, lo, hi) in cases {
+            let (l, h) = wilson_ci95(k, n);
+            assert!((l - lo).abs() < 1e-12 && (h - hi).abs() < 1e-12, "{k}/{n}: ({l}, {h})");
+        }
     }
 }

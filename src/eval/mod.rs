@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod codeswitch;
+pub mod generation;
 pub mod lm;
 pub mod local;
 pub mod metrics;

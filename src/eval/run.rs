@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::backend::{BackendKind, BackendSpec};
+use super::generation::GenTask;
 use super::lm::{LanguageModel, Loglikelihood};
 use super::metrics::group_mean;
 use super::results::{NSamples, Results};
@@ -38,7 +39,7 @@ pub struct RunConfig {
     /// the task file's own (English Alpaca).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_template: Option<String>,
-    /// Write `DIR/{task}.jsonl` with every request and its score.
+    /// Write `DIR/samples_{task}.jsonl` with every request and its score (lm-eval `--log_samples`).
     pub log_samples: Option<PathBuf>,
     /// Extra task definitions (`*.toml`, and prompt sets under `prompts/`).
     pub evals_dir: Option<PathBuf>,
@@ -120,7 +121,7 @@ pub struct EvalConfig {
     /// Recorded in results.json.
     #[serde(default = "default_eval_seed")]
     pub seed: u64,
-    /// Write `DIR/{task}.jsonl` with every request and its score.
+    /// Write `DIR/samples_{task}.jsonl` with every request and its score (lm-eval `--log_samples`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_samples: Option<PathBuf>,
     /// The results.json path (default: `out/results.json`).
@@ -398,6 +399,9 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
                     let target = cs.instances[&r.instance].clone();
                     p.tasks.push(Box::new(CodeswitchTask { name: r.name, spec: cs, target }));
                 }
+                TaskSpec::Generate(g) => {
+                    p.tasks.push(Box::new(GenTask::open(&r.name, &r.instance, g, &cfg.data_dir)?));
+                }
             }
         }
     }
@@ -431,11 +435,12 @@ pub fn write_requests(cfg: &RunConfig, out: &Path) -> Result<usize, EvalError> {
     Ok(n)
 }
 
-/// Writes `dir/{task}.jsonl` atomically.
+/// Writes `dir/samples_{task}.jsonl` atomically.
 fn write_samples(dir: &Option<PathBuf>, task: &str, lines: &[serde_json::Value]) -> Result<(), EvalError> {
     let Some(dir) = dir else { return Ok(()) };
     std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
-    let path = dir.join(format!("{task}.jsonl"));
+    // lm-eval's `--log_samples` name, without its timestamp (one run per results.json).
+    let path = dir.join(format!("samples_{task}.jsonl"));
     let mut buf = Vec::new();
     for l in lines {
         serde_json::to_writer(&mut buf, l).map_err(|e| EvalError::Config(e.to_string()))?;

@@ -23,6 +23,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ("evals/perplexity.toml", include_str!("../../evals/perplexity.toml")),
     ("evals/codeswitch.toml", include_str!("../../evals/codeswitch.toml")),
     ("evals/sentiment.toml", include_str!("../../evals/sentiment.toml")),
+    ("evals/flores.toml", include_str!("../../evals/flores.toml")),
+    ("evals/squad.toml", include_str!("../../evals/squad.toml")),
 ];
 
 /// One `evals/*.toml` file: a task family.
@@ -35,6 +37,20 @@ pub enum TaskSpec {
     Perplexity(PerplexitySpec),
     /// Generate responses to a prompt set, then measure how often they leave the language.
     Codeswitch(CodeswitchSpec),
+    /// Generate an answer per document and score it against references (translation, extractive QA).
+    Generate(Box<super::generation::GenSpec>),
+}
+
+impl TaskSpec {
+    /// The family's name pattern, its named instances, and whether other instance names are accepted.
+    fn naming(&self) -> (&str, Vec<String>, bool) {
+        match self {
+            TaskSpec::MultipleChoice(mc) => (&mc.name, mc.instances.keys().cloned().collect(), mc.open_instances),
+            TaskSpec::Perplexity(p) => (&p.name, Vec::new(), false),
+            TaskSpec::Codeswitch(c) => (&c.name, c.instances.keys().cloned().collect(), false),
+            TaskSpec::Generate(g) => (&g.name, g.instances.keys().cloned().collect(), g.open_instances),
+        }
+    }
 }
 
 /// A multiple-choice family. Templates: `{field}` is a document field, `{$var}` an instance
@@ -238,10 +254,10 @@ impl Metric {
         }
     }
 }
-fn default_target_delimiter() -> String {
+pub(crate) fn default_target_delimiter() -> String {
     " ".into()
 }
-fn default_fewshot_delimiter() -> String {
+pub(crate) fn default_fewshot_delimiter() -> String {
     "\n\n".into()
 }
 
@@ -336,15 +352,13 @@ impl TaskRegistry {
                     return Ok(present);
                 }
             }
-            let (pattern, instances, open) = match spec {
-                TaskSpec::MultipleChoice(mc) => (&mc.name, mc.instances.keys().cloned().collect(), mc.open_instances),
-                TaskSpec::Perplexity(p) => (&p.name, Vec::new(), false),
-                TaskSpec::Codeswitch(c) => (&c.name, c.instances.keys().cloned().collect::<Vec<_>>(), false),
-            };
+            let (pattern, instances, open) = spec.naming();
             if let Some(instance) = match_pattern(pattern, name) {
                 let known = instances.contains(&instance);
-                let valid_open =
-                    open && !instance.is_empty() && instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                // FLORES pairs are `eng_Latn-est_Latn`.
+                let valid_open = open
+                    && !instance.is_empty()
+                    && instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                 if instance.is_empty() && !pattern.contains("{instance}") || known || valid_open {
                     return Ok(vec![TaskRef { name: name.to_string(), instance, spec }]);
                 }
@@ -365,13 +379,7 @@ impl TaskRegistry {
     pub fn summary(&self) -> String {
         let mut out = Vec::new();
         for (_, spec) in &self.families {
-            let (pattern, instances, open) = match spec {
-                TaskSpec::MultipleChoice(mc) => {
-                    (&mc.name, mc.instances.keys().cloned().collect::<Vec<_>>(), mc.open_instances)
-                }
-                TaskSpec::Perplexity(p) => (&p.name, Vec::new(), false),
-                TaskSpec::Codeswitch(c) => (&c.name, c.instances.keys().cloned().collect(), false),
-            };
+            let (pattern, instances, open) = spec.naming();
             let filled = if open {
                 pattern.replace("{instance}", "{code}")
             } else if instances.len() > 12 {
@@ -414,17 +422,14 @@ impl TaskRegistry {
     pub fn patterns(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (_, spec) in &self.families {
-            match spec {
-                TaskSpec::MultipleChoice(mc) => {
-                    if mc.open_instances {
-                        out.push(mc.name.clone());
-                    } else {
-                        out.extend(mc.instances.keys().map(|i| mc.name.replace("{instance}", i)));
-                    }
-                    out.extend(mc.group.iter().map(|g| g.name.clone()));
-                }
-                TaskSpec::Perplexity(p) => out.push(p.name.clone()),
-                TaskSpec::Codeswitch(c) => out.extend(c.instances.keys().map(|i| c.name.replace("{instance}", i))),
+            let (pattern, instances, open) = spec.naming();
+            if open || !pattern.contains("{instance}") {
+                out.push(pattern.to_string());
+            } else {
+                out.extend(instances.iter().map(|i| pattern.replace("{instance}", i)));
+            }
+            if let TaskSpec::MultipleChoice(mc) = spec {
+                out.extend(mc.group.iter().map(|g| g.name.clone()));
             }
         }
         out
@@ -722,39 +727,18 @@ impl<'a> McTask<'a> {
     /// The prompt of `doc` with `num_fewshot` examples (lm-eval `fewshot_context` + `ContextSampler.get_context`).
     /// The `random` sampler draws from `rng`, which lm-eval shares across a task's documents in order.
     pub fn context(&self, doc: &Doc, num_fewshot: usize, rng: &mut PyRandom) -> Result<String, EvalError> {
-        let mut out = self.render(&self.spec.description, doc, &self.data_path)?;
-        if num_fewshot > 0 {
-            let (path, pool) = self.fewshot.as_ref().ok_or_else(|| {
-                EvalError::Config(format!(
-                    "{}: --num-fewshot {num_fewshot} needs the few-shot file {}",
-                    self.name,
-                    self.spec.fewshot_data.as_deref().unwrap_or("(none defined)")
-                ))
-            })?;
-            let same_split = *path == self.data_path;
-            let n = if same_split { num_fewshot + 1 } else { num_fewshot };
-            if n > pool.len() {
-                return Err(EvalError::Config(format!(
-                    "{}: {n} few-shot examples asked for, {} has only {}",
-                    self.name,
-                    path.display(),
-                    pool.len()
-                )));
-            }
-            let drawn: Vec<&Doc> = match self.spec.fewshot_sampler {
-                Sampler::FirstN => pool[..n].iter().collect(),
-                Sampler::Random => rng.sample(pool.len(), n).into_iter().map(|i| &pool[i]).collect(),
-            };
-            for ex in drawn.into_iter().filter(|x| x.fields != doc.fields).take(num_fewshot) {
-                out.push_str(&self.render(&self.spec.text, ex, path)?);
-                out.push_str(&self.spec.target_delimiter);
-                let choices = self.choices(ex, path)?;
-                out.push_str(&choices[self.target(ex, path)?]);
-                out.push_str(&self.spec.fewshot_delimiter);
-            }
-        }
-        out.push_str(&self.render(&self.spec.text, doc, &self.data_path)?);
-        Ok(out)
+        let prompt = Prompt {
+            task: &self.name,
+            description: &self.spec.description,
+            text: &self.spec.text,
+            target_delimiter: &self.spec.target_delimiter,
+            fewshot_delimiter: &self.spec.fewshot_delimiter,
+            sampler: self.spec.fewshot_sampler,
+            fewshot_file: self.spec.fewshot_data.as_deref(),
+            vars: &self.vars,
+        };
+        let answer = |ex: &Doc, path: &Path| Ok(self.choices(ex, path)?.swap_remove(self.target(ex, path)?));
+        prompt.context(doc, &self.data_path, self.fewshot.as_ref(), num_fewshot, rng, answer)
     }
 
     /// Every request of the first `limit` documents (all with `None`).
@@ -775,6 +759,79 @@ impl<'a> McTask<'a> {
                 });
             }
         }
+        Ok(out)
+    }
+}
+
+/// How a family writes its prompts: lm-eval's description, `doc_to_text`, delimiters and few-shot sampler.
+pub struct Prompt<'a> {
+    /// Task name, for messages.
+    pub task: &'a str,
+    /// Prepended to every prompt.
+    pub description: &'a str,
+    /// The question template.
+    pub text: &'a str,
+    /// Between a question and its answer.
+    pub target_delimiter: &'a str,
+    /// Between few-shot examples.
+    pub fewshot_delimiter: &'a str,
+    /// How examples are drawn.
+    pub sampler: Sampler,
+    /// The few-shot file as the family names it, for messages.
+    pub fewshot_file: Option<&'a str>,
+    /// Instance variables.
+    pub vars: &'a BTreeMap<String, toml::Value>,
+}
+
+impl Prompt<'_> {
+    fn render(&self, template: &str, doc: &Doc, path: &Path) -> Result<String, EvalError> {
+        render(template, doc, self.vars).map_err(|m| EvalError::data(path, doc.line, m))
+    }
+
+    /// The prompt of `doc` (from `path`) with `num_fewshot` examples drawn from `fewshot` and answered by
+    /// `answer` (lm-eval `fewshot_context` + `ContextSampler.get_context`). The `random` sampler draws
+    /// from `rng`, which lm-eval shares across a task's documents in order; a pool that is the scored
+    /// file itself never shows a document its own answer.
+    pub fn context(
+        &self,
+        doc: &Doc,
+        path: &Path,
+        fewshot: Option<&(PathBuf, Vec<Doc>)>,
+        num_fewshot: usize,
+        rng: &mut PyRandom,
+        answer: impl Fn(&Doc, &Path) -> Result<String, EvalError>,
+    ) -> Result<String, EvalError> {
+        let mut out = self.render(self.description, doc, path)?;
+        if num_fewshot > 0 {
+            let (pool_path, pool) = fewshot.ok_or_else(|| {
+                EvalError::Config(format!(
+                    "{}: --num-fewshot {num_fewshot} needs the few-shot file {}",
+                    self.task,
+                    self.fewshot_file.unwrap_or("(none defined)")
+                ))
+            })?;
+            let same_split = pool_path == path;
+            let n = if same_split { num_fewshot + 1 } else { num_fewshot };
+            if n > pool.len() {
+                return Err(EvalError::Config(format!(
+                    "{}: {n} few-shot examples asked for, {} has only {}",
+                    self.task,
+                    pool_path.display(),
+                    pool.len()
+                )));
+            }
+            let drawn: Vec<&Doc> = match self.sampler {
+                Sampler::FirstN => pool[..n].iter().collect(),
+                Sampler::Random => rng.sample(pool.len(), n).into_iter().map(|i| &pool[i]).collect(),
+            };
+            for ex in drawn.into_iter().filter(|x| x.fields != doc.fields).take(num_fewshot) {
+                out.push_str(&self.render(self.text, ex, pool_path)?);
+                out.push_str(self.target_delimiter);
+                out.push_str(&answer(ex, pool_path)?);
+                out.push_str(self.fewshot_delimiter);
+            }
+        }
+        out.push_str(&self.render(self.text, doc, path)?);
         Ok(out)
     }
 }

@@ -559,7 +559,7 @@ fn results_do_not_depend_on_batch_size_and_are_lm_eval_shaped() {
     assert!(r1.groups.contains_key("ceval-valid"));
 
     // Per-doc logs: acc recomputed from the samples equals the reported acc.
-    let samples = std::fs::read_to_string(dir.path().join("samples-1/xcopa_tr.jsonl")).unwrap();
+    let samples = std::fs::read_to_string(dir.path().join("samples-1/samples_xcopa_tr.jsonl")).unwrap();
     let lines: Vec<Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 1000);
     let correct = lines.iter().filter(|l| l["choice_idx"] == 0).filter(|l| l["pred"] == l["target"]).count();
@@ -612,6 +612,7 @@ fn perplexity_over_text_jsonl_and_shards_and_codeswitch_task() {
     for data in [shard.parent().unwrap().to_path_buf(), jsonl] {
         let mut lm = formula_lm_with(4, 300);
         let mut cfg = run_config(&["perplexity", "codeswitch_zh"], &fixture("data"), dir.path().join("ppl.json"));
+        cfg.limit = Some(12);
         cfg.perplexity_data = Some(langadapt::eval::PerplexityData::One(data.clone()));
         let r = eval::run(&cfg, &mut lm, &env()).unwrap();
         let p = &r.results["perplexity"];
@@ -631,6 +632,8 @@ fn perplexity_over_text_jsonl_and_shards_and_codeswitch_task() {
         assert_eq!(c["codeswitch_rate,none"].as_f64(), Some(1.0));
         assert_eq!(c["intruders"][0][0], "eng");
         assert_eq!(r.n_samples["codeswitch_zh"].effective, 12);
+        // statsmodels' Wilson interval of 12/12.
+        assert!((c["codeswitch_rate_ci95"][0].as_f64().unwrap() - 0.7575059933447589).abs() < 1e-12);
     }
     let cfg = run_config(&["perplexity"], &fixture("data"), dir.path().join("ppl.json"));
     let e = eval::run(&cfg, &mut formula_lm(1), &env()).unwrap_err().to_string();
@@ -1057,4 +1060,168 @@ fn a_language_is_a_few_lines_of_toml() {
     write(&evals.join("xcopa.toml"), &with_xx.replace("fewshot_sampler = \"random\"", "fewshot_sampler = \"last_n\""));
     let e = eval::write_requests(&cfg, &out).unwrap_err().to_string();
     assert!(e.contains("unknown variant `last_n`, expected `first_n` or `random`"), "{e}");
+}
+
+/// A model whose generations are given in advance, in the order asked; it records the requests.
+struct Scripted {
+    answers: Vec<String>,
+    asked: Vec<GenerateUntil>,
+}
+
+impl LanguageModel for Scripted {
+    fn loglikelihood(&mut self, _: &[Loglikelihood]) -> Result<Vec<eval::LoglikelihoodResult>, EvalError> {
+        unreachable!("generation tasks ask no loglikelihoods")
+    }
+    fn loglikelihood_rolling(
+        &mut self,
+        _: &[eval::LoglikelihoodRolling],
+    ) -> Result<Vec<eval::RollingResult>, EvalError> {
+        unreachable!("generation tasks ask no loglikelihoods")
+    }
+    fn generate_until(&mut self, requests: &[GenerateUntil]) -> Result<Vec<String>, EvalError> {
+        let start = self.asked.len();
+        self.asked.extend(requests.iter().cloned());
+        Ok((start..start + requests.len()).map(|i| self.answers.get(i).cloned().unwrap_or_default()).collect())
+    }
+}
+
+fn fixture_lines(rel: &str) -> Vec<String> {
+    std::fs::read_to_string(fixture(rel)).unwrap().lines().map(str::to_string).collect()
+}
+
+/// Issue 18: FLORES translation runs through `eval run`: lm-eval's FLORES prompt with few-shot examples from
+/// `dev`, corpus BLEU/chrF/chrF++ of the answers (sacrebleu's numbers, checked in metrics.rs) with their
+/// signatures, zh tokenization for a Chinese target, and `samples_{task}.jsonl`.
+#[test]
+fn flores_translation_prompts_scores_and_logs_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("data");
+    let devtest = |l: &str| fixture_lines(&format!("data/flores200_dataset/devtest/{l}.devtest"));
+    let dev = |l: &str| fixture_lines(&format!("data/flores200_dataset/dev/{l}.dev"));
+    let (eng, tur, zho) = (devtest("eng_Latn"), devtest("tur_Latn"), devtest("zho_Hans"));
+    // Half the answers are the reference, the rest a cut copy of it or nothing.
+    let answers: Vec<String> = tur
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match i % 3 {
+            0 => t.clone(),
+            1 => t.split(' ').take(6).collect::<Vec<_>>().join(" "),
+            _ => String::new(),
+        })
+        .collect();
+    let mut cfg = run_config(&["flores_eng_Latn-tur_Latn"], &data, dir.path().join("results.json"));
+    cfg.num_fewshot = 1;
+    cfg.log_samples = Some(dir.path().join("samples"));
+    let mut lm = Scripted { answers: answers.clone(), asked: Vec::new() };
+    let r = eval::run(&cfg, &mut lm, &env()).unwrap();
+
+    assert_eq!(lm.asked.len(), 12);
+    let expected_context = format!(
+        "English sentence: {}\nTurkish sentence: {}\n\nEnglish sentence: {}\nTurkish sentence:",
+        dev("eng_Latn")[0],
+        dev("tur_Latn")[0],
+        eng[0]
+    );
+    assert_eq!(lm.asked[0].context, expected_context);
+    assert_eq!((lm.asked[0].until.clone(), lm.asked[0].max_tokens), (vec!["\n".to_string()], 256));
+
+    let task = "flores_eng_Latn-tur_Latn";
+    let refs = vec![tur.clone()];
+    let bleu = langadapt::eval::textmetrics::Bleu::default();
+    assert_eq!(r.get(task, "bleu"), Some(bleu.corpus(&answers, &refs).score));
+    let chrf = langadapt::eval::textmetrics::Chrf::chrf_plus_plus();
+    assert_eq!(r.get(task, "chrf++"), Some(chrf.corpus(&answers, &refs)));
+    assert!(r.get(task, "chrf").unwrap() > 40.0 && r.get(task, "bleu").unwrap() > 20.0, "{:?}", r.results[task]);
+    assert_eq!(r.results[task]["bleu_signature"], "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0");
+    assert_eq!(r.n_shot[task], 1);
+
+    let samples = std::fs::read_to_string(dir.path().join(format!("samples/samples_{task}.jsonl"))).unwrap();
+    let rows: Vec<Value> = samples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 12);
+    assert_eq!(rows[0]["target"][0], tur[0].as_str());
+    assert_eq!(rows[0]["resps"][0][0], answers[0].as_str());
+    assert_eq!(rows[0]["chrf"], 100.0);
+    assert_eq!(rows[2]["bleu"], 0.0);
+    assert_eq!(rows[0]["arguments"]["context"], expected_context.as_str());
+
+    // A Chinese target gets sacrebleu's zh tokenizer.
+    let mut cfg = run_config(&["flores_eng_Latn-zho_Hans"], &data, dir.path().join("zh.json"));
+    cfg.limit = Some(4);
+    let mut lm = Scripted { answers: zho.clone(), asked: Vec::new() };
+    let r = eval::run(&cfg, &mut lm, &env()).unwrap();
+    assert_eq!(r.get("flores_eng_Latn-zho_Hans", "chrf"), Some(100.0));
+    assert_eq!(
+        r.results["flores_eng_Latn-zho_Hans"]["bleu_signature"],
+        "nrefs:1|case:mixed|eff:no|tok:zh|smooth:exp|version:2.6.0"
+    );
+    assert_eq!(r.n_samples["flores_eng_Latn-zho_Hans"].effective, 4);
+}
+
+/// Issue 18: an instruction-tuned model gets the instruction in its SFT template, zero-shot, cut at the
+/// template's next turn as well as at a newline.
+#[test]
+fn flores_with_a_prompt_template_asks_the_instruction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&["flores_eng_Latn-est_Latn"], &fixture("data"), dir.path().join("r.json"));
+    cfg.prompt_template = Some("alpaca".into());
+    cfg.num_fewshot = 3;
+    cfg.limit = Some(1);
+    let mut lm = Scripted { answers: Vec::new(), asked: Vec::new() };
+    let r = eval::run(&cfg, &mut lm, &env()).unwrap();
+    let eng = fixture_lines("data/flores200_dataset/devtest/eng_Latn.devtest");
+    let instruction = format!("Translate the following English text into Estonian.\n\n{}", eng[0]);
+    let template = langadapt::shards::Template::by_name("alpaca").unwrap();
+    assert_eq!(lm.asked[0].context, template.prompt(&instruction));
+    assert_eq!(lm.asked[0].until, ["### Instruction:", "\n"]);
+    assert_eq!(r.n_shot["flores_eng_Latn-est_Latn"], 0);
+}
+
+/// Issue 18: extractive QA in the SQuAD layout (EstQA): lm-eval's SQuAD prompt with few-shot examples from
+/// `train`, and EM/F1 equal to the official script's on the same answers (Estonian: no articles).
+#[test]
+fn squad_task_scores_like_the_official_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&["squad_et"], &fixture("data"), dir.path().join("r.json"));
+    cfg.num_fewshot = 1;
+    let answers = fixture_lines("metrics/squad_et.pred");
+    let mut lm = Scripted { answers, asked: Vec::new() };
+    let r = eval::run(&cfg, &mut lm, &env()).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("metrics/squad_expected.json")).unwrap()).unwrap();
+    let want = &expected["et"]["articles_none"];
+    assert!((r.get("squad_et", "exact_match").unwrap() - want["exact_match"].as_f64().unwrap()).abs() < 1e-9);
+    assert!((r.get("squad_et", "f1").unwrap() - want["f1"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(r.stderr("squad_et", "f1").is_some());
+    assert_eq!(r.results["squad_et"]["squad_normalization"], "squad-v1.1|articles:none");
+    assert!(
+        lm.asked[0].context.starts_with(
+            "Title: Tallinn\n\nBackground: Tallinn on Eesti pealinn ja suurim linn.\n\nQuestion: Mis on Eesti pealinn?\n\nAnswer: Tallinn\n\nTitle: EstQA-vormingus näidis\n\nBackground: Tartu on"
+        ),
+        "{}",
+        lm.asked[0].context
+    );
+    assert!(lm.asked[0].context.ends_with("\n\nQuestion: Küsimus 1: mis on vastus?\n\nAnswer:"));
+}
+
+/// Issue 18: a FLORES task names its pair and finds both files, or says which file is missing; files of
+/// one split that do not align are refused.
+#[test]
+fn flores_tasks_reject_bad_pairs_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |task: &str, data: &Path| {
+        let cfg = run_config(&[task], data, dir.path().join("r.json"));
+        let mut lm = Scripted { answers: Vec::new(), asked: Vec::new() };
+        eval::run(&cfg, &mut lm, &env()).unwrap_err().to_string()
+    };
+    let e = run("flores_eng_Latn", &fixture("data"));
+    assert!(e.contains("names a language pair") && e.contains("flores_eng_Latn-est_Latn"), "{e}");
+    let e = run("flores_eng_Latn-fin_Latn", &fixture("data"));
+    assert!(e.contains("fin_Latn.devtest") && e.contains("released layout"), "{e}");
+
+    let bad = dir.path().join("bad/flores200_dataset/devtest");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("eng_Latn.devtest"), "a\nb\nc\n").unwrap();
+    std::fs::write(bad.join("tur_Latn.devtest"), "x\ny\n").unwrap();
+    let e = run("flores_eng_Latn-tur_Latn", &dir.path().join("bad"));
+    assert!(e.contains("has 3 sentences but") && e.contains("aligned line by line"), "{e}");
 }
