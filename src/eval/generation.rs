@@ -400,7 +400,7 @@ fn flores_sentences(path: &Path) -> Result<Vec<String>, EvalError> {
     match path.extension().and_then(|e| e.to_str()) {
         Some(ext @ ("parquet" | "jsonl")) => {
             let format = if ext == "parquet" { DocFormat::Parquet } else { DocFormat::Jsonl };
-            task::read_docs(path, format)?
+            task::read_docs(path, format, None)?
                 .into_iter()
                 .map(|d| {
                     d.fields.get("text").or_else(|| d.fields.get("sentence")).cloned().ok_or_else(|| {
@@ -532,7 +532,7 @@ fn read_squad(path: &Path) -> Result<Docs, EvalError> {
 
 /// JSONL documents whose `references` field is a string or a list of strings.
 fn read_references(path: &Path) -> Result<Docs, EvalError> {
-    task::read_docs(path, DocFormat::Jsonl)?
+    task::read_docs(path, DocFormat::Jsonl, None)?
         .into_iter()
         .map(|d| {
             let raw = d.fields.get("references").ok_or_else(|| {

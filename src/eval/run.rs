@@ -14,7 +14,7 @@ use super::generation::GenTask;
 use super::lm::{LanguageModel, Loglikelihood};
 use super::metrics::group_mean;
 use super::results::{NSamples, Results};
-use super::task::{McRequest, McTask, Metric, TaskRegistry, TaskSpec};
+use super::task::{GroupPlan, McRequest, McTask, Metric, TaskRegistry, TaskSpec};
 use super::tasks::{Answered, CodeswitchTask, OutputType, PerplexityTask, Task};
 use super::EvalError;
 use crate::manifest::{InputFile, ManifestBuilder, TOOL_VERSION};
@@ -334,7 +334,7 @@ pub fn weight_files(ckpt: &Path) -> Result<Vec<PathBuf>, EvalError> {
 /// The tasks of a run, its groups (name, members, weighted by size) and warnings about the data.
 struct Plan<'a> {
     tasks: Vec<Box<dyn Task + 'a>>,
-    groups: Vec<(String, Vec<String>, bool)>,
+    groups: GroupPlan,
     warnings: Vec<String>,
 }
 
@@ -343,7 +343,7 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
     let hub = cfg.hub.clone().map(crate::hub::Hub::new).transpose()?;
     for name in &cfg.tasks {
         let refs = registry.resolve(name, &cfg.data_dir, hub.is_some())?;
-        if let Some(g) = registry.group_of(name) {
+        if registry.is_group(name) {
             let all = registry.group_size(name);
             if refs.len() < all {
                 p.warnings.push(format!(
@@ -352,7 +352,12 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
                     cfg.data_dir.display()
                 ));
             }
-            p.groups.push((name.clone(), refs.iter().map(|r| r.name.clone()).collect(), g.weight_by_size));
+            let present: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
+            for g in registry.group_plan(name, &present) {
+                if !p.groups.iter().any(|x| x.0 == g.0) {
+                    p.groups.push(g);
+                }
+            }
         }
         for r in refs {
             if p.tasks.iter().any(|t| t.name() == r.name) {
@@ -494,19 +499,20 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
         record_task(&mut results, t.name(), &r.version, r.num_fewshot, r.n_docs.0, r.n_docs.1);
         write_samples(&cfg.log_samples, t.name(), &r.samples)?;
     }
+    // Documents per task and group, for groups weighted by size (groups come innermost first).
+    let mut sizes: BTreeMap<String, usize> = results.n_samples.iter().map(|(k, n)| (k.clone(), n.effective)).collect();
     for (group, members, weight_by_size) in &p.groups {
         for metric in Metric::ALL.map(Metric::name) {
             let parts: Vec<(f64, Option<f64>, usize)> = members
                 .iter()
-                .filter_map(|m| {
-                    Some((results.get(m, metric)?, results.stderr(m, metric), results.n_samples.get(m)?.effective))
-                })
+                .filter_map(|m| Some((results.get(m, metric)?, results.stderr(m, metric), *sizes.get(m)?)))
                 .collect();
             if parts.len() == members.len() && !parts.is_empty() {
                 let (v, se) = group_mean(&parts, *weight_by_size);
                 results.set(group, metric, v, se, true);
             }
         }
+        sizes.insert(group.clone(), members.iter().filter_map(|m| sizes.get(m)).sum());
         if let Some(entry) = results.results.get(group).cloned() {
             results.groups.insert(group.clone(), entry);
         }

@@ -25,6 +25,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("evals/sentiment.toml", include_str!("../../evals/sentiment.toml")),
     ("evals/flores.toml", include_str!("../../evals/flores.toml")),
     ("evals/squad.toml", include_str!("../../evals/squad.toml")),
+    ("evals/mmlu.toml", include_str!("../../evals/mmlu.toml")),
 ];
 
 /// One `evals/*.toml` file: a task family.
@@ -68,6 +69,9 @@ pub struct McSpec {
     pub source: String,
     /// `jsonl` or `csv` (with a header row).
     pub format: DocFormat,
+    /// Column names of a CSV without a header row (MMLU's release: `question,A,B,C,D,answer`).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
     /// Scored documents, relative to `--data-dir`.
     pub data: String,
     /// Few-shot documents; the same file as `data` means the scored row is skipped.
@@ -156,7 +160,26 @@ pub struct GroupSpec {
     pub name: String,
     /// lm-eval `weight_by_size`: mean over all documents (true) or over subtasks (false).
     pub weight_by_size: bool,
+    /// Groups between the instances and this one (MMLU's categories), averaged first.
+    #[serde(default)]
+    pub subgroups: Option<SubgroupSpec>,
 }
+
+/// Subgroups of a group by an instance variable: `{ by = "category", name = "mmlu_{value}" }` makes
+/// `mmlu_stem` of the instances whose `category` is `stem`; the group averages the subgroups.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubgroupSpec {
+    /// The instance variable.
+    pub by: String,
+    /// The subgroup's name, `{value}` being the variable's value.
+    pub name: String,
+    /// lm-eval `weight_by_size` of each subgroup.
+    pub weight_by_size: bool,
+}
+
+/// The groups a requested group name averages, innermost first: (name, members, weight_by_size).
+pub type GroupPlan = Vec<(String, Vec<String>, bool)>;
 
 /// A documented correction of a released data file: in `rows[file]` (by `key`), `field` should be `value`.
 #[derive(Debug, Clone, Deserialize)]
@@ -331,27 +354,32 @@ impl TaskRegistry {
     /// Resolves a task or group name. Groups expand to their instances (see [`TaskRegistry::group_of`]).
     /// With `hub`, a group with no subject under `data_dir` takes all of them (their data comes from the Hub).
     pub fn resolve(&self, name: &str, data_dir: &Path, hub: bool) -> Result<Vec<TaskRef<'_>>, EvalError> {
-        for (_, spec) in &self.families {
-            if let TaskSpec::MultipleChoice(mc) = spec {
-                if mc.group.as_ref().is_some_and(|g| g.name == name) {
-                    let local = |i: &&String| data_dir.join(mc.data.replace("{instance}", i)).is_file();
-                    let all = hub && mc.hub.is_some() && !mc.instances.keys().any(|i| local(&i));
-                    let present: Vec<TaskRef> = mc
-                        .instances
-                        .keys()
-                        .filter(|i| all || local(i))
-                        .map(|i| TaskRef { name: mc.name.replace("{instance}", i), instance: i.clone(), spec })
-                        .collect();
-                    if present.is_empty() {
-                        return Err(EvalError::Config(format!(
-                            "{name}: no subject has data under {} (expected e.g. {})",
-                            data_dir.display(),
-                            data_dir.join(mc.data.replace("{instance}", "computer_network")).display()
-                        )));
-                    }
-                    return Ok(present);
-                }
+        if let Some((mc, _)) = self.group_family(name) {
+            let spec = self
+                .families
+                .iter()
+                .map(|(_, s)| s)
+                .find(|s| matches!(s, TaskSpec::MultipleChoice(m) if std::ptr::eq(&**m, mc)))
+                .ok_or_else(|| EvalError::Config(format!("{name}: group without its family")))?;
+            let instances = self.group_instances(name);
+            let local = |i: &&String| data_dir.join(mc.data.replace("{instance}", i)).is_file();
+            let all = hub && mc.hub.is_some() && !instances.iter().any(local);
+            let present: Vec<TaskRef> = instances
+                .iter()
+                .filter(|i| all || local(i))
+                .map(|i| TaskRef { name: mc.name.replace("{instance}", i), instance: i.to_string(), spec })
+                .collect();
+            if present.is_empty() {
+                let example = instances.first().map(|i| mc.data.replace("{instance}", i)).unwrap_or_default();
+                return Err(EvalError::Config(format!(
+                    "{name}: no subject has data under {} (expected e.g. {})",
+                    data_dir.display(),
+                    data_dir.join(example).display()
+                )));
             }
+            return Ok(present);
+        }
+        for (_, spec) in &self.families {
             let (pattern, instances, open) = spec.naming();
             if let Some(instance) = match_pattern(pattern, name) {
                 let known = instances.contains(&instance);
@@ -397,25 +425,86 @@ impl TaskRegistry {
         format!("{} (`langadapt eval tasks` lists them all)", out.join(", "))
     }
 
-    /// The group that `name` is (if it is one): its spec.
-    pub fn group_of(&self, name: &str) -> Option<&GroupSpec> {
-        self.families.iter().find_map(|(_, s)| match s {
-            TaskSpec::MultipleChoice(mc) => mc.group.as_ref().filter(|g| g.name == name),
-            _ => None,
+    /// The family and group `name` is, if it is a group: (family, subgroup value when it is a subgroup).
+    fn group_family(&self, name: &str) -> Option<(&McSpec, Option<String>)> {
+        self.families.iter().find_map(|(_, s)| {
+            let TaskSpec::MultipleChoice(mc) = s else { return None };
+            let g = mc.group.as_ref()?;
+            if g.name == name {
+                return Some((&**mc, None));
+            }
+            let sub = g.subgroups.as_ref()?;
+            let (pre, post) = sub.name.split_once("{value}")?;
+            let value = name.strip_prefix(pre)?.strip_suffix(post)?;
+            let known = mc.instances.values().any(|v| v.get(&sub.by).and_then(|x| x.as_str()) == Some(value));
+            known.then(|| (&**mc, Some(value.to_string())))
         })
+    }
+
+    /// Whether `name` is a group (or a subgroup).
+    pub fn is_group(&self, name: &str) -> bool {
+        self.group_family(name).is_some()
+    }
+
+    /// The instances of the group `name` in its definition (empty if it is not a group).
+    fn group_instances(&self, name: &str) -> Vec<&String> {
+        let Some((mc, value)) = self.group_family(name) else { return Vec::new() };
+        let by = mc.group.as_ref().and_then(|g| g.subgroups.as_ref()).map(|s| s.by.as_str());
+        mc.instances
+            .iter()
+            .filter(|(_, vars)| match (&value, by) {
+                (Some(v), Some(by)) => vars.get(by).and_then(|x| x.as_str()) == Some(v.as_str()),
+                _ => true,
+            })
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// How many subtasks the group `name` has in its definition (0 if it is not a group).
     pub fn group_size(&self, name: &str) -> usize {
-        self.families
-            .iter()
-            .find_map(|(_, s)| match s {
-                TaskSpec::MultipleChoice(mc) if mc.group.as_ref().is_some_and(|g| g.name == name) => {
-                    Some(mc.instances.len())
+        self.group_instances(name).len()
+    }
+
+    /// What the group `name` averages over the tasks `present` (its members that have data): each
+    /// subgroup over its tasks, then the group over its subgroups (lm-eval's nested `aggregate_metric_list`).
+    pub fn group_plan(&self, name: &str, present: &[String]) -> GroupPlan {
+        let Some((mc, value)) = self.group_family(name) else { return Vec::new() };
+        let Some(g) = &mc.group else { return Vec::new() };
+        let task_of = |i: &str| mc.name.replace("{instance}", i);
+        let members = |filter: &dyn Fn(&BTreeMap<String, toml::Value>) -> bool| -> Vec<String> {
+            mc.instances
+                .iter()
+                .filter(|(_, v)| filter(v))
+                .map(|(i, _)| task_of(i))
+                .filter(|t| present.contains(t))
+                .collect()
+        };
+        match (&g.subgroups, value) {
+            (None, _) => vec![(name.to_string(), members(&|_| true), g.weight_by_size)],
+            (Some(sub), Some(v)) => {
+                vec![(
+                    name.to_string(),
+                    members(&|vars| vars.get(&sub.by).and_then(|x| x.as_str()) == Some(&v)),
+                    sub.weight_by_size,
+                )]
+            }
+            (Some(sub), None) => {
+                let mut values: Vec<&str> =
+                    mc.instances.values().filter_map(|v| v.get(&sub.by).and_then(|x| x.as_str())).collect();
+                values.sort_unstable();
+                values.dedup();
+                let mut plan: GroupPlan = Vec::new();
+                for v in values {
+                    let m = members(&|vars| vars.get(&sub.by).and_then(|x| x.as_str()) == Some(v));
+                    if !m.is_empty() {
+                        plan.push((sub.name.replace("{value}", v), m, sub.weight_by_size));
+                    }
                 }
-                _ => None,
-            })
-            .unwrap_or(0)
+                let top = plan.iter().map(|(n, _, _)| n.clone()).collect();
+                plan.push((name.to_string(), top, g.weight_by_size));
+                plan
+            }
+        }
     }
 
     /// Every concrete task name and group the registry knows (open families as a pattern).
@@ -429,7 +518,16 @@ impl TaskRegistry {
                 out.extend(instances.iter().map(|i| pattern.replace("{instance}", i)));
             }
             if let TaskSpec::MultipleChoice(mc) = spec {
-                out.extend(mc.group.iter().map(|g| g.name.clone()));
+                if let Some(g) = &mc.group {
+                    if let Some(sub) = &g.subgroups {
+                        let mut values: Vec<&str> =
+                            mc.instances.values().filter_map(|v| v.get(&sub.by).and_then(|x| x.as_str())).collect();
+                        values.sort_unstable();
+                        values.dedup();
+                        out.extend(values.iter().map(|v| sub.name.replace("{value}", v)));
+                    }
+                    out.push(g.name.clone());
+                }
             }
         }
         out
@@ -474,7 +572,7 @@ pub struct Doc {
 }
 
 /// Reads every document of a JSONL or CSV file; a malformed row is an error naming file and line.
-pub fn read_docs(path: &Path, format: DocFormat) -> Result<Vec<Doc>, EvalError> {
+pub fn read_docs(path: &Path, format: DocFormat, columns: Option<&[String]>) -> Result<Vec<Doc>, EvalError> {
     let read = || std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e));
     match format {
         DocFormat::Parquet => read_parquet_docs(path),
@@ -507,9 +605,11 @@ pub fn read_docs(path: &Path, format: DocFormat) -> Result<Vec<Doc>, EvalError> 
         }
         DocFormat::Csv => {
             let text = read()?;
-            let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
-            let headers =
-                reader.headers().map_err(|e| EvalError::data(path, 1, format!("bad CSV header: {e}")))?.clone();
+            let mut reader = csv::ReaderBuilder::new().has_headers(columns.is_none()).from_reader(text.as_bytes());
+            let headers = match columns {
+                Some(c) => csv::StringRecord::from(c.to_vec()),
+                None => reader.headers().map_err(|e| EvalError::data(path, 1, format!("bad CSV header: {e}")))?.clone(),
+            };
             let mut docs = Vec::new();
             for record in reader.records() {
                 let record = record.map_err(|e| {
@@ -517,6 +617,18 @@ pub fn read_docs(path: &Path, format: DocFormat) -> Result<Vec<Doc>, EvalError> 
                     EvalError::data(path, line, format!("bad CSV row: {e}"))
                 })?;
                 let line = record.position().map_or(0, |p| p.line());
+                if columns.is_some() && record.len() != headers.len() {
+                    return Err(EvalError::data(
+                        path,
+                        line,
+                        format!(
+                            "{} fields, expected {} ({})",
+                            record.len(),
+                            headers.len(),
+                            headers.iter().collect::<Vec<_>>().join(",")
+                        ),
+                    ));
+                }
                 let fields = headers.iter().zip(record.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect();
                 docs.push(Doc { fields, line });
             }
@@ -643,11 +755,12 @@ impl<'a> McTask<'a> {
         }
         let format_of =
             |p: &Path| if p.extension().is_some_and(|e| e == "parquet") { DocFormat::Parquet } else { spec.format };
-        let docs = read_docs(&data_path, format_of(&data_path))?;
+        let columns = spec.columns.as_deref();
+        let docs = read_docs(&data_path, format_of(&data_path), columns)?;
         let fewshot = match fewshot_path {
             Some(p) if p == data_path => Some((p, docs.clone())),
             Some(p) if p.is_file() => {
-                let d = read_docs(&p, format_of(&p))?;
+                let d = read_docs(&p, format_of(&p), columns)?;
                 Some((p, d))
             }
             _ => None,
@@ -877,6 +990,7 @@ pub fn render(template: &str, doc: &Doc, vars: &BTreeMap<String, toml::Value>) -
                     v.pop();
                     v
                 }
+                "words" => value.replace('_', " "),
                 "lcfirst" => {
                     let mut chars = value.chars();
                     match chars.next() {

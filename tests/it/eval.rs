@@ -1225,3 +1225,46 @@ fn flores_tasks_reject_bad_pairs_and_files() {
     let e = run("flores_eng_Latn-tur_Latn", &dir.path().join("bad"));
     assert!(e.contains("has 3 sentences but") && e.contains("aligned line by line"), "{e}");
 }
+
+/// Issue 18: MMLU from the release's header-less CSVs: every request string equals lm-eval 0.4.13's own
+/// (0- and 5-shot, three subjects, written by lm-eval in tests/fixtures/data/mmlu), and the groups nest as
+/// lm-eval's: subjects → categories → `mmlu`, weighted by size.
+#[test]
+fn mmlu_requests_equal_lm_eval_and_groups_nest() {
+    let dir = tempfile::tempdir().unwrap();
+    for shots in [0, 5] {
+        let mut cfg = run_config(&["mmlu"], &fixture("data"), dir.path().join("r.json"));
+        cfg.num_fewshot = shots;
+        let out = dir.path().join(format!("requests-{shots}.jsonl"));
+        assert_eq!(eval::write_requests(&cfg, &out).unwrap(), 36);
+        let ours: Vec<Value> =
+            std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lm_eval: Vec<Value> = fixture_lines(&format!("data/mmlu/requests_{shots}shot.jsonl"))
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let key = |v: &Value| (v["task"].as_str().unwrap().to_string(), v["doc_id"].as_u64(), v["choice_idx"].as_u64());
+        let ours: HashMap<_, _> = ours.iter().map(|v| (key(v), v)).collect();
+        for want in &lm_eval {
+            assert_eq!(ours[&key(want)], want, "{shots}-shot");
+        }
+    }
+
+    let mut cfg = run_config(&["mmlu"], &fixture("data"), dir.path().join("r.json"));
+    cfg.num_fewshot = 5;
+    let r = eval::run(&cfg, &mut formula_lm(4), &env()).unwrap();
+    assert_eq!(r.group_subtasks["mmlu"], ["mmlu_humanities", "mmlu_other", "mmlu_stem"]);
+    assert_eq!(r.group_subtasks["mmlu_stem"], ["mmlu_abstract_algebra"]);
+    let subjects = ["mmlu_abstract_algebra", "mmlu_high_school_european_history", "mmlu_nutrition"];
+    // Three documents each: weighted by size, `mmlu` is the mean over the nine.
+    let mean = subjects.iter().map(|s| r.get(s, "acc").unwrap()).sum::<f64>() / 3.0;
+    assert!((r.get("mmlu", "acc").unwrap() - mean).abs() < 1e-12);
+    assert_eq!(r.get("mmlu_other", "acc"), r.get("mmlu_nutrition", "acc"));
+    assert!(r.groups.contains_key("mmlu_humanities") && r.warnings.iter().any(|w| w.contains("only 3 of its 57")));
+
+    // A category alone is a group of its subjects.
+    let cfg = run_config(&["mmlu_humanities"], &fixture("data"), dir.path().join("h.json"));
+    let r = eval::run(&cfg, &mut formula_lm(4), &env()).unwrap();
+    assert_eq!(r.group_subtasks["mmlu_humanities"], ["mmlu_high_school_european_history"]);
+    assert!(r.warnings.iter().any(|w| w.contains("only 1 of its 13")), "{:?}", r.warnings);
+}
