@@ -101,6 +101,24 @@ pub struct TaskArgs {
     /// Tokens to generate per response in generation tasks (default: the task's max_tokens).
     #[arg(long)]
     max_gen_tokens: Option<usize>,
+    /// Judge model of LLM-judged tasks (llm_eval_*, pairwise_*), e.g. gpt-4-turbo.
+    #[arg(long)]
+    judge_model: Option<String>,
+    /// OpenAI-compatible server of the judge (default: https://api.openai.com/v1).
+    #[arg(long)]
+    judge_endpoint: Option<String>,
+    /// Environment variable holding the judge's API key (default: OPENAI_API_KEY).
+    #[arg(long)]
+    judge_api_key_env: Option<String>,
+    /// Judgement cache: judgements are appended here and never asked again (default: judgements.jsonl beside --out).
+    #[arg(long)]
+    judge_cache: Option<PathBuf>,
+    /// Reference model's answers for pairwise judging (JSONL with `prompt` and `response`).
+    #[arg(long)]
+    judge_reference: Option<PathBuf>,
+    /// Judge requests in flight at once (default: 4).
+    #[arg(long)]
+    judge_workers: Option<usize>,
 }
 
 /// The model keys of [`eval::EvalConfig`].

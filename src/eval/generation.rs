@@ -300,7 +300,7 @@ impl Task for GenTask<'_> {
                         }
                     };
                     // Corpus-level scores have no per-document standard error (lm-eval bootstraps one).
-                    scores.push(Score { metric: name, value, stderr: None, higher_is_better: true });
+                    scores.push(Score { metric: name.into(), value, stderr: None, higher_is_better: true });
                     extra.push((signature_key(name), json!(signature)));
                 }
                 TextMetric::Squad => {
@@ -313,13 +313,13 @@ impl Task for GenTask<'_> {
                         per_doc[i].extend([("exact_match", q.0), ("f1", q.1)]);
                     }
                     scores.push(Score {
-                        metric: "exact_match",
+                        metric: "exact_match".into(),
                         value: mean(&em),
                         stderr: mean_stderr(&em),
                         higher_is_better: true,
                     });
                     scores.push(Score {
-                        metric: "f1",
+                        metric: "f1".into(),
                         value: mean(&f1),
                         stderr: mean_stderr(&f1),
                         higher_is_better: true,

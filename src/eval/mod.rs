@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod codeswitch;
 pub mod generation;
+pub mod judge;
 pub mod lm;
 pub mod local;
 pub mod metrics;

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::backend::{BackendKind, BackendSpec};
 use super::generation::GenTask;
+use super::judge::{JudgeSettings, JudgeTask};
 use super::lm::{LanguageModel, Loglikelihood};
 use super::metrics::group_mean;
 use super::results::{NSamples, Results};
@@ -47,6 +48,12 @@ pub struct RunConfig {
     pub fixed_variants: bool,
     /// Tokens to generate per response in generation tasks (default: the task's `max_tokens`).
     pub max_gen_tokens: Option<usize>,
+    /// The judge of LLM-judged tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeSettings>,
+    /// Progress bars of long task work (judging).
+    #[serde(skip)]
+    pub progress: crate::Progress,
     /// results.json path.
     pub out: PathBuf,
     /// The model: how it is served and what files make it.
@@ -108,6 +115,24 @@ pub struct EvalConfig {
     /// Tokens to generate per response in generation tasks (default: the task's `max_tokens`).
     #[serde(default)]
     pub max_gen_tokens: Option<usize>,
+    /// Judge model of LLM-judged tasks (llm_eval_*, pairwise_*), served at `judge_endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_model: Option<String>,
+    /// OpenAI-compatible server of the judge (`/v1/chat/completions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_endpoint: Option<String>,
+    /// Environment variable with the judge's API key.
+    #[serde(default = "default_judge_key_env")]
+    pub judge_api_key_env: String,
+    /// Judgement cache (default: judgements.jsonl beside results.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_cache: Option<PathBuf>,
+    /// Reference model's answers for pairwise judging (JSONL with `prompt`, `response`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_reference: Option<PathBuf>,
+    /// Judge requests in flight at once.
+    #[serde(default = "default_judge_workers")]
+    pub judge_workers: usize,
     /// Requests per batch.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -150,6 +175,12 @@ fn default_device() -> String {
 fn default_eval_seed() -> u64 {
     1234
 }
+fn default_judge_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn default_judge_workers() -> usize {
+    4
+}
 
 impl EvalConfig {
     /// How the model is served and opened.
@@ -180,11 +211,25 @@ impl EvalConfig {
             evals_dir: self.evals_dir.clone(),
             fixed_variants: self.fixed_variants,
             max_gen_tokens: self.max_gen_tokens,
+            judge: self.judge_settings(),
+            progress: crate::Progress::default(),
             out: self.results_path(),
             model,
             hub: Some(crate::hub::HubConfig::from_env(crate::Progress::default())),
             batch_budget: None,
         }
+    }
+
+    /// The judge, when a judge model is named.
+    pub fn judge_settings(&self) -> Option<JudgeSettings> {
+        Some(JudgeSettings {
+            model: self.judge_model.clone()?,
+            endpoint: self.judge_endpoint.clone().unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            api_key_env: self.judge_api_key_env.clone(),
+            cache: self.judge_cache.clone(),
+            reference: self.judge_reference.clone(),
+            workers: self.judge_workers,
+        })
     }
 
     /// `results`, or `out/results.json`.
@@ -210,7 +255,7 @@ impl EvalConfig {
         // Chosen once (free memory changes): the budget results.json states is the one the model batches by.
         // After `model_info`, so a budget chosen here stays out of the settings.
         spec.max_batch_tokens = spec.batch_budget();
-        let cfg = RunConfig { batch_budget: spec.max_batch_tokens, ..self.run_config(model) };
+        let cfg = RunConfig { batch_budget: spec.max_batch_tokens, progress: env.progress, ..self.run_config(model) };
         let mut lm = spec.open(env)?;
         run(&cfg, lm.as_mut(), env)
     }
@@ -404,6 +449,10 @@ fn plan<'a>(registry: &'a TaskRegistry, cfg: &RunConfig) -> Result<Plan<'a>, Eva
                     let target = cs.instances[&r.instance].clone();
                     p.tasks.push(Box::new(CodeswitchTask { name: r.name, spec: cs, target }));
                 }
+                TaskSpec::Judge(j) => {
+                    let instance = j.instances[&r.instance].clone();
+                    p.tasks.push(Box::new(JudgeTask { name: r.name, spec: j, instance }));
+                }
                 TaskSpec::Generate(g) => {
                     p.tasks.push(Box::new(GenTask::open(&r.name, &r.instance, g, &cfg.data_dir)?));
                 }
@@ -490,7 +539,7 @@ pub fn run(cfg: &RunConfig, lm: &mut dyn LanguageModel, env: &Env) -> Result<Res
     for t in &p.tasks {
         let r = t.evaluate(&mut lm, cfg)?;
         for s in &r.scores {
-            results.set(t.name(), s.metric, s.value, s.stderr, s.higher_is_better);
+            results.set(t.name(), &s.metric, s.value, s.stderr, s.higher_is_better);
         }
         let entry = results.results.entry(t.name().to_string()).or_default();
         for (k, v) in r.extra {
@@ -611,6 +660,8 @@ impl crate::stage::Stage for EvalConfig {
             v.extend(data.paths_mut().into_iter().map(|(k, p)| (k, p, Need::Input)));
         }
         v.extend(self.evals_dir.as_mut().map(|p| ("evals_dir".to_string(), p, Need::Input)));
+        v.extend(self.judge_cache.as_mut().map(|p| ("judge_cache".to_string(), p, Need::Optional)));
+        v.extend(self.judge_reference.as_mut().map(|p| ("judge_reference".to_string(), p, Need::Input)));
         v
     }
     fn model_without_template(&self) -> Option<PathBuf> {

@@ -26,6 +26,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ("evals/flores.toml", include_str!("../../evals/flores.toml")),
     ("evals/squad.toml", include_str!("../../evals/squad.toml")),
     ("evals/mmlu.toml", include_str!("../../evals/mmlu.toml")),
+    ("evals/llm_eval.toml", include_str!("../../evals/llm_eval.toml")),
+    ("evals/pairwise.toml", include_str!("../../evals/pairwise.toml")),
 ];
 
 /// One `evals/*.toml` file: a task family.
@@ -40,6 +42,8 @@ pub enum TaskSpec {
     Codeswitch(CodeswitchSpec),
     /// Generate an answer per document and score it against references (translation, extractive QA).
     Generate(Box<super::generation::GenSpec>),
+    /// Answers to a prompt set scored by a judge model with a rubric.
+    Judge(super::judge::JudgeSpec),
 }
 
 impl TaskSpec {
@@ -50,6 +54,7 @@ impl TaskSpec {
             TaskSpec::Perplexity(p) => (&p.name, Vec::new(), false),
             TaskSpec::Codeswitch(c) => (&c.name, c.instances.keys().cloned().collect(), false),
             TaskSpec::Generate(g) => (&g.name, g.instances.keys().cloned().collect(), g.open_instances),
+            TaskSpec::Judge(j) => (&j.name, j.instances.keys().cloned().collect(), false),
         }
     }
 }

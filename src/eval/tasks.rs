@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::codeswitch::{self, TargetLang};
+use super::judge::instruction_requests;
 use super::lm::{
     GenerateUntil, LanguageModel, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling, RollingResult,
 };
@@ -16,7 +17,6 @@ use super::perplexity::perplexity;
 use super::run::RunConfig;
 use super::task::{CodeswitchSpec, HubDataSource, McRequest, McTask, Metric};
 use super::EvalError;
-use crate::shards::Template;
 
 /// Prompt sets shipped in evals/prompts, compiled in.
 const BUILTIN_PROMPTS: &[(&str, &str)] = &[
@@ -30,7 +30,7 @@ const BUILTIN_PROMPTS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct Score {
     /// Its name in results.json (`acc`, `bits_per_byte`, …).
-    pub metric: &'static str,
+    pub metric: String,
     /// The aggregate.
     pub value: f64,
     /// Standard error of the mean, where the metric is a mean over documents.
@@ -170,7 +170,7 @@ impl Task for McTask<'_> {
             .zip([&acc, &acc_norm, &acc_byte])
             .filter(|(metric, _)| self.spec.metrics.contains(metric))
             .map(|(metric, xs)| Score {
-                metric: metric.name(),
+                metric: metric.name().into(),
                 value: mean(xs),
                 stderr: mean_stderr(xs),
                 higher_is_better: true,
@@ -204,7 +204,7 @@ impl Task for PerplexityTask {
     }
     fn evaluate(&self, lm: &mut dyn LanguageModel, cfg: &RunConfig) -> Result<TaskResults, EvalError> {
         let (rep, docs) = perplexity(lm, &self.data, cfg.limit)?;
-        let score = |metric, value| Score { metric, value, stderr: None, higher_is_better: false };
+        let score = |metric: &str, value| Score { metric: metric.into(), value, stderr: None, higher_is_better: false };
         Ok(TaskResults {
             version: "1.0".into(),
             num_fewshot: 0,
@@ -247,19 +247,9 @@ impl Task for CodeswitchTask<'_> {
         OutputType::GenerateUntil
     }
     fn evaluate(&self, lm: &mut dyn LanguageModel, cfg: &RunConfig) -> Result<TaskResults, EvalError> {
-        let template = cfg.prompt_template.as_deref().map(Template::by_name).transpose().map_err(EvalError::Config)?;
         let prompts = read_prompts(&self.target.prompts, cfg.evals_dir.as_deref())?;
         let prompts: Vec<String> = prompts.into_iter().take(cfg.limit.unwrap_or(usize::MAX)).collect();
-        let reqs: Vec<GenerateUntil> = prompts
-            .iter()
-            .map(|pr| {
-                let (context, until) = match &template {
-                    Some(t) => (t.prompt(pr), vec![t.stop()]),
-                    None => (self.spec.template.replace("{prompt}", pr), self.spec.until.clone()),
-                };
-                GenerateUntil { context, until, max_tokens: cfg.max_gen_tokens.unwrap_or(self.spec.max_tokens) }
-            })
-            .collect();
+        let reqs = instruction_requests(&prompts, &self.spec.template, &self.spec.until, self.spec.max_tokens, cfg)?;
         let responses = lm.generate_until(&reqs)?;
         let rep = codeswitch::measure(&responses, &self.target)?;
         let switched: Vec<f64> = rep.per_response.iter().map(|&n| f64::from(u8::from(n > 0))).collect();
@@ -276,13 +266,13 @@ impl Task for CodeswitchTask<'_> {
             n_docs: (prompts.len(), prompts.len()),
             scores: vec![
                 Score {
-                    metric: "codeswitch_rate",
+                    metric: "codeswitch_rate".into(),
                     value: rep.codeswitch_rate,
                     stderr: mean_stderr(&switched),
                     higher_is_better: false,
                 },
                 Score {
-                    metric: "foreign_word_share",
+                    metric: "foreign_word_share".into(),
                     value: rep.foreign_word_share,
                     stderr: None,
                     higher_is_better: false,
@@ -302,7 +292,7 @@ impl Task for CodeswitchTask<'_> {
 }
 
 /// Reads a prompt set (JSONL `{"prompt"}`): from the user's evals directory, else the built-in copy.
-fn read_prompts(rel: &str, evals_dir: Option<&Path>) -> Result<Vec<String>, EvalError> {
+pub(crate) fn read_prompts(rel: &str, evals_dir: Option<&Path>) -> Result<Vec<String>, EvalError> {
     let user = evals_dir.map(|d| d.join(rel)).filter(|p| p.is_file());
     let (path, text) = match user {
         Some(p) => {

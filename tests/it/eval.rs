@@ -304,6 +304,8 @@ fn run_config(tasks: &[&str], data_dir: &Path, out: PathBuf) -> RunConfig {
         evals_dir: None,
         fixed_variants: true,
         max_gen_tokens: None,
+        judge: None,
+        progress: quiet(),
         out,
         model: ModelInfo {
             backend: "local".into(),
@@ -1267,4 +1269,142 @@ fn mmlu_requests_equal_lm_eval_and_groups_nest() {
     let r = eval::run(&cfg, &mut formula_lm(4), &env()).unwrap();
     assert_eq!(r.group_subtasks["mmlu_humanities"], ["mmlu_high_school_european_history"]);
     assert!(r.warnings.iter().any(|w| w.contains("only 1 of its 13")), "{:?}", r.warnings);
+}
+
+/// A judge on 127.0.0.1: scores by the answer's length, with faults: the first request fails (500), the answer
+/// to "malformed-once" is prose the first time, the answer to "malformed-always" always is.
+fn mock_judge() -> crate::mock_http::Mock {
+    use crate::mock_http::{ok, status, Mock};
+    let seen = std::sync::Mutex::new(HashMap::<String, usize>::new());
+    Mock::start(None, move |req, n| {
+        if n == 0 {
+            return status(500, "overloaded");
+        }
+        let user = req.body["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+        let times = {
+            let mut s = seen.lock().unwrap();
+            let t = s.entry(user.clone()).or_default();
+            *t += 1;
+            *t
+        };
+        let answer = if user.contains("malformed-always") || (user.contains("malformed-once") && times == 1) {
+            "The answer is rather good.".to_string()
+        } else if user.contains("[[A]]") {
+            // Pairwise: prefer the longer answer, whichever position it is in.
+            let a = user.split("Assistant A's Answer]\n").nth(1).unwrap().split("\n[The End").next().unwrap().len();
+            let b = user.split("Assistant B's Answer]\n").nth(1).unwrap().split("\n[The End").next().unwrap().len();
+            format!(
+                "Verdict: {}",
+                if a > b {
+                    "[[A]]"
+                } else if b > a {
+                    "[[B]]"
+                } else {
+                    "[[C]]"
+                }
+            )
+        } else {
+            let answer = user.split("[Answer]\n").nth(1).unwrap().split("\n\nReply").next().unwrap();
+            let x = (answer.chars().count() % 4).to_string();
+            format!("{{\"correctness\": {x}, \"fluency\": 3, \"informativeness\": \"{x}\", \"logical_coherence\": 2, \"harmlessness\": 3}}")
+        };
+        ok(serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}))
+    })
+}
+
+fn judged_run(
+    dir: &Path,
+    task: &str,
+    mock: &crate::mock_http::Mock,
+    answers: Vec<String>,
+) -> (langadapt::eval::Results, Scripted) {
+    let evals = dir.join("evals");
+    std::fs::create_dir_all(evals.join("prompts")).unwrap();
+    let prompts =
+        ["Tell me about Tartu.", "malformed-once: what is 2+2?", "malformed-always: name a colour.", "Say hi."];
+    let lines: String = prompts.iter().map(|p| serde_json::json!({ "prompt": p }).to_string() + "\n").collect();
+    std::fs::write(evals.join("prompts/codeswitch_et.jsonl"), lines).unwrap();
+    let mut cfg = run_config(&[task], &fixture("data"), dir.join("results.json"));
+    cfg.evals_dir = Some(evals);
+    cfg.judge = Some(langadapt::eval::judge::JudgeSettings {
+        endpoint: mock.url.clone(),
+        model: "judge-model-x".into(),
+        api_key_env: "LANGADAPT_TEST_JUDGE_KEY".into(),
+        cache: None,
+        reference: Some(dir.join("reference.jsonl")),
+        workers: 2,
+    });
+    let mut lm = Scripted { answers, asked: Vec::new() };
+    let r = eval::run(&cfg, &mut lm, &env()).unwrap();
+    (r, lm)
+}
+
+/// Issue 18: LLM-as-judge, pointwise: scores per criterion and their average from a judge behind an
+/// OpenAI-compatible chat API, a 500 retried, a malformed judgement asked again, one that stays malformed
+/// counted; judgements cached, so a second run asks nothing; the key is sent but written nowhere.
+#[test]
+fn llm_judge_scores_retries_caches_and_hides_the_key() {
+    std::env::set_var("LANGADAPT_TEST_JUDGE_KEY", "sk-test-very-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_judge();
+    let answers: Vec<String> = ["Tartu on ülikoolilinn.", "Neli.", "Punane.", "Tere!"].map(String::from).to_vec();
+    let (r, lm) = judged_run(dir.path(), "llm_eval_et", &mock, answers.clone());
+    assert!(lm.asked[0].context.contains("### Instruction:\nTell me about Tartu."));
+    let t = &r.results["llm_eval_et"];
+    assert_eq!(t["n_malformed"], 1);
+    // Judged: answers 0, 1, 3 (22, 5, 5 characters: correctness 2, 1, 1).
+    assert!((r.get("llm_eval_et", "correctness").unwrap() - 4.0 / 3.0).abs() < 1e-12, "{t:?}");
+    assert_eq!(r.get("llm_eval_et", "fluency"), Some(3.0));
+    let avg = [(2.0 + 3.0 + 2.0 + 2.0 + 3.0) / 5.0, (1.0 + 3.0 + 1.0 + 2.0 + 3.0) / 5.0, 2.0];
+    assert!((r.get("llm_eval_et", "avg").unwrap() - avg.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+    assert_eq!((t["judge_model"].as_str(), t["rubric"].as_str()), (Some("judge-model-x"), Some("llm_eval")));
+    assert_eq!(t["rubric_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(r.n_samples["llm_eval_et"].effective, 3);
+    // 4 prompts + the 500 + one re-ask of malformed-once + two re-asks of malformed-always.
+    assert_eq!(t["judge_requests"], 7);
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 8);
+    assert!(reqs
+        .iter()
+        .all(|q| q.headers["authorization"] == "Bearer sk-test-very-secret" && q.path == "/v1/chat/completions"));
+    assert_eq!(reqs[1].body["temperature"], 0);
+
+    let (r2, _) = judged_run(dir.path(), "llm_eval_et", &mock, answers);
+    assert_eq!(r2.results["llm_eval_et"]["judge_requests"], 0);
+    assert_eq!(mock.requests().len(), 8);
+    assert_eq!(r2.get("llm_eval_et", "avg"), r.get("llm_eval_et", "avg"));
+    for f in ["judgements.jsonl", "results.json", "results.manifest.json"] {
+        let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert!(!text.contains("sk-test-very-secret"), "{f} holds the key");
+    }
+    assert_eq!(std::fs::read_to_string(dir.path().join("judgements.jsonl")).unwrap().lines().count(), 7);
+}
+
+/// Issue 18: pairwise judging against a reference model's answers, both orders: the model wins a prompt
+/// only when it wins in both; without a judge or a reference the run says what to give.
+#[test]
+fn pairwise_judge_asks_both_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_judge();
+    let prompts =
+        ["Tell me about Tartu.", "malformed-once: what is 2+2?", "malformed-always: name a colour.", "Say hi."];
+    let reference: String = prompts
+        .iter()
+        .zip(["Linn.", "Neli, sest kaks pluss kaks on neli.", "Sinine.", "Tere!"])
+        .map(|(p, r)| serde_json::json!({"prompt": p, "response": r}).to_string() + "\n")
+        .collect();
+    std::fs::write(dir.path().join("reference.jsonl"), reference).unwrap();
+    let answers: Vec<String> =
+        ["Tartu on Eesti vanim ülikoolilinn.", "4", "Punane.", "Tere!"].map(String::from).to_vec();
+    let (r, _) = judged_run(dir.path(), "pairwise_et", &mock, answers);
+    let t = &r.results["pairwise_et"];
+    // Longer wins: prompt 0 won, 1 lost, 2 malformed, 3 tied.
+    assert_eq!(t["wins_ties_losses"], serde_json::json!([1, 1, 1]));
+    assert!((r.get("pairwise_et", "win_rate").unwrap() - 0.5).abs() < 1e-12);
+    assert_eq!(t["n_malformed"], 1);
+
+    let mut cfg = run_config(&["llm_eval_et"], &fixture("data"), dir.path().join("x.json"));
+    cfg.limit = Some(1);
+    let e = eval::run(&cfg, &mut Scripted { answers: Vec::new(), asked: Vec::new() }, &env()).unwrap_err().to_string();
+    assert!(e.contains("--judge-model") && e.contains("--judge-endpoint"), "{e}");
 }
