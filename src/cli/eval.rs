@@ -27,6 +27,10 @@ pub enum EvalCommand {
         /// Column labels (default: the file names), comma-separated.
         #[arg(long, value_delimiter = ',')]
         labels: Vec<String>,
+        /// English retention: TARGET:ENGLISH language codes (e.g. tur_Latn:eng_Latn,tr:en); with two
+        /// results, each target-language task is shown beside its English twin, both with their change.
+        #[arg(long, value_delimiter = ',')]
+        retention: Vec<String>,
     },
     /// Code-switching rate of responses produced by any model (JSONL with `response`, `text` or `output`).
     Codeswitch {
@@ -229,13 +233,28 @@ pub fn run(cmd: EvalCommand, env: &Env) -> anyhow::Result<()> {
             let n = eval::score_requests(spec.open(env)?.as_mut(), &a.requests, &a.out)?;
             eprintln!("{n} requests scored: {}", a.out.display());
         }
-        EvalCommand::Compare { results, labels } => {
+        EvalCommand::Compare { results, labels, retention } => {
             let mut runs = Vec::new();
             for (i, path) in results.iter().enumerate() {
                 let label = labels.get(i).cloned().unwrap_or_else(|| path.display().to_string());
                 runs.push((label, Results::read(path)?));
             }
-            print!("{}", eval::results::compare(&runs));
+            if retention.is_empty() {
+                print!("{}", eval::results::compare(&runs));
+            } else {
+                let pairs = retention
+                    .iter()
+                    .map(|p| {
+                        p.split_once(':').map(|(t, e)| (t.to_string(), e.to_string())).with_context(|| {
+                            format!("--retention {p}: expected TARGET:ENGLISH codes, e.g. tur_Latn:eng_Latn")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let [before, after] = &runs[..] else {
+                    anyhow::bail!("--retention compares two results.json (before, after); {} given", runs.len());
+                };
+                print!("{}", eval::results::retention(before, after, &pairs));
+            }
         }
         EvalCommand::Codeswitch { input, lang, json, evals_dir } => {
             let registry = TaskRegistry::load(evals_dir.as_deref())?;

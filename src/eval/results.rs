@@ -154,9 +154,87 @@ pub fn compare(runs: &[(String, Results)]) -> String {
     out
 }
 
+/// `name` with the language code `from` replaced by `to` where it stands as a whole part (between
+/// start, end, `_` or `-`), if it does.
+fn swap_code(name: &str, from: &str, to: &str) -> Option<String> {
+    let boundary = |c: Option<char>| c.is_none_or(|c| c == '_' || c == '-');
+    name.match_indices(from).find_map(|(i, _)| {
+        let before = name[..i].chars().next_back();
+        let after = name[i + from.len()..].chars().next();
+        (boundary(before) && boundary(after)).then(|| format!("{}{to}{}", &name[..i], &name[i + from.len()..]))
+    })
+}
+
+/// English retention beside the target language, before and after adaptation: each task whose name has a
+/// target code of `pairs` (`(target, english)`, e.g. `("tur_Latn", "eng_Latn")`, `("tr", "en")`) is put
+/// beside the same task with the English code, with both changes (`after - before`).
+pub fn retention(before: &(String, Results), after: &(String, Results), pairs: &[(String, String)]) -> String {
+    let (lb, b) = before;
+    let (la, a) = after;
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+    for (task, metric) in b.metrics().into_iter().chain(a.metrics()) {
+        for (target, english) in pairs {
+            if let Some(eng) = swap_code(&task, target, english) {
+                let family = swap_code(&task, target, "{lang}").unwrap_or_default();
+                let row = (family, metric.clone(), task.clone(), eng);
+                if !rows.contains(&row) {
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    rows.sort();
+    let cell = |r: &Results, t: &str, m: &str| r.get(t, m).map_or("–".to_string(), |v| format!("{v:.4}"));
+    let delta = |t: &str, m: &str| match (b.get(t, m), a.get(t, m)) {
+        (Some(x), Some(y)) => format!("{:+.4}", y - x),
+        _ => "–".to_string(),
+    };
+    let mut out = format!(
+        "| task | metric | target {lb} | target {la} | target Δ | English {lb} | English {la} | English Δ |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for (family, metric, t, e) in rows {
+        out.push_str(&format!(
+            "| {family} | {metric} | {} | {} | {} | {} | {} | {} |\n",
+            cell(b, &t, &metric),
+            cell(a, &t, &metric),
+            delta(&t, &metric),
+            cell(b, &e, &metric),
+            cell(a, &e, &metric),
+            delta(&e, &metric)
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_puts_english_beside_the_target_language() {
+        let mut before = Results::default();
+        before.set("belebele_tur_Latn", "acc", 0.30, None, true);
+        before.set("belebele_eng_Latn", "acc", 0.50, None, true);
+        before.set("perplexity_tr", "bits_per_byte", 2.0, None, false);
+        before.set("perplexity_en", "bits_per_byte", 1.0, None, false);
+        let mut after = before.clone();
+        after.set("belebele_tur_Latn", "acc", 0.40, None, true);
+        after.set("belebele_eng_Latn", "acc", 0.45, None, true);
+        after.set("perplexity_tr", "bits_per_byte", 1.5, None, false);
+        after.set("xtra_task", "acc", 1.0, None, true);
+        let pairs = [("tur_Latn".to_string(), "eng_Latn".to_string()), ("tr".to_string(), "en".to_string())];
+        let t = retention(&("base".into(), before), &("adapted".into(), after), &pairs);
+        assert_eq!(
+            t,
+            "| task | metric | target base | target adapted | target Δ | English base | English adapted | English Δ |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|\n\
+             | belebele_{lang} | acc | 0.3000 | 0.4000 | +0.1000 | 0.5000 | 0.4500 | -0.0500 |\n\
+             | perplexity_{lang} | bits_per_byte | 2.0000 | 1.5000 | -0.5000 | 1.0000 | 1.0000 | +0.0000 |\n"
+        );
+        assert_eq!(swap_code("belebele_tur_Latn", "tur_Latn", "eng_Latn").as_deref(), Some("belebele_eng_Latn"));
+        assert_eq!(swap_code("mmlu_tr-x", "tr", "en").as_deref(), Some("mmlu_en-x"));
+        assert_eq!(swap_code("xtra_trx", "tr", "en"), None);
+    }
 
     #[test]
     fn results_round_trip_and_compare() {

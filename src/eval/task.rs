@@ -27,6 +27,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("evals/squad.toml", include_str!("../../evals/squad.toml")),
     ("evals/mmlu.toml", include_str!("../../evals/mmlu.toml")),
     ("evals/llm_eval.toml", include_str!("../../evals/llm_eval.toml")),
+    ("evals/classification.toml", include_str!("../../evals/classification.toml")),
     ("evals/pairwise.toml", include_str!("../../evals/pairwise.toml")),
 ];
 

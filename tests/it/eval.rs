@@ -1408,3 +1408,45 @@ fn pairwise_judge_asks_both_orders() {
     let e = eval::run(&cfg, &mut Scripted { answers: Vec::new(), asked: Vec::new() }, &env()).unwrap_err().to_string();
     assert!(e.contains("--judge-model") && e.contains("--judge-endpoint"), "{e}");
 }
+
+/// Issue 18: classification as multiple choice with per-language verbalizers (evals/classification.toml):
+/// the options are the language's words, few-shot examples come from the same file (never the scored row)
+/// answered with their own label's word, and a label outside the set is refused with file and line.
+#[test]
+fn classification_uses_the_languages_label_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&["classify_sentiment_tr"], &fixture("data"), dir.path().join("r.json"));
+    cfg.num_fewshot = 2;
+    let out = dir.path().join("req.jsonl");
+    assert_eq!(eval::write_requests(&cfg, &out).unwrap(), 12);
+    let reqs: Vec<Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        (reqs[0]["continuation"].as_str(), reqs[1]["continuation"].as_str()),
+        (Some(" olumlu"), Some(" olumsuz"))
+    );
+    assert_eq!(reqs[2]["target"], 1);
+    let context = reqs[4]["context"].as_str().unwrap();
+    // Document 2: its text stripped, after two examples answered with their label words.
+    assert!(context.ends_with("\n\nYorum: Fiyatına göre gayet başarılı bir telefon.\nDuygu:"), "{context}");
+    assert_eq!(context.matches("\nDuygu: olum").count(), 2, "{context}");
+    assert!(!context.contains("Fiyatına göre gayet başarılı bir telefon.\nDuygu: "), "{context}");
+    let r = eval::run(
+        &run_config(&["classify_sentiment_tr"], &fixture("data"), dir.path().join("r.json")),
+        &mut formula_lm(2),
+        &env(),
+    )
+    .unwrap();
+    assert_eq!(r.n_samples["classify_sentiment_tr"].effective, 6);
+
+    let bad = dir.path().join("bad/classify/sentiment");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("tr.jsonl"),
+        "{\"text\": \"iyi\", \"label\": \"positive\"}\n{\"text\": \"kötü\", \"label\": \"neutral\"}\n",
+    )
+    .unwrap();
+    let cfg = run_config(&["classify_sentiment_tr"], &dir.path().join("bad"), dir.path().join("b.json"));
+    let e = eval::write_requests(&cfg, &dir.path().join("b.jsonl")).unwrap_err().to_string();
+    assert!(e.contains("tr.jsonl:2") && e.contains("\"neutral\"") && e.contains("positive"), "{e}");
+}
