@@ -20,10 +20,10 @@ struct Case {
 
 const TR: &[&str] =
     &["perplexity_xquad", "perplexity_dbricks", "xcopa_tr", "belebele_tur_Latn", "sentiment_tr", "codeswitch_tr"];
-const ET: &[&str] = &["perplexity_et", "perplexity_en", "codeswitch_et"];
+const ET: &[&str] = &["perplexity_et", "perplexity_en", "codeswitch_et", "flores_eng_Latn-est_Latn", "squad_et"];
 const FA: &[&str] = &["perplexity_fa", "perplexity_en", "codeswitch_fa"];
 const ZH: &[&str] =
-    &["ceval-valid", "xcopa_zh", "belebele_zho_Hans", "perplexity_zh", "perplexity_en", "codeswitch_zh"];
+    &["ceval-valid", "mmlu", "xcopa_zh", "belebele_zho_Hans", "perplexity_zh", "perplexity_en", "codeswitch_zh"];
 
 const CASES: [Case; 4] = [
     Case {
