@@ -14,7 +14,7 @@ use serde::Serialize;
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
     /// Score a model on tasks; write results.json shaped like lm-evaluation-harness output.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Only build the loglikelihood requests of multiple-choice tasks (JSONL), to diff prompts against lm-eval.
     Requests(RequestsArgs),
     /// Answer loglikelihood requests from a JSONL file (`id`, `context`, `continuation`).

@@ -334,6 +334,9 @@ impl Judge<'_> {
     }
 }
 
+/// One judge prompt's outcome, filled in by a worker.
+type Verdict = Mutex<Option<Result<Option<Judgement>, EvalError>>>;
+
 /// A judged task family (`kind = "judge"`): prompts answered by the model, judged by the rubric.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -439,8 +442,7 @@ impl Task for JudgeTask<'_> {
             asked: AtomicUsize::new(0),
         };
         let flat: Vec<&String> = asks.iter().flatten().collect();
-        let verdicts: Vec<Mutex<Option<Result<Option<Judgement>, EvalError>>>> =
-            flat.iter().map(|_| Mutex::new(None)).collect();
+        let verdicts: Vec<Verdict> = flat.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let bar = cfg.progress.items(flat.len() as u64, &format!("{} judge", self.name));
         std::thread::scope(|s| {

@@ -21,15 +21,17 @@ pub struct Chrf {
     pub lowercase: bool,
 }
 
-impl Chrf {
+impl Default for Chrf {
     /// sacrebleu's `CHRF()`.
-    pub fn chrf() -> Self {
+    fn default() -> Self {
         Chrf { char_order: 6, word_order: 0, beta: 2, lowercase: false }
     }
+}
 
+impl Chrf {
     /// sacrebleu's `CHRF(word_order=2)`.
     pub fn chrf_plus_plus() -> Self {
-        Chrf { word_order: 2, ..Chrf::chrf() }
+        Chrf { word_order: 2, ..Chrf::default() }
     }
 
     fn orders(&self) -> usize {

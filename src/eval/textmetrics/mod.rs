@@ -94,7 +94,7 @@ impl MetricOptions {
 
     /// chrF or chrF++ with these options.
     pub fn chrf(&self, plus_plus: bool) -> Chrf {
-        let c = if plus_plus { Chrf::chrf_plus_plus() } else { Chrf::chrf() };
+        let c = if plus_plus { Chrf::chrf_plus_plus() } else { Chrf::default() };
         Chrf { lowercase: self.lowercase, ..c }
     }
 
