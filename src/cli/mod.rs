@@ -101,6 +101,11 @@ impl Cli {
     /// Runs the parsed command.
     pub fn run(self) -> anyhow::Result<()> {
         let env = Env { threads: self.threads, progress: Progress { quiet: self.quiet } };
+        if self.threads > 0 {
+            // candle sizes its matmul and rayon pools from RAYON_NUM_THREADS, read when first used: set it
+            // before any model work so `--threads` bounds model stages too, not only data stages.
+            std::env::set_var("RAYON_NUM_THREADS", self.threads.to_string());
+        }
         match self.command {
             Command::Run(a) => run_recipe(a, &env),
             Command::Wiki(c) => wiki::run(c, &env),
