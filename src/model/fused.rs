@@ -192,13 +192,17 @@ pub(crate) fn attention(
     let t = q.dim(2)?;
     let block = block.max(1);
     let qd = q.detach().contiguous()?;
-    let vd = repeat_kv(&v.detach(), groups)?.contiguous()?;
-    let kt = repeat_kv(&k.detach(), groups)?.t()?.contiguous()?;
+    // The kv heads unrepeated (GQA by grouped products). A decoding step (one query) reads a KV cache's views
+    // in place: copying the whole cache would cost more than the product; longer queries transpose the keys
+    // once, as a contiguous operand rounds the same for every block size.
+    let vd = gemm_ready(&v.detach())?;
+    let kd = if t == 1 { gemm_ready(&k.detach())?.t()? } else { k.detach().t()?.contiguous()? };
     let mut parts = Vec::with_capacity(t.div_ceil(block));
     for start in (0..t).step_by(block) {
         let len = block.min(t - start);
         let qb = qd.narrow(2, start, len)?.contiguous()?;
-        parts.push(block_probs(&qb, &kt, scale, bias, start)?.to_dtype(v.dtype())?.matmul(&vd)?);
+        let p = block_probs(&qb, &kd, groups, scale, bias, start)?.to_dtype(v.dtype())?;
+        parts.push(grouped_matmul(&p, &vd, groups)?);
     }
     let value = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 2)? };
     let bias = bias.cloned();
@@ -216,7 +220,7 @@ pub(crate) fn attention(
                 let len = block.min(t - start);
                 let qb = q.narrow(2, start, len)?.contiguous()?;
                 let gb = grad.narrow(2, start, len)?.contiguous()?;
-                let p = block_probs(&qb, &kt, scale, bias.as_ref(), start)?;
+                let p = block_probs(&qb, &kt, 1, scale, bias.as_ref(), start)?;
                 dv = (dv + p.to_dtype(dtype)?.t()?.contiguous()?.matmul(&gb)?.to_dtype(DType::F32)?)?;
                 // d scores = scale · p ⊙ (dp − Σ dp ⊙ p) with dp = g vᵀ, per row.
                 let dp = gb.matmul(&vt)?.to_dtype(DType::F32)?;
@@ -250,9 +254,37 @@ fn sum_groups(xs: &Tensor, n: usize) -> Result<Tensor> {
     xs.reshape((b, h / n, n, s, d))?.sum(2)
 }
 
-/// Softmax probabilities (f32) of the query block `qb` starting at row `start`, against keys `kt` `[b, h, d, s]`.
-fn block_probs(qb: &Tensor, kt: &Tensor, scale: f64, bias: Option<&Tensor>, start: usize) -> Result<Tensor> {
-    let mut scores = (qb.matmul(kt)? * scale)?.to_dtype(DType::F32)?;
+/// `x` itself when a batched matmul can read it in place (unit last stride, batch dims that merge: a KV
+/// cache's view of its buffer), else a contiguous copy.
+fn gemm_ready(x: &Tensor) -> Result<Tensor> {
+    let (st, dims) = (x.stride(), x.dims());
+    let fits = st.len() == 4 && st[3] == 1 && (st[0] == st[1] * dims[1] || dims[0] == 1);
+    if fits {
+        Ok(x.clone())
+    } else {
+        x.contiguous()
+    }
+}
+
+/// `a` `[b, h, m, k]` (contiguous) times `x` `[b, h / groups, k, n]`: the `groups` heads that share one of
+/// `x`'s heads go through one product with it (GQA without repeating `x`).
+fn grouped_matmul(a: &Tensor, x: &Tensor, groups: usize) -> Result<Tensor> {
+    let (b, h, m, _) = a.dims4()?;
+    let n = x.dim(3)?;
+    a.reshape((b, h / groups, groups * m, a.dim(3)?))?.matmul(x)?.reshape((b, h, m, n))
+}
+
+/// Softmax probabilities (f32, `[b, h, len, s]`) of the query block `qb` `[b, h, len, d]` starting at row
+/// `start`, against transposed keys `kt` `[b, h / groups, d, s]`.
+fn block_probs(
+    qb: &Tensor,
+    kt: &Tensor,
+    groups: usize,
+    scale: f64,
+    bias: Option<&Tensor>,
+    start: usize,
+) -> Result<Tensor> {
+    let mut scores = (grouped_matmul(qb, kt, groups)? * scale)?.to_dtype(DType::F32)?;
     if let Some(bias) = bias {
         scores = scores.broadcast_add(&bias.narrow(2, start, qb.dim(2)?)?)?;
     }

@@ -95,7 +95,7 @@ pub fn generate(
         ids.extend(std::iter::repeat_n(0, longest - p.len()).chain(p.iter().copied()));
         mask.extend(std::iter::repeat_n(0u32, longest - p.len()).chain(std::iter::repeat_n(1, p.len())));
     }
-    let mut cache = KvCache::new(model.config().num_layers);
+    let mut cache = KvCache::with_capacity(model.config().num_layers, (longest + opts.max_new_tokens).min(context));
     let mut input = Tensor::from_vec(ids, (b, longest), device)?;
     let mut step_mask = Tensor::from_vec(mask, (b, longest), device)?;
     let mut out: Vec<Generation> =

@@ -150,20 +150,67 @@ struct Block {
     mlp: Mlp,
 }
 
-/// Keys and values of earlier positions, for generation one token at a time.
-#[derive(Debug, Clone)]
+/// Keys and values of earlier positions, for generation one token at a time. Each layer's keys and values
+/// live in buffers with room for `capacity` positions, written in place as tokens come (the attention reads
+/// views of the filled part), so a step copies only its own keys and values, not the whole cache. Not
+/// `Clone`: clones would share the buffers.
+#[derive(Debug)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<KvSlot>>,
+    /// Positions to make room for at the first write (more are added by doubling).
+    capacity: usize,
     /// `[b, s]` 1 for real tokens, 0 for padding, over every cached position.
     key_mask: Option<Tensor>,
     /// Next RoPE position of each row, `[b]` f32 on the model's device.
     next_pos: Option<Tensor>,
 }
 
+/// One layer's cached keys and values: buffers `[b, kv_heads, room, head_dim]`, the first `len` positions filled.
+#[derive(Debug)]
+struct KvSlot {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl KvSlot {
+    /// Writes `k`, `v` `[b, kv_heads, t, head_dim]` after the cached positions (growing the buffers to at least
+    /// `capacity`, or by doubling) and returns views of all cached keys and values.
+    fn append(slot: &mut Option<KvSlot>, k: &Tensor, v: &Tensor, capacity: usize) -> Result<(Tensor, Tensor)> {
+        let len = slot.as_ref().map_or(0, |s| s.len);
+        let need = len + k.dim(2)?;
+        let room = slot.as_ref().map_or(0, |s| s.k.dim(2).unwrap_or(0));
+        if need > room {
+            let (b, heads, _, d) = k.dims4()?;
+            let room = capacity.max(need).max(2 * room);
+            let grown = KvSlot {
+                k: Tensor::zeros((b, heads, room, d), k.dtype(), k.device())?,
+                v: Tensor::zeros((b, heads, room, d), v.dtype(), v.device())?,
+                len,
+            };
+            if let Some(old) = slot.take() {
+                grown.k.slice_set(&old.k.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                grown.v.slice_set(&old.v.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+            }
+            *slot = Some(grown);
+        }
+        let s = slot.as_mut().ok_or_else(|| ModelError::Request("kv cache slot missing after growing".into()))?;
+        s.k.slice_set(&k.contiguous()?, 2, len)?;
+        s.v.slice_set(&v.contiguous()?, 2, len)?;
+        s.len = need;
+        Ok((s.k.narrow(2, 0, need)?, s.v.narrow(2, 0, need)?))
+    }
+}
+
 impl KvCache {
     /// An empty cache for `layers` layers.
     pub fn new(layers: usize) -> Self {
-        Self { layers: vec![None; layers], key_mask: None, next_pos: None }
+        Self::with_capacity(layers, 0)
+    }
+
+    /// An empty cache whose buffers will hold `positions` positions (prompt + new tokens) without growing.
+    pub fn with_capacity(layers: usize, positions: usize) -> Self {
+        Self { layers: (0..layers).map(|_| None).collect(), capacity: positions, key_mask: None, next_pos: None }
     }
 
     /// Positions cached so far (padding included).
@@ -375,7 +422,7 @@ impl Llama {
             query_block: self.query_block,
         };
         for (l, block) in self.layers.iter().enumerate() {
-            let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            let kv = cache.as_deref_mut().map(|c| (&mut c.layers[l], c.capacity));
             xs = block.forward(&xs, &ctx, kv)?;
         }
         if let Some(c) = cache {
@@ -435,7 +482,7 @@ struct LayerCtx<'a> {
 }
 
 impl Block {
-    fn forward(&self, xs: &Tensor, ctx: &LayerCtx<'_>, kv: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, ctx: &LayerCtx<'_>, kv: Option<(&mut Option<KvSlot>, usize)>) -> Result<Tensor> {
         let train = ctx.train;
         let h = self.attn.forward(&self.input_norm.forward_t(xs, train.is_some())?, ctx, kv)?;
         let xs = (xs + h)?;
@@ -447,7 +494,7 @@ impl Block {
 }
 
 impl Attention {
-    fn forward(&self, xs: &Tensor, ctx: &LayerCtx<'_>, kv: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, ctx: &LayerCtx<'_>, kv: Option<(&mut Option<KvSlot>, usize)>) -> Result<Tensor> {
         let LayerCtx { positions, bias, rope, train, query_block } = *ctx;
         let (b, t, _) = xs.dims3()?;
         let hd = self.head_dim;
@@ -457,12 +504,8 @@ impl Attention {
         let q = rope.apply(&split(self.q.forward(xs, train)?, self.heads)?, positions)?;
         let mut k = rope.apply(&split(self.k.forward(xs, train)?, self.kv_heads)?, positions)?;
         let mut v = split(self.v.forward(xs, train)?, self.kv_heads)?;
-        if let Some(slot) = kv {
-            if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
-            *slot = Some((k.clone(), v.clone()));
+        if let Some((slot, capacity)) = kv {
+            (k, v) = KvSlot::append(slot, &k, &v, capacity)?;
         }
         let groups = self.heads / self.kv_heads;
         let scale = 1.0 / (hd as f64).sqrt();

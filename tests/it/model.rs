@@ -526,3 +526,39 @@ fn choices_after_one_prompt_share_a_forward_pass_with_identical_numbers() {
         assert_eq!(alone, *t, "grouped scoring changed a number");
     }
 }
+
+/// The KV cache writes each step into buffers and attends over views of them: decoding one token at a time
+/// (buffers grown by doubling from the prompt's size, or sized up front) gives the hidden states of one
+/// forward pass over the whole sequence.
+#[test]
+fn kv_cache_steps_equal_one_pass() {
+    let model = scorer(1).model().clone();
+    let layers = model.config().num_layers;
+    let ids: Vec<u32> = (0..40u32).map(|i| 3 + (i * 53 + 11) % 990).collect();
+    let ones = |n: usize| Tensor::ones((1, n), DType::U32, &Device::Cpu).unwrap();
+    let input = |r: std::ops::Range<usize>| Tensor::new(&ids[r], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let whole: Vec<Vec<f32>> = model
+        .hidden(&input(0..40), ForwardOptions { mask: Some(&ones(40)), ..Default::default() })
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    for mut cache in [langadapt::model::KvCache::new(layers), langadapt::model::KvCache::with_capacity(layers, 40)] {
+        let prompt = model.hidden(
+            &input(0..9),
+            ForwardOptions { mask: Some(&ones(9)), cache: Some(&mut cache), ..Default::default() },
+        );
+        let mut got: Vec<Vec<f32>> = prompt.unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        for i in 9..40 {
+            let h = model.hidden(
+                &input(i..i + 1),
+                ForwardOptions { mask: Some(&ones(1)), cache: Some(&mut cache), ..Default::default() },
+            );
+            got.extend(h.unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap());
+        }
+        assert_eq!(cache.len(), 40);
+        let d = max_diff(&got, &whole);
+        assert!(d <= 1e-5, "{d}");
+    }
+}
