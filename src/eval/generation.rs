@@ -43,6 +43,9 @@ pub struct GenSpec {
     /// `first_n` or `random` (as multiple-choice files).
     #[serde(default)]
     pub fewshot_sampler: Sampler,
+    /// Few-shot examples when the run does not say (`--num-fewshot`); default 0.
+    #[serde(default)]
+    pub num_fewshot: Option<usize>,
     /// Prepended to every prompt.
     #[serde(default)]
     pub description: String,
@@ -218,7 +221,7 @@ impl<'a> GenTask<'a> {
                         doc,
                         &self.data_path,
                         self.fewshot.as_ref(),
-                        cfg.num_fewshot,
+                        cfg.shots(self.spec.num_fewshot),
                         &mut rng,
                         answer,
                     )?;
@@ -364,7 +367,7 @@ impl Task for GenTask<'_> {
             num_fewshot: if cfg.prompt_template.is_some() && self.spec.instruction.is_some() {
                 0
             } else {
-                cfg.num_fewshot
+                cfg.shots(self.spec.num_fewshot)
             },
             n_docs: (self.docs.len(), docs.len()),
             scores,

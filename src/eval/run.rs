@@ -28,8 +28,8 @@ pub struct RunConfig {
     pub tasks: Vec<String>,
     /// Root of the downloaded datasets.
     pub data_dir: PathBuf,
-    /// Few-shot examples per prompt.
-    pub num_fewshot: usize,
+    /// Few-shot examples per prompt (None: each task's `num_fewshot`, else 0).
+    pub num_fewshot: Option<usize>,
     /// Score only the first N documents of each task.
     pub limit: Option<usize>,
     /// Recorded for reproducibility (prompts and greedy decoding draw no random numbers).
@@ -90,9 +90,9 @@ pub struct EvalConfig {
     /// Root of the datasets in their released layouts (xcopa/, belebele/, ceval/).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Few-shot examples per prompt.
-    #[serde(default)]
-    pub num_fewshot: usize,
+    /// Few-shot examples per prompt (default: each task's `num_fewshot`, else 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_fewshot: Option<usize>,
     /// Score only the first N documents of each task.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -180,6 +180,13 @@ fn default_judge_key_env() -> String {
 }
 fn default_judge_workers() -> usize {
     4
+}
+
+impl RunConfig {
+    /// Few-shot examples for a task whose definition asks for `default` (the run's setting wins).
+    pub fn shots(&self, default: Option<usize>) -> usize {
+        self.num_fewshot.or(default).unwrap_or(0)
+    }
 }
 
 impl EvalConfig {

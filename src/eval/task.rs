@@ -87,6 +87,9 @@ pub struct McSpec {
     /// `random.Random(1234).sample`, one generator shared by a task's documents in order).
     #[serde(default)]
     pub fewshot_sampler: Sampler,
+    /// Few-shot examples when the run does not say (`--num-fewshot`); default 0 (lm-eval's).
+    #[serde(default)]
+    pub num_fewshot: Option<usize>,
     /// Prepended to every prompt (lm-eval `description`).
     #[serde(default)]
     pub description: String,

@@ -130,13 +130,13 @@ impl Task for McTask<'_> {
         OutputType::MultipleChoice
     }
     fn loglikelihood_requests(&self, cfg: &RunConfig) -> Result<Vec<McRequest>, EvalError> {
-        self.requests(cfg.num_fewshot, cfg.limit)
+        self.requests(cfg.shots(self.spec.num_fewshot), cfg.limit)
     }
     fn data(&self) -> Option<(&Path, Option<&HubDataSource>)> {
         Some((&self.data_path, self.hub_source.as_ref()))
     }
     fn evaluate(&self, lm: &mut dyn LanguageModel, cfg: &RunConfig) -> Result<TaskResults, EvalError> {
-        let reqs = self.requests(cfg.num_fewshot, cfg.limit)?;
+        let reqs = self.requests(cfg.shots(self.spec.num_fewshot), cfg.limit)?;
         let answers = lm.loglikelihood(&reqs.iter().map(McRequest::loglikelihood).collect::<Vec<_>>())?;
         let (mut acc, mut acc_norm, mut acc_byte) = (Vec::new(), Vec::new(), Vec::new());
         let mut samples = Vec::new();
@@ -178,7 +178,7 @@ impl Task for McTask<'_> {
             .collect();
         Ok(TaskResults {
             version: self.spec.version.clone(),
-            num_fewshot: cfg.num_fewshot,
+            num_fewshot: cfg.shots(self.spec.num_fewshot),
             n_docs: (self.docs.len(), acc.len()),
             scores,
             extra: Vec::new(),

@@ -295,7 +295,7 @@ fn run_config(tasks: &[&str], data_dir: &Path, out: PathBuf) -> RunConfig {
     RunConfig {
         tasks: tasks.iter().map(|s| s.to_string()).collect(),
         data_dir: data_dir.to_path_buf(),
-        num_fewshot: 0,
+        num_fewshot: Some(0),
         limit: None,
         seed: 1234,
         perplexity_data: None,
@@ -327,7 +327,7 @@ fn requests(tasks: &[&str], fewshot: usize) -> HashMap<(String, u64, u64), (Stri
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("req.jsonl");
     let mut cfg = run_config(tasks, &fixture("data"), out.clone());
-    cfg.num_fewshot = fewshot;
+    cfg.num_fewshot = Some(fewshot);
     eval::write_requests(&cfg, &out).unwrap();
     std::fs::read_to_string(&out)
         .unwrap()
@@ -506,7 +506,7 @@ fn fewshot_rules_are_enforced() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = run_config(&["belebele_tur_Latn"], &fixture("data"), dir.path().join("r.jsonl"));
-    cfg.num_fewshot = 8;
+    cfg.num_fewshot = Some(8);
     let e = eval::write_requests(&cfg, &dir.path().join("r.jsonl")).unwrap_err().to_string();
     assert!(e.contains("9 few-shot examples asked for") && e.contains("has only 8"), "{e}");
 }
@@ -1112,7 +1112,7 @@ fn flores_translation_prompts_scores_and_logs_samples() {
         })
         .collect();
     let mut cfg = run_config(&["flores_eng_Latn-tur_Latn"], &data, dir.path().join("results.json"));
-    cfg.num_fewshot = 1;
+    cfg.num_fewshot = Some(1);
     cfg.log_samples = Some(dir.path().join("samples"));
     let mut lm = Scripted { answers: answers.clone(), asked: Vec::new() };
     let r = eval::run(&cfg, &mut lm, &env()).unwrap();
@@ -1166,7 +1166,7 @@ fn flores_with_a_prompt_template_asks_the_instruction() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = run_config(&["flores_eng_Latn-est_Latn"], &fixture("data"), dir.path().join("r.json"));
     cfg.prompt_template = Some("alpaca".into());
-    cfg.num_fewshot = 3;
+    cfg.num_fewshot = Some(3);
     cfg.limit = Some(1);
     let mut lm = Scripted { answers: Vec::new(), asked: Vec::new() };
     let r = eval::run(&cfg, &mut lm, &env()).unwrap();
@@ -1184,7 +1184,7 @@ fn flores_with_a_prompt_template_asks_the_instruction() {
 fn squad_task_scores_like_the_official_script() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = run_config(&["squad_et"], &fixture("data"), dir.path().join("r.json"));
-    cfg.num_fewshot = 1;
+    cfg.num_fewshot = Some(1);
     let answers = fixture_lines("metrics/squad_et.pred");
     let mut lm = Scripted { answers, asked: Vec::new() };
     let r = eval::run(&cfg, &mut lm, &env()).unwrap();
@@ -1236,7 +1236,7 @@ fn mmlu_requests_equal_lm_eval_and_groups_nest() {
     let dir = tempfile::tempdir().unwrap();
     for shots in [0, 5] {
         let mut cfg = run_config(&["mmlu"], &fixture("data"), dir.path().join("r.json"));
-        cfg.num_fewshot = shots;
+        cfg.num_fewshot = Some(shots);
         let out = dir.path().join(format!("requests-{shots}.jsonl"));
         assert_eq!(eval::write_requests(&cfg, &out).unwrap(), 36);
         let ours: Vec<Value> =
@@ -1253,7 +1253,7 @@ fn mmlu_requests_equal_lm_eval_and_groups_nest() {
     }
 
     let mut cfg = run_config(&["mmlu"], &fixture("data"), dir.path().join("r.json"));
-    cfg.num_fewshot = 5;
+    cfg.num_fewshot = Some(5);
     let r = eval::run(&cfg, &mut formula_lm(4), &env()).unwrap();
     assert_eq!(r.group_subtasks["mmlu"], ["mmlu_humanities", "mmlu_other", "mmlu_stem"]);
     assert_eq!(r.group_subtasks["mmlu_stem"], ["mmlu_abstract_algebra"]);
@@ -1416,7 +1416,7 @@ fn pairwise_judge_asks_both_orders() {
 fn classification_uses_the_languages_label_words() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = run_config(&["classify_sentiment_tr"], &fixture("data"), dir.path().join("r.json"));
-    cfg.num_fewshot = 2;
+    cfg.num_fewshot = Some(2);
     let out = dir.path().join("req.jsonl");
     assert_eq!(eval::write_requests(&cfg, &out).unwrap(), 12);
     let reqs: Vec<Value> =
@@ -1431,13 +1431,11 @@ fn classification_uses_the_languages_label_words() {
     assert!(context.ends_with("\n\nYorum: Fiyatına göre gayet başarılı bir telefon.\nDuygu:"), "{context}");
     assert_eq!(context.matches("\nDuygu: olum").count(), 2, "{context}");
     assert!(!context.contains("Fiyatına göre gayet başarılı bir telefon.\nDuygu: "), "{context}");
-    let r = eval::run(
-        &run_config(&["classify_sentiment_tr"], &fixture("data"), dir.path().join("r.json")),
-        &mut formula_lm(2),
-        &env(),
-    )
-    .unwrap();
-    assert_eq!(r.n_samples["classify_sentiment_tr"].effective, 6);
+    // Without --num-fewshot the file's k (4) applies.
+    let mut cfg = run_config(&["classify_sentiment_tr"], &fixture("data"), dir.path().join("r.json"));
+    cfg.num_fewshot = None;
+    let r = eval::run(&cfg, &mut formula_lm(2), &env()).unwrap();
+    assert_eq!((r.n_samples["classify_sentiment_tr"].effective, r.n_shot["classify_sentiment_tr"]), (6, 4));
 
     let bad = dir.path().join("bad/classify/sentiment");
     std::fs::create_dir_all(&bad).unwrap();
