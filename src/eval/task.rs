@@ -159,6 +159,10 @@ pub struct TargetSpec {
     pub field: String,
     /// Its allowed values, in option order.
     pub values: Vec<String>,
+    /// The field may also hold the option's 0-based index (MMLU: a letter in the release's CSV, an
+    /// integer in the Hub's rows).
+    #[serde(default)]
+    pub indices: bool,
 }
 
 /// A group of all instances of a family, averaged as lm-eval's `aggregate_metric_list`.
@@ -647,8 +651,10 @@ pub fn read_docs(path: &Path, format: DocFormat, columns: Option<&[String]>) -> 
 }
 
 /// Every row of a Parquet file as a document (`line` = 1-based row); nulls are absent fields, other
-/// values their text (integers as digits, as a JSONL file's numbers are read).
+/// values their text (integers as digits, as a JSONL file's numbers are read); a list column `choices` also
+/// gives one field per item, `choices.0`, `choices.1`, … (the Hub's MMLU rows).
 fn read_parquet_docs(path: &Path) -> Result<Vec<Doc>, EvalError> {
+    use arrow::array::{Array, AsArray};
     use arrow::util::display::{ArrayFormatter, FormatOptions};
     let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
     let bad = |e: &dyn std::fmt::Display| EvalError::data(path, 0, format!("not a readable Parquet file: {e}"));
@@ -667,12 +673,23 @@ fn read_parquet_docs(path: &Path) -> Result<Vec<Doc>, EvalError> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad(&e))?;
         for row in 0..batch.num_rows() {
-            let fields = columns
+            let mut fields: BTreeMap<String, String> = columns
                 .iter()
                 .zip(schema.fields())
                 .filter(|((c, _), _)| c.is_valid(row))
                 .map(|((_, f), field)| (field.name().clone(), f.value(row).to_string()))
                 .collect();
+            for (c, field) in batch.columns().iter().zip(schema.fields()) {
+                let items = match (c.as_list_opt::<i32>(), c.as_list_opt::<i64>()) {
+                    (Some(l), _) if l.is_valid(row) => l.value(row),
+                    (_, Some(l)) if l.is_valid(row) => l.value(row),
+                    _ => continue,
+                };
+                let f = ArrayFormatter::try_new(items.as_ref(), &opts).map_err(|e| bad(&e))?;
+                for i in (0..items.len()).filter(|&i| items.is_valid(i)) {
+                    fields.insert(format!("{}.{i}", field.name()), f.value(i).to_string());
+                }
+            }
             docs.push(Doc { fields, line: docs.len() as u64 + 1 });
         }
     }
@@ -841,7 +858,8 @@ impl<'a> McTask<'a> {
             .fields
             .get(&t.field)
             .ok_or_else(|| EvalError::data(path, doc.line, format!("missing field `{}`", t.field)))?;
-        t.values.iter().position(|v| v == value).ok_or_else(|| {
+        let index = value.parse::<usize>().ok().filter(|&i| t.indices && i < t.values.len());
+        t.values.iter().position(|v| v == value).or(index).ok_or_else(|| {
             EvalError::data(path, doc.line, format!("field `{}` is {value:?}, expected one of {:?}", t.field, t.values))
         })
     }

@@ -871,3 +871,42 @@ fn train_and_merge_manifests_record_the_hub_revision() {
     assert_eq!((&manifest["args"]["base"], &manifest["args"]["model"]), (&json!("org/tiny"), &json!("org/tiny@main")));
     assert_eq!((&manifest["args"]["base_hub"], &manifest["args"]["model_hub"]), (&source("main"), &source("main")));
 }
+
+/// Issue 18: MMLU by name reads lm-eval's own source, the Hub's Parquet rows of cais/mmlu (`choices` a list,
+/// `answer` an integer), into the same requests lm-eval 0.4.13 builds from them (5-shot, from `dev`).
+#[test]
+fn mmlu_from_the_hubs_parquet_rows_builds_lm_evals_requests() {
+    let mut mmlu = FakeRepo::default();
+    let hub = fixture("data/mmlu/hub/abstract_algebra");
+    for split in ["test", "dev"] {
+        let bytes = std::fs::read(hub.join(format!("{split}/0000.parquet"))).unwrap();
+        mmlu.files.insert(format!("abstract_algebra/{split}/0000.parquet"), bytes);
+    }
+    let fake = fake_hub(repos(&[("cais/mmlu", mmlu)]), no_fault);
+    let work = tempfile::tempdir().unwrap();
+    let (home, empty, out) = (work.path().join("hf"), work.path().join("empty"), work.path().join("req.jsonl"));
+    std::fs::create_dir_all(&empty).unwrap();
+    let args = [
+        "eval",
+        "requests",
+        "--tasks",
+        "mmlu_abstract_algebra",
+        "--num-fewshot",
+        "5",
+        "--data-dir",
+        empty.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = langadapt_with_hub(&args, &home, &fake.hub.url);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours: Vec<Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lm_eval: Vec<Value> = std::fs::read_to_string(fixture("data/mmlu/requests_5shot.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["task"] == "mmlu_abstract_algebra")
+        .collect();
+    assert_eq!(ours, lm_eval);
+}
