@@ -193,18 +193,6 @@ pub struct JudgeSettings {
     pub workers: usize,
 }
 
-/// The chat-completions URL of an endpoint given as a server root, a `/v1` base or the full URL.
-pub fn chat_url(endpoint: &str) -> String {
-    let e = endpoint.trim_end_matches('/');
-    if e.ends_with("/chat/completions") {
-        e.to_string()
-    } else if e.ends_with("/v1") {
-        format!("{e}/chat/completions")
-    } else {
-        format!("{e}/v1/chat/completions")
-    }
-}
-
 /// One line of the judgement cache.
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheEntry {
@@ -436,7 +424,7 @@ impl Task for JudgeTask<'_> {
             rubric: &rubric,
             settings,
             http,
-            url: chat_url(&settings.endpoint),
+            url: super::openai::api_url(&settings.endpoint, "chat/completions"),
             key,
             cache: JudgeCache::open(&cache_path, &settings.model, &rubric_sha256)?,
             asked: AtomicUsize::new(0),

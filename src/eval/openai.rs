@@ -30,15 +30,16 @@ pub struct OpenAiLm {
     progress: Progress,
 }
 
-/// The completions URL of an endpoint given as a server root, a `/v1` base or the full URL.
-pub fn completions_url(endpoint: &str) -> String {
+/// The URL of an OpenAI API `route` (`completions`, `chat/completions`) of an endpoint given as a server
+/// root, a `/v1` base or the full URL.
+pub fn api_url(endpoint: &str, route: &str) -> String {
     let e = endpoint.trim_end_matches('/');
-    if e.ends_with("/completions") {
+    if e.ends_with(&format!("/{route}")) {
         e.to_string()
     } else if e.ends_with("/v1") {
-        format!("{e}/completions")
+        format!("{e}/{route}")
     } else {
-        format!("{e}/v1/completions")
+        format!("{e}/v1/{route}")
     }
 }
 
@@ -58,7 +59,7 @@ impl OpenAiLm {
             .map_err(|e| EvalError::Remote { endpoint: endpoint.into(), message: e.to_string() })?;
         Ok(OpenAiLm {
             client,
-            url: completions_url(endpoint),
+            url: api_url(endpoint, "completions"),
             model: model.to_string(),
             tokenizer,
             max_length,
@@ -185,8 +186,9 @@ mod tests {
 
     #[test]
     fn endpoint_forms() {
-        assert_eq!(completions_url("http://h:8000"), "http://h:8000/v1/completions");
-        assert_eq!(completions_url("http://h:8000/v1/"), "http://h:8000/v1/completions");
-        assert_eq!(completions_url("http://h/v1/completions"), "http://h/v1/completions");
+        assert_eq!(api_url("http://h:8000", "completions"), "http://h:8000/v1/completions");
+        assert_eq!(api_url("http://h:8000/v1/", "completions"), "http://h:8000/v1/completions");
+        assert_eq!(api_url("http://h/v1/completions", "completions"), "http://h/v1/completions");
+        assert_eq!(api_url("http://h/v1", "chat/completions"), "http://h/v1/chat/completions");
     }
 }
