@@ -292,12 +292,15 @@ impl Checkpoint {
         Ok(Tokenizer::from_path(&self.dir)?)
     }
 
-    /// The model, weights memory-mapped and converted to `dtype` on `device`.
+    /// The model, weights read one tensor at a time and converted to `dtype` on `device`: the peak is the
+    /// model plus one tensor (a memory map made the whole file resident beside the converted copies: 2× the
+    /// weights at load).
     pub fn load(&self, device: &Device, dtype: DType) -> Result<Llama, ModelError> {
-        // SAFETY: the files are mapped read-only; changing them while loaded is the caller's problem, as for
-        // every mmap-based loader (transformers, candle examples).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.files, dtype, device)? };
-        self.build(vb, None)
+        let mut weights = BTreeMap::new();
+        for file in &self.files {
+            weights.extend(read_safetensors_as(file, device, Some(dtype))?);
+        }
+        self.build(VarBuilder::from_tensors(weights.into_iter().collect(), dtype, device), None)
     }
 
     /// The model with a PEFT LoRA adapter applied (not merged): `adapter` holds adapter_config.json and
@@ -513,7 +516,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 pub(crate) fn read_tensors(files: &[PathBuf], device: &Device) -> Result<BTreeMap<String, Tensor>, ModelError> {
     let mut out = BTreeMap::new();
     for file in files {
-        out.extend(read_safetensors(file, device)?);
+        out.extend(read_safetensors_as(file, device, None)?);
     }
     Ok(out)
 }
@@ -530,6 +533,15 @@ struct HeaderEntry {
 /// largest of them, not the whole file plus the tensors (candle's `safetensors::load` reads the file into one
 /// buffer first: 2× a 7B shard, or 2× a 7B run's 54 GB of AdamW moments, in host memory).
 pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>, ModelError> {
+    read_safetensors_as(path, device, None)
+}
+
+/// [`read_safetensors`], with floating-point tensors converted to `float` one at a time as they are read.
+fn read_safetensors_as(
+    path: &Path,
+    device: &Device,
+    float: Option<DType>,
+) -> Result<BTreeMap<String, Tensor>, ModelError> {
     use std::io::{Read, Seek, SeekFrom};
     let bad = |m: String| ModelError::checkpoint(path, format!("cannot read safetensors: {m}"));
     let mut f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
@@ -571,7 +583,13 @@ pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<BTreeMap<
         let mut bytes = vec![0u8; want as usize];
         f.seek(SeekFrom::Start(8 + n + start)).map_err(|e| ModelError::io(path, e))?;
         f.read_exact(&mut bytes).map_err(|e| ModelError::io(path, e))?;
-        out.insert(name, Tensor::from_raw_buffer(&bytes, dtype, &e.shape, device)?);
+        let t = Tensor::from_raw_buffer(&bytes, dtype, &e.shape, device)?;
+        drop(bytes);
+        let t = match float {
+            Some(to) if dtype.is_float() && dtype != to => t.to_dtype(to)?,
+            _ => t,
+        };
+        out.insert(name, t);
     }
     Ok(out)
 }
