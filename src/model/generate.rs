@@ -106,16 +106,17 @@ pub fn generate(
             .hidden(&input, ForwardOptions { mask: Some(&step_mask), cache: Some(&mut cache), ..Default::default() })?;
         let t = hidden.dim(1)?;
         let logits = model.logits(&hidden.narrow(1, t - 1, 1)?.squeeze(1)?)?;
+        // Greedy rows read one host copy of the batch's logits (one device sync per step, not per row).
+        let host: Vec<Vec<f32>> = if samplers.iter().any(Option::is_none) { logits.to_vec2()? } else { Vec::new() };
         let mut next = Vec::with_capacity(b);
         for row in 0..b {
             if done[row] {
                 next.push(eos.first().copied().unwrap_or(0));
                 continue;
             }
-            let row_logits = logits.get(row)?;
             let id = match samplers[row].as_mut() {
-                Some(s) => s.sample(&row_logits)?,
-                None => first_argmax(&row_logits.to_vec1::<f32>()?),
+                Some(s) => s.sample(&logits.get(row)?)?,
+                None => first_argmax(&host[row]),
             };
             next.push(id);
             let g = &mut out[row];
