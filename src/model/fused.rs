@@ -487,10 +487,18 @@ mod tests {
             let gf = loss(&fused).backward().unwrap();
             let gc = loss(&composed).backward().unwrap();
             for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-                let d = max_diff(gf.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap());
-                assert!(d <= tol, "{case}: gradient of {name} differs by {d}");
+                let (g, want) = (gf.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap());
+                let d = max_diff(g, want);
+                // bf16 rounds relative to the magnitude: gradients summed over heads and rows reach a few
+                // units, where one bf16 step is 1/32.
+                let scale = if dtype == DType::F32 { 1.0 } else { max_abs(want).max(1.0) };
+                assert!(d <= tol * scale, "{case}: gradient of {name} differs by {d} (largest {scale})");
             }
         }
+    }
+
+    fn max_abs(a: &Tensor) -> f32 {
+        a.to_dtype(DType::F32).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
     }
 
     /// The fused LoRA projection's values and gradients (input, A, B) equal the composed ops', dropout included.
