@@ -19,12 +19,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::lm::{GenerateUntil, LanguageModel};
+use super::lm::LanguageModel;
 use super::metrics::{mean, mean_stderr};
-use super::tasks::{read_prompts, OutputType, Score, Task, TaskResults};
+use super::tasks::{instruction_requests, read_prompts, OutputType, Score, Task, TaskResults};
 use super::{EvalError, RunConfig};
 use crate::instruct::http::{CallError, Http, RetryPolicy};
-use crate::shards::Template;
 
 /// The rubrics shipped in `evals/judges/`, compiled in.
 const BUILTIN_RUBRICS: &[(&str, &str)] = &[
@@ -322,9 +321,6 @@ impl Judge<'_> {
     }
 }
 
-/// One judge prompt's outcome, filled in by a worker.
-type Verdict = Mutex<Option<Result<Option<Judgement>, EvalError>>>;
-
 /// A judged task family (`kind = "judge"`): prompts answered by the model, judged by the rubric.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -430,33 +426,21 @@ impl Task for JudgeTask<'_> {
             asked: AtomicUsize::new(0),
         };
         let flat: Vec<&String> = asks.iter().flatten().collect();
-        let verdicts: Vec<Verdict> = flat.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
         let bar = cfg.progress.items(flat.len() as u64, &format!("{} judge", self.name));
-        std::thread::scope(|s| {
-            for _ in 0..settings.workers.max(1) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(prompt) = flat.get(i) else { break };
-                    let r = judge.judge(prompt);
-                    let failed = r.is_err();
-                    *verdicts[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                    bar.inc(1);
-                    if failed {
-                        // Stop taking new work; the first error is reported below.
-                        next.store(flat.len(), Ordering::Relaxed);
-                    }
-                });
-            }
-        });
-        bar.finish_and_clear();
         let mut judged: Vec<Option<Judgement>> = Vec::with_capacity(flat.len());
-        for v in verdicts {
-            match v.into_inner().unwrap_or_else(|p| p.into_inner()) {
-                Some(r) => judged.push(r?),
-                None => return Err(EvalError::Config(format!("{}: a judge worker stopped early", self.name))),
-            }
-        }
+        let workers = settings.workers.max(1);
+        crate::parallel::ordered_map(
+            flat.iter().map(|p| Ok(*p)),
+            workers,
+            4 * workers,
+            |prompt| judge.judge(prompt),
+            |j| {
+                judged.push(j);
+                bar.inc(1);
+                Ok(())
+            },
+        )?;
+        bar.finish_and_clear();
 
         let mut samples = Vec::new();
         let mut scores = Vec::new();
@@ -565,29 +549,6 @@ impl Task for JudgeTask<'_> {
             samples,
         })
     }
-}
-
-/// Generation requests for instruction prompts: the run's SFT template when it names one, else the
-/// task's own `template` (`{prompt}`) and stop strings.
-pub fn instruction_requests(
-    prompts: &[String],
-    template: &str,
-    until: &[String],
-    max_tokens: usize,
-    cfg: &RunConfig,
-) -> Result<Vec<GenerateUntil>, EvalError> {
-    let sft = cfg.prompt_template.as_deref().map(Template::by_name).transpose().map_err(EvalError::Config)?;
-    let max_tokens = cfg.max_gen_tokens.unwrap_or(max_tokens);
-    Ok(prompts
-        .iter()
-        .map(|p| {
-            let (context, until) = match &sft {
-                Some(t) => (t.prompt(p), vec![t.stop()]),
-                None => (template.replace("{prompt}", p), until.to_vec()),
-            };
-            GenerateUntil { context, until, max_tokens }
-        })
-        .collect())
 }
 
 /// The reference model's answer to each prompt, from JSONL rows with `prompt` and `response`.

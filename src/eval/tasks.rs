@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::codeswitch::{self, TargetLang};
-use super::judge::instruction_requests;
 use super::lm::{
     GenerateUntil, LanguageModel, Loglikelihood, LoglikelihoodResult, LoglikelihoodRolling, RollingResult,
 };
@@ -17,6 +16,7 @@ use super::perplexity::perplexity;
 use super::run::RunConfig;
 use super::task::{CodeswitchSpec, HubDataSource, McRequest, McTask, Metric};
 use super::EvalError;
+use crate::shards::Template;
 
 /// Prompt sets shipped in evals/prompts, compiled in.
 const BUILTIN_PROMPTS: &[(&str, &str)] = &[
@@ -289,6 +289,29 @@ impl Task for CodeswitchTask<'_> {
             samples,
         })
     }
+}
+
+/// Generation requests for instruction prompts: the run's SFT template when it names one, else the
+/// task's own `template` (`{prompt}`) and stop strings.
+pub fn instruction_requests(
+    prompts: &[String],
+    template: &str,
+    until: &[String],
+    max_tokens: usize,
+    cfg: &RunConfig,
+) -> Result<Vec<GenerateUntil>, EvalError> {
+    let sft = cfg.prompt_template.as_deref().map(Template::by_name).transpose().map_err(EvalError::Config)?;
+    let max_tokens = cfg.max_gen_tokens.unwrap_or(max_tokens);
+    Ok(prompts
+        .iter()
+        .map(|p| {
+            let (context, until) = match &sft {
+                Some(t) => (t.prompt(p), vec![t.stop()]),
+                None => (template.replace("{prompt}", p), until.to_vec()),
+            };
+            GenerateUntil { context, until, max_tokens }
+        })
+        .collect())
 }
 
 /// Reads a prompt set (JSONL `{"prompt"}`): from the user's evals directory, else the built-in copy.
