@@ -352,8 +352,8 @@ impl Task for GenTask<'_> {
             .collect();
         let tokenizer = opts.bleu().tokenizer;
         if self.spec.metrics.contains(&TextMetric::Bleu) && tokenizer == BleuTokenizer::Mteval13a {
-            let code = self.lang.split(['_', '-']).next().unwrap_or("");
-            if ["ja", "jpn", "ko", "kor", "th", "tha", "my", "mya", "km", "khm", "lo", "lao"].contains(&code) {
+            let code = super::textmetrics::base_code(&self.lang);
+            if ["ja", "jpn", "ko", "kor", "th", "tha", "my", "mya", "km", "khm", "lo", "lao"].contains(&code.as_str()) {
                 extra.push((
                     "note",
                     json!(

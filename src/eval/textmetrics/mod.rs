@@ -18,6 +18,11 @@ use unicode_categories::UnicodeCategories;
 /// The sacrebleu release whose numbers these metrics reproduce (tested), named in their signatures.
 pub const SACREBLEU_VERSION: &str = "2.6.0";
 
+/// The language part of a code, lower-cased: `zho_Hans` → `zho`, `pt-BR` → `pt`, `et` → `et`.
+pub fn base_code(lang: &str) -> String {
+    lang.split(['_', '-']).next().unwrap_or(lang).to_ascii_lowercase()
+}
+
 /// Python's `str.split()`: runs of Unicode whitespace (and the ASCII separators `\x1c`–`\x1f`).
 pub fn py_split(text: &str) -> impl Iterator<Item = &str> {
     text.split(super::lm::is_py_space).filter(|w| !w.is_empty())

@@ -39,7 +39,7 @@ impl SquadNorm {
     /// MLQA evaluation script (`mlqa_evaluation_v1.py`); none for the rest (Estonian, Turkish, Persian,
     /// Chinese, ... have no articles; MLQA's Arabic rule strips a prefix, which a word list cannot).
     pub fn for_lang(lang: &str) -> Self {
-        let code = lang.split(['_', '-']).next().unwrap_or(lang).to_ascii_lowercase();
+        let code = super::base_code(lang);
         let words: &[&str] = match code.as_str() {
             "en" | "eng" => &["a", "an", "the"],
             "es" | "spa" => &["un", "una", "unos", "unas", "el", "la", "los", "las"],

@@ -42,7 +42,7 @@ impl BleuTokenizer {
     /// sacrebleu's choice for a target language (`-l xx-zh` picks `zh`); `ja`/`ko` would need MeCab, which
     /// sacrebleu also requires, so they get 13a and the signature says so.
     pub fn for_lang(lang: &str) -> Self {
-        let code = lang.split(['_', '-']).next().unwrap_or(lang).to_ascii_lowercase();
+        let code = super::base_code(lang);
         match code.as_str() {
             "zh" | "zho" | "cmn" | "yue" => BleuTokenizer::Zh,
             _ => BleuTokenizer::Mteval13a,
