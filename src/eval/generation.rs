@@ -12,11 +12,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::lm::{GenerateUntil, LanguageModel};
-use super::metrics::{mean, mean_stderr};
+use super::metrics::mean_stderr;
 use super::pyrandom::PyRandom;
 use super::task::{self, Doc, DocFormat, Prompt, Sampler, FEWSHOT_SEED};
 use super::tasks::{OutputType, Score, Task, TaskResults};
-use super::textmetrics::{Bleu, BleuTokenizer, Chrf, MetricOptions, SquadNorm, TextMetric};
+use super::textmetrics::{self, BleuTokenizer, MetricOptions, TextMetric};
 use super::EvalError;
 use super::RunConfig;
 use crate::shards::Template;
@@ -264,71 +264,33 @@ impl Task for GenTask<'_> {
         }
         let docs = &self.docs[..reqs.len()];
         let opts = self.options();
-        // References as sacrebleu's streams: `streams[k][i]` is the k-th reference of document i (every
-        // FLORES document has exactly one).
-        let nrefs = docs.iter().map(|(_, r)| r.len()).max().unwrap_or(1);
+        let golds: Vec<Vec<String>> = docs.iter().map(|(_, r)| r.clone()).collect();
         let mut scores = Vec::new();
         let mut per_doc: Vec<Vec<(&'static str, f64)>> = vec![Vec::new(); docs.len()];
         let mut extra = Vec::new();
-        for metric in &self.spec.metrics {
-            match metric {
-                TextMetric::Bleu | TextMetric::Chrf | TextMetric::ChrfPlusPlus => {
-                    if docs.iter().any(|(_, r)| r.len() != nrefs) {
-                        return Err(EvalError::Config(format!(
-                            "{}: BLEU/chrF need the same number of references for every document",
-                            self.name
-                        )));
-                    }
-                    let streams: Vec<Vec<String>> =
-                        (0..nrefs).map(|k| docs.iter().map(|(_, r)| r[k].clone()).collect()).collect();
-                    let (name, value, signature) = match metric {
-                        TextMetric::Bleu => {
-                            let b = opts.bleu();
-                            let sentence = Bleu::sentence(b.tokenizer);
-                            for (i, h) in responses.iter().enumerate() {
-                                let refs: Vec<&str> = docs[i].1.iter().map(String::as_str).collect();
-                                per_doc[i].push(("bleu", sentence.score(&sentence.stats(h, &refs)).score));
-                            }
-                            ("bleu", b.corpus(&responses, &streams).score, b.signature(nrefs))
-                        }
-                        _ => {
-                            let pp = *metric == TextMetric::ChrfPlusPlus;
-                            let c: Chrf = opts.chrf(pp);
-                            let name = if pp { "chrf++" } else { "chrf" };
-                            for (i, h) in responses.iter().enumerate() {
-                                let refs: Vec<&str> = docs[i].1.iter().map(String::as_str).collect();
-                                per_doc[i].push((name, c.f_score(&c.stats(h, &refs))));
-                            }
-                            (name, c.corpus(&responses, &streams), c.signature(nrefs))
-                        }
-                    };
-                    // Corpus-level scores have no per-document standard error (lm-eval bootstraps one).
-                    scores.push(Score { metric: name.into(), value, stderr: None, higher_is_better: true });
-                    extra.push((signature_key(name), json!(signature)));
-                }
-                TextMetric::Squad => {
-                    let norm: SquadNorm = opts.squad();
-                    let golds: Vec<Vec<String>> = docs.iter().map(|(_, r)| r.clone()).collect();
-                    let s = norm.score(&responses, &golds);
-                    let em: Vec<f64> = s.per_question.iter().map(|q| q.0 * 100.0).collect();
-                    let f1: Vec<f64> = s.per_question.iter().map(|q| q.1 * 100.0).collect();
-                    for (i, q) in s.per_question.iter().enumerate() {
-                        per_doc[i].extend([("exact_match", q.0), ("f1", q.1)]);
-                    }
-                    scores.push(Score {
-                        metric: "exact_match".into(),
-                        value: mean(&em),
-                        stderr: mean_stderr(&em),
-                        higher_is_better: true,
-                    });
-                    scores.push(Score {
-                        metric: "f1".into(),
-                        value: mean(&f1),
-                        stderr: mean_stderr(&f1),
-                        higher_is_better: true,
-                    });
-                    extra.push(("squad_normalization", json!(norm.signature())));
-                }
+        for &metric in &self.spec.metrics {
+            let m = textmetrics::score(metric, &responses, &golds, &opts, true)
+                .map_err(|e| EvalError::Config(format!("{}: {e}", self.name)))?;
+            for c in &m.corpus {
+                // SQuAD's scores are means over questions and have a standard error; corpus BLEU and chrF have
+                // none per document (lm-eval bootstraps one).
+                let stderr = (metric == TextMetric::Squad).then(|| {
+                    let xs: Vec<f64> =
+                        m.segments.iter().flatten().filter(|(k, _)| *k == c.metric).map(|(_, x)| 100.0 * x).collect();
+                    mean_stderr(&xs)
+                });
+                scores.push(Score {
+                    metric: c.metric.clone(),
+                    value: c.score,
+                    stderr: stderr.flatten(),
+                    higher_is_better: true,
+                });
+            }
+            if let Some(c) = m.corpus.first() {
+                extra.push((signature_key(metric), json!(c.signature)));
+            }
+            for (d, seg) in per_doc.iter_mut().zip(m.segments) {
+                d.extend(seg);
             }
         }
         let samples = docs
@@ -377,11 +339,13 @@ impl Task for GenTask<'_> {
     }
 }
 
-fn signature_key(metric: &str) -> &'static str {
+/// Where results.json names how a metric was computed.
+fn signature_key(metric: TextMetric) -> &'static str {
     match metric {
-        "bleu" => "bleu_signature",
-        "chrf" => "chrf_signature",
-        _ => "chrf++_signature",
+        TextMetric::Bleu => "bleu_signature",
+        TextMetric::Chrf => "chrf_signature",
+        TextMetric::ChrfPlusPlus => "chrf++_signature",
+        TextMetric::Squad => "squad_normalization",
     }
 }
 

@@ -147,27 +147,7 @@ pub fn score_files(
         }
         streams.push(lines);
     }
-    let n = hyps.len();
-    let score = |metric: &str, score: f64, signature: String, details: serde_json::Value| CorpusScore {
-        metric: metric.into(),
-        score,
-        signature,
-        n,
-        details,
-    };
-    Ok(match metric {
-        TextMetric::Bleu => {
-            let b = opts.bleu();
-            let s = b.corpus(&hyps, &streams);
-            let details = serde_json::to_value(&s).map_err(|e| EvalError::Config(e.to_string()))?;
-            vec![score("bleu", s.score, b.signature(streams.len()), details)]
-        }
-        TextMetric::Chrf | TextMetric::ChrfPlusPlus => {
-            let pp = metric == TextMetric::ChrfPlusPlus;
-            let c = opts.chrf(pp);
-            let name = if pp { "chrf++" } else { "chrf" };
-            vec![score(name, c.corpus(&hyps, &streams), c.signature(streams.len()), serde_json::Value::Null)]
-        }
+    let refs: Vec<Vec<String>> = match metric {
         TextMetric::Squad => {
             if streams.len() != 1 {
                 return Err(EvalError::Config(
@@ -175,19 +155,91 @@ pub fn score_files(
                 ));
             }
             let path = &references[0];
-            let golds = streams[0]
+            streams[0]
                 .iter()
                 .enumerate()
                 .map(|(i, l)| squad::parse_answers(l).map_err(|m| EvalError::data(path, i as u64 + 1, m)))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<_, _>>()?
+        }
+        _ => (0..hyps.len()).map(|i| streams.iter().map(|s| s[i].clone()).collect()).collect(),
+    };
+    Ok(score(metric, &hyps, &refs, opts, false).map_err(EvalError::Config)?.corpus)
+}
+
+/// One metric's scores of a corpus: the corpus-level scores and, when asked for, each segment's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricScores {
+    /// BLEU, chrF or chrF++ (one score), or SQuAD's exact match and F1.
+    pub corpus: Vec<CorpusScore>,
+    /// Per segment: sentence BLEU / chrF (0–100), or SQuAD exact match and F1 (0–1); empty unless asked for.
+    pub segments: Vec<Vec<(&'static str, f64)>>,
+}
+
+/// `metric` of `hyps` against each segment's references (`refs[i]`: BLEU and chrF need the same number for
+/// every segment, SQuAD takes any number of gold answers); with `segments`, each segment's score too.
+pub fn score(
+    metric: TextMetric,
+    hyps: &[String],
+    refs: &[Vec<String>],
+    opts: &MetricOptions,
+    segments: bool,
+) -> Result<MetricScores, String> {
+    let n = hyps.len();
+    let corpus_score = |metric: &str, score: f64, signature: String, details: serde_json::Value| CorpusScore {
+        metric: metric.into(),
+        score,
+        signature,
+        n,
+        details,
+    };
+    let mut per: Vec<Vec<(&'static str, f64)>> = vec![Vec::new(); if segments { n } else { 0 }];
+    let seg_refs = |i: usize| -> Vec<&str> { refs[i].iter().map(String::as_str).collect() };
+    let corpus = match metric {
+        TextMetric::Bleu | TextMetric::Chrf | TextMetric::ChrfPlusPlus => {
+            let nrefs = refs.iter().map(Vec::len).max().unwrap_or(1);
+            if refs.iter().any(|r| r.len() != nrefs) {
+                return Err("BLEU and chrF need the same number of references for every segment".into());
+            }
+            // sacrebleu's reference streams: `streams[k][i]` is the k-th reference of segment i.
+            let streams: Vec<Vec<String>> = (0..nrefs).map(|k| refs.iter().map(|r| r[k].clone()).collect()).collect();
+            if metric == TextMetric::Bleu {
+                let b = opts.bleu();
+                if segments {
+                    let sentence = Bleu::sentence(b.tokenizer);
+                    for (i, h) in hyps.iter().enumerate() {
+                        per[i].push(("bleu", sentence.score(&sentence.stats(h, &seg_refs(i))).score));
+                    }
+                }
+                let s = b.corpus(hyps, &streams);
+                let details = serde_json::to_value(&s).map_err(|e| e.to_string())?;
+                vec![corpus_score("bleu", s.score, b.signature(nrefs), details)]
+            } else {
+                let pp = metric == TextMetric::ChrfPlusPlus;
+                let c = opts.chrf(pp);
+                let name = if pp { "chrf++" } else { "chrf" };
+                if segments {
+                    for (i, h) in hyps.iter().enumerate() {
+                        per[i].push((name, c.f_score(&c.stats(h, &seg_refs(i)))));
+                    }
+                }
+                vec![corpus_score(name, c.corpus(hyps, &streams), c.signature(nrefs), serde_json::Value::Null)]
+            }
+        }
+        TextMetric::Squad => {
             let norm = opts.squad();
-            let s = norm.score(&hyps, &golds);
+            let s = norm.score(hyps, refs);
+            if segments {
+                for (p, q) in per.iter_mut().zip(&s.per_question) {
+                    p.extend([("exact_match", q.0), ("f1", q.1)]);
+                }
+            }
             vec![
-                score("exact_match", s.exact_match, norm.signature(), serde_json::Value::Null),
-                score("f1", s.f1, norm.signature(), serde_json::Value::Null),
+                corpus_score("exact_match", s.exact_match, norm.signature(), serde_json::Value::Null),
+                corpus_score("f1", s.f1, norm.signature(), serde_json::Value::Null),
             ]
         }
-    })
+    };
+    Ok(MetricScores { corpus, segments: per })
 }
 
 #[cfg(test)]
