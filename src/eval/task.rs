@@ -367,13 +367,7 @@ impl TaskRegistry {
     /// Resolves a task or group name. Groups expand to their instances (see [`TaskRegistry::group_of`]).
     /// With `hub`, a group with no subject under `data_dir` takes all of them (their data comes from the Hub).
     pub fn resolve(&self, name: &str, data_dir: &Path, hub: bool) -> Result<Vec<TaskRef<'_>>, EvalError> {
-        if let Some((mc, _)) = self.group_family(name) {
-            let spec = self
-                .families
-                .iter()
-                .map(|(_, s)| s)
-                .find(|s| matches!(s, TaskSpec::MultipleChoice(m) if std::ptr::eq(&**m, mc)))
-                .ok_or_else(|| EvalError::Config(format!("{name}: group without its family")))?;
+        if let Some((spec, mc, _)) = self.group_family(name) {
             let instances = self.group_instances(name);
             let local = |i: &&String| data_dir.join(mc.data.replace("{instance}", i)).is_file();
             let all = hub && mc.hub.is_some() && !instances.iter().any(local);
@@ -438,19 +432,19 @@ impl TaskRegistry {
         format!("{} (`langadapt eval tasks` lists them all)", out.join(", "))
     }
 
-    /// The family and group `name` is, if it is a group: (family, subgroup value when it is a subgroup).
-    fn group_family(&self, name: &str) -> Option<(&McSpec, Option<String>)> {
+    /// The family and group `name` is, if it is a group: (its spec, the multiple-choice family, the
+    /// subgroup value when it is a subgroup).
+    fn group_family(&self, name: &str) -> Option<(&TaskSpec, &McSpec, Option<String>)> {
         self.families.iter().find_map(|(_, s)| {
             let TaskSpec::MultipleChoice(mc) = s else { return None };
             let g = mc.group.as_ref()?;
             if g.name == name {
-                return Some((&**mc, None));
+                return Some((s, &**mc, None));
             }
             let sub = g.subgroups.as_ref()?;
             let (pre, post) = sub.name.split_once("{value}")?;
             let value = name.strip_prefix(pre)?.strip_suffix(post)?;
-            let known = mc.instances.values().any(|v| v.get(&sub.by).and_then(|x| x.as_str()) == Some(value));
-            known.then(|| (&**mc, Some(value.to_string())))
+            subgroup_values(mc, sub).contains(&value).then(|| (s, &**mc, Some(value.to_string())))
         })
     }
 
@@ -461,12 +455,12 @@ impl TaskRegistry {
 
     /// The instances of the group `name` in its definition (empty if it is not a group).
     fn group_instances(&self, name: &str) -> Vec<&String> {
-        let Some((mc, value)) = self.group_family(name) else { return Vec::new() };
+        let Some((_, mc, value)) = self.group_family(name) else { return Vec::new() };
         let by = mc.group.as_ref().and_then(|g| g.subgroups.as_ref()).map(|s| s.by.as_str());
         mc.instances
             .iter()
             .filter(|(_, vars)| match (&value, by) {
-                (Some(v), Some(by)) => vars.get(by).and_then(|x| x.as_str()) == Some(v.as_str()),
+                (Some(v), Some(by)) => var_str(vars, by) == Some(v.as_str()),
                 _ => true,
             })
             .map(|(i, _)| i)
@@ -481,38 +475,28 @@ impl TaskRegistry {
     /// What the group `name` averages over the tasks `present` (its members that have data): each
     /// subgroup over its tasks, then the group over its subgroups (lm-eval's nested `aggregate_metric_list`).
     pub fn group_plan(&self, name: &str, present: &[String]) -> GroupPlan {
-        let Some((mc, value)) = self.group_family(name) else { return Vec::new() };
+        let Some((_, mc, value)) = self.group_family(name) else { return Vec::new() };
         let Some(g) = &mc.group else { return Vec::new() };
-        let task_of = |i: &str| mc.name.replace("{instance}", i);
-        let members = |filter: &dyn Fn(&BTreeMap<String, toml::Value>) -> bool| -> Vec<String> {
-            mc.instances
+        let tasks = |group: &str| -> Vec<String> {
+            self.group_instances(group)
                 .iter()
-                .filter(|(_, v)| filter(v))
-                .map(|(i, _)| task_of(i))
+                .map(|i| mc.name.replace("{instance}", i))
                 .filter(|t| present.contains(t))
                 .collect()
         };
         match (&g.subgroups, value) {
-            (None, _) => vec![(name.to_string(), members(&|_| true), g.weight_by_size)],
-            (Some(sub), Some(v)) => {
-                vec![(
-                    name.to_string(),
-                    members(&|vars| vars.get(&sub.by).and_then(|x| x.as_str()) == Some(&v)),
-                    sub.weight_by_size,
-                )]
-            }
+            (None, _) => vec![(name.to_string(), tasks(name), g.weight_by_size)],
+            (Some(sub), Some(_)) => vec![(name.to_string(), tasks(name), sub.weight_by_size)],
             (Some(sub), None) => {
-                let mut values: Vec<&str> =
-                    mc.instances.values().filter_map(|v| v.get(&sub.by).and_then(|x| x.as_str())).collect();
-                values.sort_unstable();
-                values.dedup();
-                let mut plan: GroupPlan = Vec::new();
-                for v in values {
-                    let m = members(&|vars| vars.get(&sub.by).and_then(|x| x.as_str()) == Some(v));
-                    if !m.is_empty() {
-                        plan.push((sub.name.replace("{value}", v), m, sub.weight_by_size));
-                    }
-                }
+                let mut plan: GroupPlan = subgroup_values(mc, sub)
+                    .into_iter()
+                    .map(|v| {
+                        let subgroup = sub.name.replace("{value}", v);
+                        let members = tasks(&subgroup);
+                        (subgroup, members, sub.weight_by_size)
+                    })
+                    .filter(|(_, members, _)| !members.is_empty())
+                    .collect();
                 let top = plan.iter().map(|(n, _, _)| n.clone()).collect();
                 plan.push((name.to_string(), top, g.weight_by_size));
                 plan
@@ -533,11 +517,7 @@ impl TaskRegistry {
             if let TaskSpec::MultipleChoice(mc) = spec {
                 if let Some(g) = &mc.group {
                     if let Some(sub) = &g.subgroups {
-                        let mut values: Vec<&str> =
-                            mc.instances.values().filter_map(|v| v.get(&sub.by).and_then(|x| x.as_str())).collect();
-                        values.sort_unstable();
-                        values.dedup();
-                        out.extend(values.iter().map(|v| sub.name.replace("{value}", v)));
+                        out.extend(subgroup_values(mc, sub).iter().map(|v| sub.name.replace("{value}", v)));
                     }
                     out.push(g.name.clone());
                 }
@@ -545,6 +525,19 @@ impl TaskRegistry {
         }
         out
     }
+}
+
+/// An instance variable's text.
+fn var_str<'a>(vars: &'a BTreeMap<String, toml::Value>, key: &str) -> Option<&'a str> {
+    vars.get(key).and_then(|v| v.as_str())
+}
+
+/// The values of `sub.by` among a family's instances, sorted, each once: its subgroups.
+fn subgroup_values<'a>(mc: &'a McSpec, sub: &SubgroupSpec) -> Vec<&'a str> {
+    let mut values: Vec<&str> = mc.instances.values().filter_map(|v| var_str(v, &sub.by)).collect();
+    values.sort_unstable();
+    values.dedup();
+    values
 }
 
 fn file_name(path: &str) -> String {
