@@ -417,19 +417,23 @@ fn flores_pairs(src: &Path, tgt: &Path) -> Result<Docs, EvalError> {
 /// "question", "answers": [{"text"}]}]}]}]}`) or one Hub row per line (`answers: {"text": [...]}`).
 fn read_squad(path: &Path) -> Result<Docs, EvalError> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-    let qa =
-        |fields: BTreeMap<String, String>, answers: Vec<String>, line: u64| -> Result<(Doc, Vec<String>), EvalError> {
-            if answers.is_empty() {
-                return Err(EvalError::data(
-                    path,
-                    line,
-                    "a question without gold answers (SQuAD v2 unanswerables are not scored by v1.1 EM/F1)",
-                ));
-            }
-            let mut fields = fields;
-            fields.insert("answer".into(), answers[0].clone());
-            Ok((Doc { fields, line }, answers))
-        };
+    // `place` names the question where a line number cannot (the JSON layout).
+    let qa = |fields: BTreeMap<String, String>,
+              answers: Vec<String>,
+              line: u64,
+              place: &str|
+     -> Result<(Doc, Vec<String>), EvalError> {
+        if answers.is_empty() {
+            return Err(EvalError::data(
+                path,
+                line,
+                format!("{place}a question without gold answers (SQuAD v2 unanswerables are not scored by v1.1 EM/F1)"),
+            ));
+        }
+        let mut fields = fields;
+        fields.insert("answer".into(), answers[0].clone());
+        Ok((Doc { fields, line }, answers))
+    };
     let str_field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     if path.extension().is_some_and(|e| e == "jsonl") {
         let mut out = Vec::new();
@@ -448,7 +452,7 @@ fn read_squad(path: &Path) -> Result<Docs, EvalError> {
                     str_field(&v, k).ok_or_else(|| EvalError::data(path, n, format!("missing string field `{k}`")))?;
                 fields.insert(k.to_string(), value);
             }
-            out.push(qa(fields, answers, n)?);
+            out.push(qa(fields, answers, n, "")?);
         }
         return Ok(out);
     }
@@ -484,13 +488,7 @@ fn read_squad(path: &Path) -> Result<Docs, EvalError> {
                     ("context".to_string(), context.clone()),
                     ("question".to_string(), question),
                 ]);
-                out.push(qa(fields, answers, 0).map_err(|_| {
-                    EvalError::data(
-                        path,
-                        0,
-                        format!("{}: no gold answers (SQuAD v2 unanswerables are not scored by v1.1 EM/F1)", where_()),
-                    )
-                })?);
+                out.push(qa(fields, answers, 0, &format!("{}: ", where_()))?);
             }
         }
     }
