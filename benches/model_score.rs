@@ -43,6 +43,9 @@ print(json.dumps({"seconds": secs, "first": first, "torch": torch.__version__}))
 "#;
 
 fn main() {
+    // The allocator settings `langadapt`'s own main applies (src/alloc.rs): without them every op's fresh
+    // buffer pays page faults, which the CLI does not.
+    langadapt::alloc::tune_allocator();
     let threads = common::bench_threads();
     let rounds = common::env_number("LANGADAPT_BENCH_RUNS").unwrap_or(3);
     let python = common::bench_python();

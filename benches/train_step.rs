@@ -43,6 +43,9 @@ print(json.dumps({"times": times, "losses": losses, "torch": torch.__version__})
 "#;
 
 fn main() {
+    // The allocator settings `langadapt`'s own main applies (src/alloc.rs): without them every op's fresh
+    // buffer pays page faults, which the CLI does not.
+    langadapt::alloc::tune_allocator();
     let threads = common::bench_threads();
     let python = common::bench_python();
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());

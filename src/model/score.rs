@@ -1,7 +1,8 @@
 //! Log-probabilities of tokens given their prefix, batched: what perplexity and multiple-choice scoring read.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::Tensor;
 
+use super::kernels::logit_stats;
 use super::llama::{ForwardOptions, Llama};
 use super::ModelError;
 
@@ -140,9 +141,12 @@ impl Scorer {
             for start in (0..span).step_by(self.logit_rows) {
                 let len = self.logit_rows.min(span - start);
                 let h = hidden.get(row)?.narrow(0, input_len - span + start, len)?;
-                let logprobs = candle_nn::ops::log_softmax(&self.model.logits(&h)?, D::Minus1)?;
-                argmax.extend(logprobs.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?);
-                maxes.extend(logprobs.max(D::Minus1)?.to_vec1::<f32>()?);
+                // Per row max, argmax and log Σ exp(x − max); a token's log-probability is (x − max) − that, as
+                // log-softmax computes it, without a second `rows × vocab` tensor.
+                let logits = self.model.logits(&h)?;
+                let stats = logit_stats(&logits)?;
+                argmax.extend(stats.iter().map(|s| s.argmax));
+                maxes.extend(stats.iter().map(|s| -s.log_sum));
                 for (k, &i) in members[g].iter().enumerate() {
                     let (tokens, n_cont) = (&requests[i].0, requests[i].1);
                     // This request's scored positions, in span coordinates, that fall in this block.
@@ -152,8 +156,10 @@ impl Scorer {
                     }
                     let targets = &tokens[tokens.len() - n_cont + (from - first)..][..to - from];
                     let target_t = Tensor::from_slice(targets, (to - from, 1), device)?;
-                    let rows = logprobs.narrow(0, from - start, to - from)?;
-                    picked[k].extend(rows.gather(&target_t, 1)?.squeeze(1)?.to_vec1::<f32>()?);
+                    let rows = logits.narrow(0, from - start, to - from)?;
+                    let chosen = rows.gather(&target_t, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+                    let stats = &stats[from - start..to - start];
+                    picked[k].extend(chosen.iter().zip(stats).map(|(&x, s)| (x - s.max) - s.log_sum));
                 }
             }
             for (&i, picked) in members[g].iter().zip(picked) {

@@ -1,0 +1,272 @@
+//! CPU row kernels for the softmax-shaped work of scoring and attention.
+//!
+//! candle's CPU softmax and log-softmax call libm's scalar `expf` once per element and allocate a zeroed
+//! tensor per step (max, subtract, exp, sum, log): in a scoring run that was ~15% of the CPU time beside the
+//! matrix products (`perf`, benches/RESULTS.md). These kernels do a row in two or three passes with an exp
+//! that vectorizes, compiled for AVX-512 and AVX2+FMA besides the baseline and chosen at run time.
+
+use std::mem::MaybeUninit;
+
+use candle_core::{CpuStorage, DType, Storage, Tensor, D};
+
+/// Lanes each reduction keeps apart, so the loops vectorize (16 f32 = one AVX-512 register).
+const LANES: usize = 16;
+
+/// `exp(x)` in f32: Cephes' `expf` (range reduction by ln 2, degree-6 polynomial; within 2 ulp of the exact
+/// value), 0 below −87.3 (so −∞ gives 0) and written branch-free so a loop over it vectorizes.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const HI: f32 = 88.376_26;
+    const LO: f32 = -87.336_55;
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.clamp(LO, HI);
+    let shifted = xc * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    let r = xc - n * C1 - n * C2;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let y = p * r * r + r + 1.0;
+    let pow2 = f32::from_bits(((shifted.to_bits() as i32 - ROUND.to_bits() as i32 + 127) << 23) as u32);
+    let out = y * pow2;
+    // NaN compares false both ways and falls through to `out` (NaN), as libm's exp.
+    if x < LO {
+        0.0
+    } else {
+        out
+    }
+}
+
+/// Softmax of `x · scale + bias` into `out` (`x` and `bias` at least as long as `out`), which it fills
+/// without reading: the output buffer needs no zeroing first.
+#[inline(always)]
+fn softmax_row_impl(x: &[f32], bias: &[f32], scale: f32, out: &mut [MaybeUninit<f32>]) {
+    let n = out.len();
+    let (x, bias) = (&x[..n], &bias[..n]);
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let split = n - n % LANES;
+    for ((o, x), b) in out[..split].chunks_exact_mut(LANES).zip(x.chunks_exact(LANES)).zip(bias.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            let v = x[i] * scale + b[i];
+            o[i].write(v);
+            m[i] = if v > m[i] { v } else { m[i] };
+        }
+    }
+    let mut max = m.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    for j in split..n {
+        let v = x[j] * scale + bias[j];
+        out[j].write(v);
+        max = if v > max { v } else { max };
+    }
+    // SAFETY: every element was written above; `MaybeUninit<f32>` has the layout of `f32`.
+    let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
+    if max == f32::NEG_INFINITY {
+        // Every key masked: no distribution; zeros rather than 0/0.
+        out.fill(0.0);
+        return;
+    }
+    let mut s = [0f32; LANES];
+    for o in out[..split].chunks_exact_mut(LANES) {
+        for i in 0..LANES {
+            o[i] = exp_f32(o[i] - max);
+            s[i] += o[i];
+        }
+    }
+    let mut sum: f32 = s.iter().sum();
+    for o in &mut out[split..] {
+        *o = exp_f32(*o - max);
+        sum += *o;
+    }
+    let inv = 1.0 / sum;
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}
+
+/// What scoring reads from one row of logits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowStats {
+    /// The largest logit.
+    pub max: f32,
+    /// `ln Σ exp(x − max)`: a token's log-probability is `(x − max) − log_sum`.
+    pub log_sum: f32,
+    /// The first position of the largest logit.
+    pub argmax: u32,
+}
+
+#[inline(always)]
+fn row_stats_impl(x: &[f32]) -> RowStats {
+    let n = x.len();
+    let split = n - n % LANES;
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut at = [0u32; LANES];
+    for (c, chunk) in x[..split].chunks_exact(LANES).enumerate() {
+        for i in 0..LANES {
+            let gt = chunk[i] > m[i];
+            m[i] = if gt { chunk[i] } else { m[i] };
+            at[i] = if gt { (c * LANES + i) as u32 } else { at[i] };
+        }
+    }
+    // Lanes hold the first maximum of their own positions; the smallest position among equal maxima wins.
+    let (mut max, mut argmax) = (f32::NEG_INFINITY, 0u32);
+    for i in 0..LANES {
+        if m[i] > max || (m[i] == max && at[i] < argmax) {
+            (max, argmax) = (m[i], at[i]);
+        }
+    }
+    for (j, &v) in x.iter().enumerate().skip(split) {
+        if v > max {
+            (max, argmax) = (v, j as u32);
+        }
+    }
+    let mut s = [0f32; LANES];
+    for chunk in x[..split].chunks_exact(LANES) {
+        for i in 0..LANES {
+            s[i] += exp_f32(chunk[i] - max);
+        }
+    }
+    let mut sum: f32 = s.iter().sum();
+    for &v in &x[split..] {
+        sum += exp_f32(v - max);
+    }
+    // A NaN logit is skipped by the max but its exp is NaN, so the sum (and every score of the row) is NaN.
+    RowStats { max, log_sum: sum.ln(), argmax }
+}
+
+/// Compiles `$imp` again with AVX-512 and with AVX2+FMA enabled and calls the best the CPU has.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident = $imp:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn v4($($arg: $ty),*) $(-> $ret)? { $imp($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) $(-> $ret)? { $imp($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `v4` was compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for `v3`.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+
+dispatch! {
+    /// `out = softmax(x · scale + bias)` over one row (`x`, `bias` at least as long as `out`).
+    pub(crate) fn softmax_row = softmax_row_impl(x: &[f32], bias: &[f32], scale: f32, out: &mut [MaybeUninit<f32>])
+}
+
+dispatch! {
+    /// Max, argmax and log-sum-exp of one row of logits.
+    pub(crate) fn row_stats = row_stats_impl(x: &[f32]) -> RowStats
+}
+
+/// [`RowStats`] of each row of `logits` `[rows, vocab]` (f32): the kernel above on the CPU, rows in parallel;
+/// the same numbers from tensor ops on other devices (three `[rows, 1]` results cross the bus, not the logits).
+pub(crate) fn logit_stats(logits: &Tensor) -> candle_core::Result<Vec<RowStats>> {
+    use rayon::prelude::*;
+    let (_, vocab) = logits.dims2()?;
+    if logits.device().is_cpu() {
+        let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+        let (storage, layout) = logits.storage_and_layout();
+        let (Storage::Cpu(CpuStorage::F32(data)), Some((o1, o2))) = (&*storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("logit_stats: f32 CPU logits expected")
+        };
+        return Ok(data[o1..o2].par_chunks(vocab).map(row_stats).collect());
+    }
+    let max = logits.max_keepdim(D::Minus1)?;
+    let log_sum = logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let (max, log_sum) = (max.squeeze(D::Minus1)?.to_vec1::<f32>()?, log_sum.squeeze(D::Minus1)?.to_vec1::<f32>()?);
+    let argmax = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    Ok(max
+        .into_iter()
+        .zip(log_sum)
+        .zip(argmax)
+        .map(|((max, log_sum), argmax)| RowStats { max, log_sum, argmax })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_exact_value_over_its_range() {
+        let mut worst = 0;
+        let mut x = -87.3f32;
+        while x < 88.3 {
+            let want = (x as f64).exp() as f32;
+            worst = worst.max(ulps(exp_f32(x), want));
+            x += 0.000_37;
+        }
+        assert!(worst <= 2, "worst error {worst} ulp");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(-100.0), 0.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
+
+    fn softmax(x: &[f32], bias: &[f32], scale: f32) -> Vec<f32> {
+        let mut out = vec![MaybeUninit::uninit(); x.len()];
+        softmax_row(x, bias, scale, &mut out);
+        // SAFETY: softmax_row writes every element.
+        out.into_iter().map(|v| unsafe { v.assume_init() }).collect()
+    }
+
+    /// Rows of awkward lengths (not multiples of the lanes) with masked entries, against f64.
+    #[test]
+    fn softmax_row_matches_f64_softmax_with_masks_and_odd_lengths() {
+        let mut seed = 7u64;
+        let mut rand = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 10_000) as f32 / 500.0 - 10.0
+        };
+        for n in [1, 15, 16, 17, 100, 513] {
+            let x: Vec<f32> = (0..n).map(|_| rand()).collect();
+            let bias: Vec<f32> = (0..n).map(|j| if j % 3 == 1 { f32::NEG_INFINITY } else { 0.0 }).collect();
+            let out = softmax(&x, &bias, 0.125);
+            let logits: Vec<f64> = x.iter().zip(&bias).map(|(&x, &b)| f64::from(x) * 0.125 + f64::from(b)).collect();
+            let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+            for (j, (&o, l)) in out.iter().zip(&logits).enumerate() {
+                let want = (l - max).exp() / sum;
+                assert!((f64::from(o) - want).abs() <= 1e-6 * want.max(1e-30), "n {n} j {j}: {o} vs {want}");
+            }
+        }
+        assert_eq!(softmax(&[1.0, 2.0, 3.0], &[f32::NEG_INFINITY; 3], 1.0), [0.0; 3], "a fully masked row");
+    }
+
+    #[test]
+    fn row_stats_give_the_first_argmax_and_the_log_sum_exp() {
+        let mut x: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 * 0.1 - 3.0).collect();
+        x[40] = 9.0;
+        x[500] = 9.0;
+        x[999] = 9.0;
+        let s = row_stats(&x);
+        assert_eq!((s.max, s.argmax), (9.0, 40));
+        let want = x.iter().map(|&v| (f64::from(v) - 9.0).exp()).sum::<f64>().ln();
+        assert!((f64::from(s.log_sum) - want).abs() < 1e-6, "{} vs {want}", s.log_sum);
+        // The maximum in the scalar tail only.
+        let s =
+            row_stats(&[0.0; 17].iter().enumerate().map(|(i, _)| if i == 16 { 1.0 } else { 0.0 }).collect::<Vec<_>>());
+        assert_eq!((s.max, s.argmax), (1.0, 16));
+        assert!(row_stats(&[0.0, f32::NAN, 1.0]).log_sum.is_nan());
+    }
+}
