@@ -13,10 +13,14 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 /// `xs Wᵀ (+ bias)` for `xs` of shape `[.., in]` and `W` of shape `[out, in]`, as `candle_nn::Linear`
 /// computes it; on the autograd graph through [`LinearOp`].
 pub(crate) fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    // One GEMM over all rows of the batch: candle_nn's Linear broadcasts W over a `[b, t, in]` input and runs b
+    // products of t rows, each packing all of W again (a batch of 16 short sequences, or a decoding step's b
+    // rows of one token, then costs up to b times the packing and the thread hand-offs).
+    let xs = xs.contiguous()?;
     let out = if xs.track_op() || weight.track_op() {
-        xs.contiguous()?.apply_op2(weight, LinearOp)?
+        xs.apply_op2(weight, LinearOp)?
     } else {
-        candle_nn::Module::forward(&candle_nn::Linear::new(weight.clone(), None), xs)?
+        xs.apply_op2_no_bwd(weight, &LinearOp)?
     };
     match bias {
         Some(b) => out.broadcast_add(b),

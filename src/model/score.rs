@@ -69,11 +69,18 @@ impl Scorer {
     /// Results come back in request order; batches are formed from requests of similar length.
     pub fn score(&self, requests: &[(Vec<u32>, usize)]) -> Result<Vec<ContinuationScore>, ModelError> {
         let max_len = self.model.config().max_position_embeddings;
+        let vocab = self.model.config().vocab_size;
         for (i, (tokens, n_cont)) in requests.iter().enumerate() {
             if *n_cont == 0 || *n_cont >= tokens.len() {
                 return Err(ModelError::Request(format!(
                     "request {i}: {n_cont} continuation tokens of {} (need 1..len-1: a context token first)",
                     tokens.len()
+                )));
+            }
+            if let Some(bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
+                return Err(ModelError::Request(format!(
+                    "request {i}: token id {bad} is outside the model's vocabulary of {vocab}; was it encoded with \
+                     another tokenizer?"
                 )));
             }
             if tokens.len() - 1 > max_len {
@@ -130,48 +137,60 @@ impl Scorer {
         let ids = Tensor::from_vec(ids, (chunk.len(), t), device)?;
         let mask = Tensor::from_vec(mask, (chunk.len(), t), device)?;
         let hidden = self.model.hidden(&ids, ForwardOptions { mask: Some(&mask), ..Default::default() })?;
+        // The scored positions of every row, one after another (a row's last `span` inputs): the LM head then
+        // runs over all of the batch's positions `logit_rows` at a time, not once per row. Short requests
+        // score a few positions each, and a product per row would pack the whole head again for each.
+        let (rows, hsz) = (chunk.len() * t, hidden.dim(2)?);
+        let mut positions: Vec<u32> = Vec::new();
+        // Per request of the batch: (request, flat index of its first scored position).
+        let mut firsts: Vec<(usize, usize)> = Vec::new();
         for (row, &g) in chunk.iter().enumerate() {
             let input_len = inputs[g].len();
             let span = members[g].iter().map(|&i| requests[i].1).max().unwrap_or(1);
-            // Only the scored positions go through the LM head and the softmax, `logit_rows` at a time: the f32
-            // logits and their log-softmax are `rows × vocab` each (8,192 × 49,152 would be 1.6 GB apiece).
-            let mut argmax: Vec<u32> = Vec::with_capacity(span);
-            let mut maxes: Vec<f32> = Vec::with_capacity(span);
-            let mut picked: Vec<Vec<f32>> = members[g].iter().map(|&i| Vec::with_capacity(requests[i].1)).collect();
-            for start in (0..span).step_by(self.logit_rows) {
-                let len = self.logit_rows.min(span - start);
-                let h = hidden.get(row)?.narrow(0, input_len - span + start, len)?;
-                // Per row max, argmax and log Σ exp(x − max); a token's log-probability is (x − max) − that, as
-                // log-softmax computes it, without a second `rows × vocab` tensor.
-                let logits = self.model.logits(&h)?;
-                let stats = logit_stats(&logits)?;
-                argmax.extend(stats.iter().map(|s| s.argmax));
-                maxes.extend(stats.iter().map(|s| -s.log_sum));
-                for (k, &i) in members[g].iter().enumerate() {
-                    let (tokens, n_cont) = (&requests[i].0, requests[i].1);
-                    // This request's scored positions, in span coordinates, that fall in this block.
-                    let (first, from, to) = (span - n_cont, (span - n_cont).max(start), span.min(start + len));
-                    if from >= to {
-                        continue;
-                    }
-                    let targets = &tokens[tokens.len() - n_cont + (from - first)..][..to - from];
-                    let target_t = Tensor::from_slice(targets, (to - from, 1), device)?;
-                    let rows = logits.narrow(0, from - start, to - from)?;
-                    let chosen = rows.gather(&target_t, 1)?.squeeze(1)?.to_vec1::<f32>()?;
-                    let stats = &stats[from - start..to - start];
-                    picked[k].extend(chosen.iter().zip(stats).map(|(&x, s)| (x - s.max) - s.log_sum));
+            let base = positions.len();
+            positions.extend((input_len - span..input_len).map(|p| (row * t + p) as u32));
+            firsts.extend(members[g].iter().map(|&i| (i, base + span - requests[i].1)));
+        }
+        let n = positions.len();
+        let scored = hidden.reshape((rows, hsz))?.index_select(&Tensor::from_vec(positions, n, device)?, 0)?;
+        let mut stats = Vec::with_capacity(n);
+        let mut picked: Vec<Vec<f32>> = firsts.iter().map(|&(i, _)| Vec::with_capacity(requests[i].1)).collect();
+        for start in (0..n).step_by(self.logit_rows) {
+            let len = self.logit_rows.min(n - start);
+            // Per position max, argmax and log Σ exp(x − max); a token's log-probability is (x − max) − that,
+            // as log-softmax computes it, without a second `rows × vocab` tensor.
+            let logits = self.model.logits(&scored.narrow(0, start, len)?)?;
+            let (block, vocab) = (logit_stats(&logits)?, logits.dim(1)?);
+            // Each request's targets in this block, as indices into the flattened logits.
+            let (mut at, mut whose) = (Vec::new(), Vec::new());
+            for (k, &(i, first)) in firsts.iter().enumerate() {
+                let (tokens, n_cont) = (&requests[i].0, requests[i].1);
+                for f in first.max(start)..(first + n_cont).min(start + len) {
+                    let target = tokens[tokens.len() - n_cont + (f - first)] as usize;
+                    at.push(((f - start) * vocab + target) as u32);
+                    whose.push((k, f - start));
                 }
             }
-            for (&i, picked) in members[g].iter().zip(picked) {
-                let (tokens, n_cont) = (&requests[i].0, requests[i].1);
-                let targets = &tokens[tokens.len() - n_cont..];
-                let (argmax, maxes) = (&argmax[span - n_cont..], &maxes[span - n_cont..]);
-                // Ties count as greedy: the target's log-prob equals the max.
-                let is_greedy =
-                    targets.iter().zip(argmax).zip(picked.iter().zip(maxes)).all(|((t, a), (p, m))| t == a || p >= m);
-                let ll = picked.iter().map(|&p| f64::from(p)).sum();
-                out[i] = Some(ContinuationScore { ll, is_greedy, logprobs: picked });
+            if !at.is_empty() {
+                let m = at.len();
+                let chosen = logits.flatten_all()?.index_select(&Tensor::from_vec(at, m, device)?, 0)?;
+                for (x, (k, r)) in chosen.to_vec1::<f32>()?.into_iter().zip(whose) {
+                    picked[k].push((x - block[r].max) - block[r].log_sum);
+                }
             }
+            stats.extend(block);
+        }
+        for ((i, first), picked) in firsts.into_iter().zip(picked) {
+            let (tokens, n_cont) = (&requests[i].0, requests[i].1);
+            let targets = &tokens[tokens.len() - n_cont..];
+            // Ties count as greedy: the target's log-prob equals the max (−log Σ exp(x − max)).
+            let is_greedy = targets
+                .iter()
+                .zip(&stats[first..first + n_cont])
+                .zip(&picked)
+                .all(|((&t, s), &p)| t == s.argmax || p >= -s.log_sum);
+            let ll = picked.iter().map(|&p| f64::from(p)).sum();
+            out[i] = Some(ContinuationScore { ll, is_greedy, logprobs: picked });
         }
         Ok(())
     }

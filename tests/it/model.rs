@@ -565,3 +565,24 @@ fn kv_cache_steps_equal_one_pass() {
         assert!(d <= 1e-5, "{d}");
     }
 }
+
+/// Requests the model cannot answer are refused with what is wrong, before any forward pass: a token id past
+/// the vocabulary (ids from another tokenizer), nothing to score, more tokens than the context.
+#[test]
+fn scoring_refuses_bad_requests_with_the_reason() {
+    let s = scorer(2);
+    let vocab = s.model().config().vocab_size;
+    let cases: [(Vec<u32>, usize, &str); 3] = [
+        (
+            vec![1, 5, vocab as u32 + 7],
+            1,
+            &format!("token id {} is outside the model's vocabulary of {vocab}", vocab + 7),
+        ),
+        (vec![1, 5, 6], 0, "request 0: 0 continuation tokens of 3"),
+        (vec![1; s.model().config().max_position_embeddings + 2], 1, "exceed the context of"),
+    ];
+    for (tokens, n_cont, want) in cases {
+        let err = s.score(&[(tokens, n_cont)]).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+}
