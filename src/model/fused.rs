@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
 
-use super::kernels::softmax_row;
+use super::kernels::{logit_stats, nll_grad_cpu, softmax_row};
 use super::linear::linear;
 
 type Result<T> = candle_core::Result<T>;
@@ -356,16 +356,34 @@ impl CustomOp2 for BiasSoftmax {
 /// `[.., vocab]` in any float dtype. The graph keeps the logits only; backward recomputes the softmax.
 pub(crate) fn token_nll(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     let target = target.to_dtype(DType::U32)?.unsqueeze(D::Minus1)?;
-    let nll = {
-        let l = logits.detach().to_dtype(DType::F32)?;
+    let l = logits.detach().to_dtype(DType::F32)?;
+    let nll = if l.device().is_cpu() {
+        // The row kernels: one max/exp pass per row instead of log_sum_exp's five tensor ops.
+        let vocab = l.dim(D::Minus1)?;
+        let flat = l.contiguous()?.reshape((l.elem_count() / vocab, vocab))?;
+        let picked = flat.gather(&target.flatten_all()?.unsqueeze(1)?, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let stats = logit_stats(&flat)?;
+        let nll: Vec<f32> = picked.iter().zip(&stats).map(|(x, s)| (s.log_sum + s.max) - x).collect();
+        Tensor::from_vec(nll, target.squeeze(D::Minus1)?.shape(), l.device())?
+    } else {
         let picked = l.gather(&target, D::Minus1)?;
         (l.log_sum_exp(D::Minus1)? - picked.squeeze(D::Minus1)?)?
     };
+    drop(l);
     attach(
         &[logits],
         nll,
         Box::new(move |logits, _, grad| {
             // d logits = g · (softmax(logits) − onehot(target)).
+            if logits[0].device().is_cpu() {
+                let l = logits[0].to_dtype(DType::F32)?;
+                let vocab = l.dim(D::Minus1)?;
+                let flat = l.contiguous()?.reshape((l.elem_count() / vocab, vocab))?;
+                let targets = target.flatten_all()?.to_vec1::<u32>()?;
+                let g = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let d = nll_grad_cpu(&flat, &targets, &g)?.reshape(l.shape())?;
+                return Ok(vec![Some(d.to_dtype(logits[0].dtype())?)]);
+            }
             let g = grad.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
             let p = candle_nn::ops::softmax_last_dim(&logits[0].to_dtype(DType::F32)?.contiguous()?)?;
             let d = p.broadcast_mul(&g)?.scatter_add(&target, &g.neg()?, D::Minus1)?;
@@ -654,8 +672,9 @@ mod tests {
     #[test]
     fn token_nll_matches_log_softmax_and_gather() {
         let dev = Device::Cpu;
-        let logits = Var::from_tensor(&Tensor::randn(0f32, 3.0, (2, 4, 11), &dev).unwrap()).unwrap();
-        let target = Tensor::new(&[[0u32, 10, 3, 3], [7, 1, 0, 9]], &dev).unwrap();
+        // 37 logits a row: two full vector chunks of the CPU kernels and a tail.
+        let logits = Var::from_tensor(&Tensor::randn(0f32, 3.0, (2, 4, 37), &dev).unwrap()).unwrap();
+        let target = Tensor::new(&[[0u32, 36, 3, 3], [7, 1, 0, 20]], &dev).unwrap();
         let weight = Tensor::new(&[[1f32, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]], &dev).unwrap();
         for dtype in [DType::F32, DType::BF16] {
             let x = logits.as_tensor().to_dtype(dtype).unwrap();

@@ -197,6 +197,39 @@ pub(crate) fn logit_stats(logits: &Tensor) -> candle_core::Result<Vec<RowStats>>
         .collect())
 }
 
+/// The gradient of the token NLL with respect to CPU logits `[rows, vocab]` (f32, contiguous):
+/// `g · (softmax(x) − onehot(target))` per row, one softmax pass and no `rows × vocab` temporaries besides the
+/// result.
+pub(crate) fn nll_grad_cpu(logits: &Tensor, targets: &[u32], g: &[f32]) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
+    let (rows, vocab) = logits.dims2()?;
+    let (storage, layout) = logits.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(data)), Some((o1, o2))) = (&*storage, layout.contiguous_offsets()) else {
+        candle_core::bail!("nll_grad_cpu: contiguous f32 CPU logits expected")
+    };
+    if targets.len() != rows || g.len() != rows {
+        candle_core::bail!("nll_grad_cpu: {rows} rows, {} targets, {} gradients", targets.len(), g.len());
+    }
+    let zeros = vec![0f32; vocab];
+    let mut out = Vec::with_capacity(rows * vocab);
+    out.spare_capacity_mut().par_chunks_mut(vocab).zip(data[o1..o2].par_chunks(vocab)).enumerate().for_each(
+        |(r, (o, x))| {
+            softmax_row(x, &zeros, 1.0, o);
+            // SAFETY: softmax_row wrote every element of the row.
+            let o = unsafe { &mut *(o as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            for v in o.iter_mut() {
+                *v *= g[r];
+            }
+            if let Some(v) = o.get_mut(targets[r] as usize) {
+                *v += -g[r];
+            }
+        },
+    );
+    // SAFETY: the rows above cover the buffer and each was written whole.
+    unsafe { out.set_len(rows * vocab) };
+    Tensor::from_vec(out, (rows, vocab), logits.device())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

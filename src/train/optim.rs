@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 
 use super::config::Schedule;
 use super::TrainError;
@@ -31,6 +31,43 @@ struct Slot {
     decay: bool,
 }
 
+/// One step's constants.
+struct Hyper {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    lr: f64,
+    /// Bias corrections `1 − β1^t`, `1 − β2^t`.
+    c1: f64,
+    c2: f64,
+}
+
+impl Slot {
+    /// The update as tensor ops, on any device and dtype.
+    fn update_with_ops(&mut self, g: &Tensor, h: &Hyper) -> candle_core::Result<()> {
+        self.m = ((&self.m * h.beta1)? + (g * (1.0 - h.beta1))?)?;
+        self.v = ((&self.v * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
+        let mut p = self.var.as_tensor().to_dtype(DType::F32)?;
+        if self.decay && h.weight_decay > 0.0 {
+            p = (p * (1.0 - h.lr * h.weight_decay))?;
+        }
+        let denom = ((&self.v / h.c2)?.sqrt()? + h.eps)?;
+        let update = ((&self.m / h.c1)? / denom)?;
+        let p = (p - (update * h.lr)?)?;
+        self.var.set(&p.to_dtype(self.var.dtype())?)
+    }
+
+    /// The same update written into the moments and the f32 CPU parameter in place, with the same roundings.
+    fn update_in_place(&mut self, g: &Tensor, h: &Hyper) -> candle_core::Result<()> {
+        let g = g.contiguous()?;
+        self.m.inplace_op2(&g, &Moment { beta: h.beta1, square: false })?;
+        self.v.inplace_op2(&g, &Moment { beta: h.beta2, square: true })?;
+        let decay = if self.decay { h.lr * h.weight_decay } else { 0.0 };
+        self.var.as_tensor().inplace_op3(&self.m, &self.v, &InPlace { eps: h.eps, lr: h.lr, decay, c1: h.c1, c2: h.c2 })
+    }
+}
+
 /// AdamW with decoupled weight decay, f32 moments, state saved as safetensors.
 pub struct AdamW {
     slots: Vec<Slot>,
@@ -51,9 +88,10 @@ impl AdamW {
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
-                let zeros = Tensor::zeros(var.shape(), DType::F32, var.device())?;
+                // Two buffers: the CPU update writes the moments in place.
+                let zeros = || Tensor::zeros(var.shape(), DType::F32, var.device());
                 let decay = !no_decay.iter().any(|p| name.contains(p.as_str()));
-                Ok(Slot { name, var, m: zeros.clone(), v: zeros, decay })
+                Ok(Slot { name, m: zeros()?, v: zeros()?, var, decay })
             })
             .collect::<Result<_, candle_core::Error>>()?;
         Ok(Self { slots, step: 0, beta1, beta2, eps, weight_decay })
@@ -69,19 +107,16 @@ impl AdamW {
         self.step += 1;
         let t = self.step as i32;
         let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
+        let h =
+            Hyper { beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay, lr, c1, c2 };
         for s in &mut self.slots {
             let Some(g) = grads.get(&s.name) else { continue };
             let g = g.to_dtype(DType::F32)?;
-            s.m = ((&s.m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
-            s.v = ((&s.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let mut p = s.var.as_tensor().to_dtype(DType::F32)?;
-            if s.decay && self.weight_decay > 0.0 {
-                p = (p * (1.0 - lr * self.weight_decay))?;
+            if s.var.device().is_cpu() && s.var.dtype() == DType::F32 {
+                s.update_in_place(&g, &h)?;
+            } else {
+                s.update_with_ops(&g, &h)?;
             }
-            let denom = ((&s.v / c2)?.sqrt()? + self.eps)?;
-            let update = ((&s.m / c1)? / denom)?;
-            let p = (p - (update * lr)?)?;
-            s.var.set(&p.to_dtype(s.var.dtype())?)?;
         }
         Ok(())
     }
@@ -167,6 +202,95 @@ pub fn clip_grad_norm(
     Ok(norm)
 }
 
+/// The f32 slices of contiguous CPU storage.
+fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("adamw: {what} must be contiguous f32 on the CPU"),
+    }
+}
+
+/// The same, writable.
+fn cpu_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("adamw: {what} must be contiguous f32 on the CPU"),
+    }
+}
+
+/// Elements per parallel chunk of the in-place updates.
+const CHUNK: usize = 1 << 16;
+
+/// A moment update in place on the CPU, `m ← β m + (1 − β) g` (or `g²` for the second moment): the tensor
+/// form's operations in its order and f32 roundings, without its full-size temporaries (an AdamW step on the
+/// CPU allocated 14 of them per parameter tensor, each paying fresh page faults above 32 MiB).
+struct Moment {
+    beta: f64,
+    square: bool,
+}
+
+impl candle_core::InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(&self, m: &mut CpuStorage, ml: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let (m, g) = (cpu_f32_mut(m, ml, "a moment")?, cpu_f32(g, gl, "a gradient")?);
+        let (beta, rest) = (self.beta as f32, (1.0 - self.beta) as f32);
+        m.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(m, g)| {
+            for (m, &g) in m.iter_mut().zip(g) {
+                let g = if self.square { g * g } else { g };
+                *m = *m * beta + g * rest;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The parameter update in place on the CPU, `p ← p (1 − lr·wd) − lr · (m / c1) / (√(v / c2) + ε)`, in the
+/// tensor form's order and f32 roundings (its scalars are f64 cast to f32 as candle's `affine` casts them).
+struct InPlace {
+    eps: f64,
+    lr: f64,
+    /// `lr · weight_decay`, 0 for a tensor without decay.
+    decay: f64,
+    c1: f64,
+    c2: f64,
+}
+
+impl candle_core::InplaceOp3 for InPlace {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        p: &mut CpuStorage,
+        pl: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let p = cpu_f32_mut(p, pl, "a parameter")?;
+        let (m, v) = (cpu_f32(m, ml, "a moment")?, cpu_f32(v, vl, "a moment")?);
+        let keep = (1.0 - self.decay) as f32;
+        let (inv_c1, inv_c2) = ((1.0 / self.c1) as f32, (1.0 / self.c2) as f32);
+        let (eps, lr) = (self.eps as f32, self.lr as f32);
+        let decay = self.decay > 0.0;
+        p.par_chunks_mut(CHUNK).zip(m.par_chunks(CHUNK)).zip(v.par_chunks(CHUNK)).for_each(|((p, m), v)| {
+            for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
+                let w = if decay { *p * keep } else { *p };
+                let update = (m * inv_c1) / ((v * inv_c2).sqrt() + eps);
+                *p = w - update * lr;
+            }
+        });
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +326,32 @@ mod tests {
             for (got, want) in p.iter().zip(want) {
                 assert!((got - want).abs() <= 2e-7, "{p:?} vs PyTorch {want:?}");
             }
+        }
+    }
+
+    /// The in-place CPU update gives the tensor-op form's bits, with and without weight decay, over steps.
+    #[test]
+    fn in_place_update_equals_the_tensor_ops_bit_for_bit() {
+        let dev = candle_core::Device::Cpu;
+        let p0 = Tensor::randn(0f32, 1.0, 70_001, &dev).unwrap();
+        for decay in [true, false] {
+            let slot = |p: &Tensor| {
+                let zeros = || Tensor::zeros(70_001, DType::F32, &dev).unwrap();
+                let var = Var::from_tensor(&p.copy().unwrap()).unwrap();
+                Slot { name: "w".into(), var, m: zeros(), v: zeros(), decay }
+            };
+            let (mut a, mut b) = (slot(&p0), slot(&p0));
+            for t in 1..=3 {
+                let g = Tensor::randn(0f32, 0.5, 70_001, &dev).unwrap();
+                let (c1, c2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.95f64.powi(t));
+                let h = Hyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, lr: 3e-4, c1, c2 };
+                a.update_in_place(&g, &h).unwrap();
+                b.update_with_ops(&g, &h).unwrap();
+            }
+            let bits = |t: &Tensor| t.to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(a.var.as_tensor()), bits(b.var.as_tensor()), "parameters, decay {decay}");
+            assert_eq!(bits(&a.m), bits(&b.m), "first moments");
+            assert_eq!(bits(&a.v), bits(&b.v), "second moments");
         }
     }
 
