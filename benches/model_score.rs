@@ -5,7 +5,8 @@
 //! with `model::Scorer` and with transformers (`LANGADAPT_BENCH_PYTHON`, default `python3`, must have torch
 //! and transformers), both on `LANGADAPT_BENCH_THREADS` threads (default: all cores), in interleaved rounds,
 //! checks that both give the same log-probabilities (max abs diff), and rewrites the model-score section of
-//! benches/RESULTS.md.
+//! benches/RESULTS.md. `LANGADAPT_BENCH_MODEL=DIR` scores an existing checkpoint instead (e.g. the 135M-shape
+//! model of benches/train_memory/make.py) and writes its own section, `model_score_<DIR name>`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -53,15 +54,19 @@ fn main() {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("target/bench-data/model-score");
-    let ckpt_dir = data.join("llama-60m");
-    common::write_random_llama(&ckpt_dir, VOCAB);
-    let seqs = token_sequences();
-    let ids_path = data.join("ids.json");
-    std::fs::write(&ids_path, serde_json::to_string(&seqs).unwrap()).unwrap();
+    let given = std::env::var_os("LANGADAPT_BENCH_MODEL").map(PathBuf::from);
+    let ckpt_dir = given.clone().unwrap_or_else(|| data.join("llama-60m"));
+    if given.is_none() {
+        common::write_random_llama(&ckpt_dir, VOCAB);
+    }
+    std::fs::create_dir_all(&data).unwrap();
     let peer_path = data.join("peer.py");
     std::fs::write(&peer_path, PEER).unwrap();
 
     let ckpt = Checkpoint::open(&ckpt_dir).unwrap();
+    let seqs = token_sequences(ckpt.config.vocab_size);
+    let ids_path = data.join("ids.json");
+    std::fs::write(&ids_path, serde_json::to_string(&seqs).unwrap()).unwrap();
     let scorer = Scorer::new(ckpt.load(&Device::Cpu, DType::F32).unwrap(), BATCH);
     let requests: Vec<(Vec<u32>, usize)> = seqs.iter().map(|s| (s.clone(), s.len() - 1)).collect();
     let tokens = (SEQS * (SEQ_LEN - 1)) as f64;
@@ -96,22 +101,33 @@ fn main() {
     );
     let _ = writeln!(
         section,
-        "Random LLaMA, {:.1}M parameters (vocab {VOCAB}, hidden 512, 8 layers, 8 heads, MLP 1376), f32; {SEQS} \
+        "{} LLaMA, {:.1}M parameters (vocab {}, hidden {}, {} layers, {} heads / {} kv heads, MLP {}), f32; {SEQS} \
          sequences of {SEQ_LEN} tokens, batch {BATCH}, {threads} threads, best of {rounds} interleaved rounds; \
          transformers with SDPA attention, torch {torch_version}. Max |Δ log-prob| between the two: {max_diff:.2e}.\n",
-        ckpt.config.num_parameters() as f64 / 1e6
+        if given.is_some() { format!("`{}`:", ckpt_dir.display()) } else { "Random".into() },
+        ckpt.config.num_parameters() as f64 / 1e6,
+        ckpt.config.vocab_size,
+        ckpt.config.hidden_size,
+        ckpt.config.num_layers,
+        ckpt.config.num_heads,
+        ckpt.config.num_kv_heads,
+        ckpt.config.intermediate_size,
     );
     let _ = writeln!(section, "| tool | seconds | tokens/s | ratio (transformers time / ours) |\n|---|---|---|---|");
     let _ = writeln!(section, "| langadapt (candle) | {o:.2} | {:.0} | {:.2} |", tokens / o, t / o);
     let _ = writeln!(section, "| transformers | {t:.2} | {:.0} | 1.00 |", tokens / t);
     println!("{section}");
-    common::update_results(&root.join("benches/RESULTS.md"), "model_score", &section);
+    let key = match &given {
+        Some(dir) => format!("model_score_{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
+        None => "model_score".into(),
+    };
+    common::update_results(&root.join("benches/RESULTS.md"), &key, &section);
 }
 
-/// Random ids from a fixed seed, BOS first.
-fn token_sequences() -> Vec<Vec<u32>> {
+/// Random ids below `vocab` from a fixed seed, BOS first.
+fn token_sequences(vocab: usize) -> Vec<Vec<u32>> {
     let mut rng = common::XorShift(0x9E37_79B9_7F4A_7C15);
     (0..SEQS)
-        .map(|_| std::iter::once(1).chain((1..SEQ_LEN).map(|_| 3 + (rng.next() % (VOCAB as u64 - 3)) as u32)).collect())
+        .map(|_| std::iter::once(1).chain((1..SEQ_LEN).map(|_| 3 + (rng.next() % (vocab as u64 - 3)) as u32)).collect())
         .collect()
 }

@@ -7,6 +7,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 ckpt, mode, micro, seq, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+per_step = "--per-step" in sys.argv[6:]
 torch.manual_seed(0)
 model = LlamaForCausalLM.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="sdpa").train()
 if mode == "lora":
@@ -28,3 +29,5 @@ for _ in range(steps):
     opt.zero_grad(set_to_none=True)
     times.append(time.time() - t0)
 print(f"{sum(p.numel() for p in params)} trained, {sum(times):.1f} s, last step {micro * seq / times[-1]:.1f} tokens/s")
+if per_step:
+    print("per-step:", " ".join(f"{micro * seq / t:.1f}" for t in times))
