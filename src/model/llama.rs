@@ -438,18 +438,20 @@ impl Llama {
     }
 
     /// Per-token negative log-likelihood (f32, `[b, t]`) of `target` after `ids`: the training loss, whose
-    /// graph keeps the logits once, in the model dtype (no f32 copy, no log-softmax).
+    /// graph keeps no logits (the head runs over blocks of tokens, again in backward).
     pub fn token_nll(&self, ids: &Tensor, target: &Tensor, opts: ForwardOptions<'_>) -> Result<Tensor> {
         let hidden = self.hidden(ids, opts)?;
-        Ok(fused::token_nll(&self.head(&hidden)?, target)?)
+        Ok(fused::head_nll(&hidden, self.head_weight(), target)?)
     }
 
     /// LM-head logits in the model dtype.
     fn head(&self, hidden: &Tensor) -> Result<Tensor> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden, None),
-            None => Ok(linear(hidden, &self.embed, None)?),
-        }
+        Ok(linear(hidden, self.head_weight(), None)?)
+    }
+
+    /// The LM head's `[vocab, hidden]` weight (the embedding when tied; the head has no bias or adapter).
+    fn head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().map_or(&self.embed, |h| &h.weight)
     }
 
     fn rope_len(&self) -> u32 {
