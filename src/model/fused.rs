@@ -194,10 +194,12 @@ pub(crate) fn attention(
     let block = block.max(1);
     let qd = q.detach().contiguous()?;
     // The kv heads unrepeated (GQA by grouped products). A decoding step (one query) reads a KV cache's views
-    // in place: copying the whole cache would cost more than the product; longer queries transpose the keys
-    // once, as a contiguous operand rounds the same for every block size.
+    // in place: copying the whole cache would cost more than the product. On the CPU longer queries transpose
+    // the keys once into a contiguous operand; cuBLAS cannot read a key-narrowed block of that (its rows would
+    // be longer than the block), so on other devices the keys stay a transposed view, which it can.
     let vd = gemm_ready(&v.detach())?;
-    let kd = if t == 1 { gemm_ready(&k.detach())?.t()? } else { k.detach().t()?.contiguous()? };
+    let kd =
+        if t == 1 || !q.device().is_cpu() { gemm_ready(&k.detach())?.t()? } else { k.detach().t()?.contiguous()? };
     // The mask is causal: a block's queries see no key after its last query (keys past the first query
     // belong to a KV cache), so each block reads only the keys up to there. Smaller blocks skip more.
     let past = k.dim(2)? - t;
