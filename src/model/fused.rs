@@ -382,6 +382,9 @@ pub(crate) fn head_nll(hidden: &Tensor, weight: &Tensor, target: &Tensor) -> Res
         Box::new(move |args, _, grad| {
             let (h, w) = (args[0].reshape((rows, width))?, args[1]);
             let g = grad.to_dtype(DType::F32)?.flatten_all()?;
+            // A trained head adds a `[vocab, hidden]` gradient per block: blocks four times larger keep those
+            // few (each is a fresh buffer the size of the head).
+            let block = if train_weight { 4 * block } else { block };
             let (mut dh, mut dw) = (Vec::with_capacity(rows.div_ceil(block)), None::<Tensor>);
             for start in (0..rows).step_by(block) {
                 let len = block.min(rows - start);
