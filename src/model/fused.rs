@@ -360,11 +360,15 @@ impl CustomOp2 for BiasSoftmax {
 /// large is also a fresh mapping, page faults included, every step). The graph keeps `hidden` and `W`; backward
 /// recomputes each block's logits, one more head product per step. A frozen `W` gets no gradient.
 pub(crate) fn head_nll(hidden: &Tensor, weight: &Tensor, target: &Tensor) -> Result<Tensor> {
-    let (vocab, width) = weight.dims2()?;
-    let rows = hidden.elem_count() / width;
     // ~24 MiB of f32 logits a block: below glibc's largest mmap threshold, so CPU blocks reuse heap memory.
-    let block = (6 << 20) / vocab.max(1);
-    let block = block.clamp(16, 1024);
+    let block = ((6 << 20) / weight.dim(0)?.max(1)).clamp(16, 1024);
+    head_nll_in_blocks(hidden, weight, target, block)
+}
+
+/// [`head_nll`] with `block` rows of logits at a time (four times that in a trained head's backward).
+fn head_nll_in_blocks(hidden: &Tensor, weight: &Tensor, target: &Tensor, block: usize) -> Result<Tensor> {
+    let (_, width) = weight.dims2()?;
+    let rows = hidden.elem_count() / width;
     let target = target.flatten_all()?.to_dtype(DType::U32)?;
     let (h, w) = (hidden.detach().reshape((rows, width))?, weight.detach());
     let mut parts = Vec::with_capacity(rows.div_ceil(block));
@@ -711,9 +715,10 @@ mod tests {
     #[test]
     fn head_nll_matches_log_softmax_and_gather() {
         let dev = Device::Cpu;
-        // 37 logits a row: two full vector chunks of the CPU kernels and a tail, one block; a vocabulary of 9000
-        // makes blocks of 699 rows: 1500 rows are three blocks, the last a short one.
-        for (vocab, rows) in [(37, 8), (9000, 1500)] {
+        // 37 logits a row: two full vector chunks of the CPU kernels and a tail, in blocks of 3 rows (12 in a
+        // trained head's backward) over 40 rows; a vocabulary of 9000 at the default size: blocks of 699 rows,
+        // 1500 rows are three blocks, the last a short one.
+        for (vocab, rows, block) in [(37, 40, 3), (9000, 1500, 699)] {
             let hidden = Var::from_tensor(&Tensor::randn(0f32, 1.0, (rows / 4, 4, 6), &dev).unwrap()).unwrap();
             let weight = Var::from_tensor(&Tensor::randn(0f32, 1.0, (vocab, 6), &dev).unwrap()).unwrap();
             let target: Vec<u32> = (0..rows as u32).map(|i| (i * 7919) % vocab as u32).collect();
@@ -722,7 +727,7 @@ mod tests {
             let mask = Tensor::from_vec(mask, (rows / 4, 4), &dev).unwrap();
             for dtype in [DType::F32, DType::BF16] {
                 let (h, w) = (hidden.as_tensor().to_dtype(dtype).unwrap(), weight.as_tensor().to_dtype(dtype).unwrap());
-                let fused = head_nll(&h, &w, &target).unwrap();
+                let fused = head_nll_in_blocks(&h, &w, &target, block).unwrap();
                 let logits = h.broadcast_matmul(&w.t().unwrap()).unwrap().to_dtype(DType::F32).unwrap();
                 let logp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
                 let composed =
@@ -739,7 +744,7 @@ mod tests {
                 }
             }
             let frozen = weight.as_tensor().detach();
-            let nll = head_nll(hidden.as_tensor(), &frozen, &target).unwrap();
+            let nll = head_nll_in_blocks(hidden.as_tensor(), &frozen, &target, block).unwrap();
             let grads = nll.sum_all().unwrap().backward().unwrap();
             assert!(grads.get(&frozen).is_none() && grads.get(hidden.as_tensor()).is_some(), "frozen head");
         }
