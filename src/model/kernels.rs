@@ -15,7 +15,7 @@ const LANES: usize = 16;
 /// `exp(x)` in f32: Cephes' `expf` (range reduction by ln 2, degree-6 polynomial; within 2 ulp of the exact
 /// value), 0 below −87.3 (so −∞ gives 0) and written branch-free so a loop over it vectorizes.
 #[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
+fn exp_f32(x: f32) -> f32 {
     const HI: f32 = 88.376_26;
     const LO: f32 = -87.336_55;
     const LOG2E: f32 = std::f32::consts::LOG2_E;
