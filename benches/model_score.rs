@@ -40,7 +40,9 @@ with torch.inference_mode():
         if first is None:
             first = lp[0].tolist()
 secs = time.perf_counter() - t0
-print(json.dumps({"seconds": secs, "first": first, "torch": torch.__version__}))
+import resource
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": secs, "first": first, "torch": torch.__version__, "peak_rss": rss}))
 "#;
 
 fn main() {
@@ -74,6 +76,7 @@ fn main() {
     let mut theirs = Vec::new();
     let mut max_diff = 0f64;
     let mut torch_version = String::new();
+    let mut peer_rss = 0f64;
     for round in 0..rounds {
         let t0 = Instant::now();
         let scores = scorer.score(&requests).unwrap();
@@ -87,6 +90,7 @@ fn main() {
         let peer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         theirs.push(peer["seconds"].as_f64().unwrap());
         torch_version = peer["torch"].as_str().unwrap_or_default().to_string();
+        peer_rss = peer_rss.max(peer["peak_rss"].as_f64().unwrap_or(0.0));
         for (a, b) in scores[0].logprobs.iter().zip(peer["first"].as_array().unwrap()) {
             max_diff = max_diff.max((f64::from(*a) - b.as_f64().unwrap()).abs());
         }
@@ -94,6 +98,8 @@ fn main() {
     }
     let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let (o, t) = (best(&ours), best(&theirs));
+    // Peak RSS of this process (model load + scoring; the bench's own buffers are small) and of the peer's.
+    let ours_rss = common::peak_rss_bytes();
     let mut section = String::new();
     let _ = writeln!(
         section,
@@ -113,9 +119,20 @@ fn main() {
         ckpt.config.num_kv_heads,
         ckpt.config.intermediate_size,
     );
-    let _ = writeln!(section, "| tool | seconds | tokens/s | ratio (transformers time / ours) |\n|---|---|---|---|");
-    let _ = writeln!(section, "| langadapt (candle) | {o:.2} | {:.0} | {:.2} |", tokens / o, t / o);
-    let _ = writeln!(section, "| transformers | {t:.2} | {:.0} | 1.00 |", tokens / t);
+    let _ = writeln!(
+        section,
+        "| tool | seconds | tokens/s | ratio (transformers time / ours) | peak RSS | RSS ratio |\n|---|---|---|---|---|---|"
+    );
+    let gb = |b: f64| b / 1e9;
+    let _ = writeln!(
+        section,
+        "| langadapt (candle) | {o:.2} | {:.0} | {:.2} | {:.2} GB | {:.2} |",
+        tokens / o,
+        t / o,
+        gb(ours_rss),
+        ours_rss / peer_rss
+    );
+    let _ = writeln!(section, "| transformers | {t:.2} | {:.0} | 1.00 | {:.2} GB | 1.00 |", tokens / t, gb(peer_rss));
     println!("{section}");
     let key = match &given {
         Some(dir) => format!("model_score_{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),

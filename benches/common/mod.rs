@@ -41,6 +41,15 @@ pub fn update_results(path: &Path, name: &str, section: &str) {
 }
 
 /// A deterministic random checkpoint (N(0, 0.02) weights, unit norms) in the Hugging Face layout.
+/// Peak resident memory of this process so far (`VmHWM` in /proc/self/status), bytes; 0 where unreadable.
+pub fn peak_rss_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb * 1024.0)
+}
+
 pub fn write_random_llama(dir: &Path, vocab: usize) {
     if dir.join("model.safetensors").is_file() {
         return;
