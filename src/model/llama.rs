@@ -246,7 +246,8 @@ pub struct Llama {
     embed: Tensor,
     layers: Vec<Block>,
     norm: RmsNorm,
-    lm_head: Option<Proj>,
+    /// The untied LM head's `[vocab, hidden]` weight (no bias, no adapter).
+    lm_head: Option<Tensor>,
     rope: Rope,
     device: Device,
     dtype: DType,
@@ -336,11 +337,8 @@ impl Llama {
             "weight",
             candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 },
         )?;
-        let lm_head = if cfg.tie_word_embeddings {
-            None
-        } else {
-            Some(Proj::new(u64::MAX, h, cfg.vocab_size, false, vb.pp("lm_head"), None)?)
-        };
+        let lm_head =
+            if cfg.tie_word_embeddings { None } else { Some(vb.pp("lm_head").get((cfg.vocab_size, h), "weight")?) };
         Ok(Self {
             cfg: cfg.clone(),
             embed,
@@ -449,9 +447,9 @@ impl Llama {
         Ok(linear(hidden, self.head_weight(), None)?)
     }
 
-    /// The LM head's `[vocab, hidden]` weight (the embedding when tied; the head has no bias or adapter).
+    /// The LM head's `[vocab, hidden]` weight (the embedding when tied).
     fn head_weight(&self) -> &Tensor {
-        self.lm_head.as_ref().map_or(&self.embed, |h| &h.weight)
+        self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
     fn rope_len(&self) -> u32 {
