@@ -62,8 +62,8 @@ fn softmax_row_impl(x: &[f32], bias: &[f32], scale: f32, out: &mut [MaybeUninit<
         out[j].write(v);
         max = if v > max { v } else { max };
     }
-    // SAFETY: every element was written above; `MaybeUninit<f32>` has the layout of `f32`.
-    let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
+    // SAFETY: every element was written above.
+    let out = unsafe { assume_init(out) };
     if max == f32::NEG_INFINITY {
         // Every key masked: no distribution; zeros rather than 0/0.
         out.fill(0.0);
@@ -84,6 +84,25 @@ fn softmax_row_impl(x: &[f32], bias: &[f32], scale: f32, out: &mut [MaybeUninit<
     let inv = 1.0 / sum;
     for o in out.iter_mut() {
         *o *= inv;
+    }
+}
+
+/// `out` as the f32s it holds.
+///
+/// # Safety
+/// Every element of `out` must have been written.
+#[inline(always)]
+unsafe fn assume_init(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller vouches every element is written.
+    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// The f32 data of a contiguous CPU tensor, lent to `f`; `what` names the caller in the error otherwise.
+fn with_cpu_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(data)), Some((o1, o2))) => Ok(f(&data[o1..o2])),
+        _ => candle_core::bail!("{what}: contiguous f32 CPU tensor expected"),
     }
 }
 
@@ -179,11 +198,7 @@ pub(crate) fn logit_stats(logits: &Tensor) -> candle_core::Result<Vec<RowStats>>
     let (_, vocab) = logits.dims2()?;
     if logits.device().is_cpu() {
         let logits = logits.to_dtype(DType::F32)?.contiguous()?;
-        let (storage, layout) = logits.storage_and_layout();
-        let (Storage::Cpu(CpuStorage::F32(data)), Some((o1, o2))) = (&*storage, layout.contiguous_offsets()) else {
-            candle_core::bail!("logit_stats: f32 CPU logits expected")
-        };
-        return Ok(data[o1..o2].par_chunks(vocab).map(row_stats).collect());
+        return with_cpu_f32(&logits, "logit_stats", |data| data.par_chunks(vocab).map(row_stats).collect());
     }
     let max = logits.max_keepdim(D::Minus1)?;
     let log_sum = logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()?;
@@ -203,28 +218,26 @@ pub(crate) fn logit_stats(logits: &Tensor) -> candle_core::Result<Vec<RowStats>>
 pub(crate) fn nll_grad_cpu(logits: &Tensor, targets: &[u32], g: &[f32]) -> candle_core::Result<Tensor> {
     use rayon::prelude::*;
     let (rows, vocab) = logits.dims2()?;
-    let (storage, layout) = logits.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(data)), Some((o1, o2))) = (&*storage, layout.contiguous_offsets()) else {
-        candle_core::bail!("nll_grad_cpu: contiguous f32 CPU logits expected")
-    };
     if targets.len() != rows || g.len() != rows {
         candle_core::bail!("nll_grad_cpu: {rows} rows, {} targets, {} gradients", targets.len(), g.len());
     }
     let zeros = vec![0f32; vocab];
     let mut out = Vec::with_capacity(rows * vocab);
-    out.spare_capacity_mut().par_chunks_mut(vocab).zip(data[o1..o2].par_chunks(vocab)).enumerate().for_each(
-        |(r, (o, x))| {
-            softmax_row(x, &zeros, 1.0, o);
-            // SAFETY: softmax_row wrote every element of the row.
-            let o = unsafe { &mut *(o as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            for v in o.iter_mut() {
-                *v *= g[r];
-            }
-            if let Some(v) = o.get_mut(targets[r] as usize) {
-                *v += -g[r];
-            }
-        },
-    );
+    with_cpu_f32(logits, "nll_grad_cpu", |data| {
+        out.spare_capacity_mut().par_chunks_mut(vocab).zip(data.par_chunks(vocab)).enumerate().for_each(
+            |(r, (o, x))| {
+                softmax_row(x, &zeros, 1.0, o);
+                // SAFETY: softmax_row wrote every element of the row.
+                let o = unsafe { assume_init(o) };
+                for v in o.iter_mut() {
+                    *v *= g[r];
+                }
+                if let Some(v) = o.get_mut(targets[r] as usize) {
+                    *v += -g[r];
+                }
+            },
+        )
+    })?;
     // SAFETY: the rows above cover the buffer and each was written whole.
     unsafe { out.set_len(rows * vocab) };
     Tensor::from_vec(out, (rows, vocab), logits.device())
