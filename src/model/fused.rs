@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
 
-use super::kernels::{logit_stats, nll_grad_cpu, softmax_row};
+use super::kernels::{logit_stats, nll_and_grad_cpu, softmax_row, AddProductT};
 use super::linear::linear;
 
 type Result<T> = candle_core::Result<T>;
@@ -354,60 +354,89 @@ impl CustomOp2 for BiasSoftmax {
     }
 }
 
-/// Per-token negative log-likelihood (f32, shape of `target`) of the LM head `hidden · Wᵀ`, for `hidden`
-/// `[.., h]` and `weight` `[vocab, h]`, over blocks of rows: neither the logits nor their gradient ever exist
-/// for all tokens at once (at 4,096 tokens a 128k vocabulary makes each 2.1 GB in f32; on the CPU a buffer that
-/// large is also a fresh mapping, page faults included, every step). The graph keeps `hidden` and `W`; backward
-/// recomputes each block's logits, one more head product per step. A frozen `W` gets no gradient.
-pub(crate) fn head_nll(hidden: &Tensor, weight: &Tensor, target: &Tensor) -> Result<Tensor> {
+/// The training loss `Σᵢ wᵢ · NLLᵢ` (an f32 scalar) of the LM head `logits = hidden · Wᵀ`, for `hidden` `[.., h]`,
+/// `weight` `[vocab, h]` and `target`, `token_weight` shaped as `hidden` without its last dim, over blocks of
+/// rows: neither the logits nor their gradient ever exist for all tokens at once (at 4,096 tokens a 128k
+/// vocabulary makes each 2.1 GB in f32). The loss is the graph's last node, so its gradient is known here up to
+/// the scalar backward brings: each block's logits turn into their gradient at once and give their share of
+/// d hidden and d W (summed in place on the CPU), and backward only scales those. Three head products a step,
+/// as with whole logits; a frozen `W` gets no gradient, and without a tracked input no gradient is computed.
+pub(crate) fn head_loss(hidden: &Tensor, weight: &Tensor, target: &Tensor, token_weight: &Tensor) -> Result<Tensor> {
     // ~24 MiB of f32 logits a block: below glibc's largest mmap threshold, so CPU blocks reuse heap memory.
     let block = ((6 << 20) / weight.dim(0)?.max(1)).clamp(16, 1024);
-    head_nll_in_blocks(hidden, weight, target, block)
+    head_loss_in_blocks(hidden, weight, target, token_weight, block)
 }
 
-/// [`head_nll`] with `block` rows of logits at a time (four times that in a trained head's backward).
-fn head_nll_in_blocks(hidden: &Tensor, weight: &Tensor, target: &Tensor, block: usize) -> Result<Tensor> {
-    let (_, width) = weight.dims2()?;
+/// [`head_loss`] with `block` rows of logits at a time.
+fn head_loss_in_blocks(
+    hidden: &Tensor,
+    weight: &Tensor,
+    target: &Tensor,
+    token_weight: &Tensor,
+    block: usize,
+) -> Result<Tensor> {
+    let (vocab, width) = weight.dims2()?;
     let rows = hidden.elem_count() / width;
     let target = target.flatten_all()?.to_dtype(DType::U32)?;
+    let tw = token_weight.flatten_all()?.to_dtype(DType::F32)?;
+    if (target.dim(0)?, tw.dim(0)?) != (rows, rows) {
+        candle_core::bail!(
+            "head loss: {rows} rows of hidden states, {} targets, {} token weights",
+            target.dim(0)?,
+            tw.dim(0)?
+        );
+    }
+    let (want_h, want_w) = (hidden.track_op(), weight.track_op());
     let (h, w) = (hidden.detach().reshape((rows, width))?, weight.detach());
-    let mut parts = Vec::with_capacity(rows.div_ceil(block));
+    let cpu_sum = want_w && w.device().is_cpu() && w.dtype() == DType::F32;
+    let mut dw = if cpu_sum { Some(Tensor::zeros((vocab, width), DType::F32, w.device())?) } else { None };
+    let (mut nll, mut dh) = (Vec::with_capacity(rows.div_ceil(block)), Vec::new());
     for start in (0..rows).step_by(block) {
         let len = block.min(rows - start);
-        let logits = linear(&h.narrow(0, start, len)?, &w, None)?.to_dtype(DType::F32)?;
-        parts.push(rows_nll(&logits, &target.narrow(0, start, len)?)?);
+        let hb = h.narrow(0, start, len)?;
+        let logits = linear(&hb, &w, None)?.to_dtype(DType::F32)?;
+        let (t, g) = (target.narrow(0, start, len)?, tw.narrow(0, start, len)?);
+        if !(want_h || want_w) {
+            nll.push(rows_nll(&logits, &t)?);
+            continue;
+        }
+        let (n, d) = rows_nll_and_grad(&logits, &t, &g)?;
+        drop(logits);
+        nll.push(n);
+        let d = d.to_dtype(w.dtype())?;
+        if want_h {
+            dh.push(d.matmul(&w)?);
+        }
+        if cpu_sum {
+            if let Some(acc) = &dw {
+                acc.inplace_op3(&d, &hb, &AddProductT)?;
+            }
+        } else if want_w {
+            // Summed in f32 across blocks whatever the weight's dtype.
+            let part = d.t()?.matmul(&hb)?.to_dtype(DType::F32)?;
+            dw = Some(match dw {
+                Some(acc) => (acc + part)?,
+                None => part,
+            });
+        }
     }
     drop(h);
-    let nll = Tensor::cat(&parts, 0)?.reshape(hidden.dims()[..hidden.rank() - 1].to_vec())?;
-    let train_weight = weight.track_op();
+    let loss = (Tensor::cat(&nll, 0)? * &tw)?.sum_all()?;
+    let dh = if want_h { Some(Tensor::cat(&dh, 0)?.reshape(hidden.shape())?) } else { None };
+    let dtype = weight.dtype();
+    // Taken by the backward, so the unscaled gradients are freed as soon as the scaled ones exist.
+    let formed = Mutex::new(Some((dh, dw)));
     attach(
         &[hidden, weight],
-        nll,
-        Box::new(move |args, _, grad| {
-            let (h, w) = (args[0].reshape((rows, width))?, args[1]);
-            let g = grad.to_dtype(DType::F32)?.flatten_all()?;
-            // A trained head adds a `[vocab, hidden]` gradient per block: blocks four times larger keep those
-            // few (each is a fresh buffer the size of the head).
-            let block = if train_weight { 4 * block } else { block };
-            let (mut dh, mut dw) = (Vec::with_capacity(rows.div_ceil(block)), None::<Tensor>);
-            for start in (0..rows).step_by(block) {
-                let len = block.min(rows - start);
-                let hb = h.narrow(0, start, len)?;
-                let logits = linear(&hb, w, None)?.to_dtype(DType::F32)?;
-                let d = rows_nll_grad(&logits, &target.narrow(0, start, len)?, &g.narrow(0, start, len)?)?;
-                let d = d.to_dtype(w.dtype())?;
-                dh.push(d.matmul(w)?);
-                if train_weight {
-                    // Summed in f32 across blocks whatever the weight's dtype.
-                    let part = d.t()?.matmul(&hb)?.to_dtype(DType::F32)?;
-                    dw = Some(match dw {
-                        Some(acc) => (acc + part)?,
-                        None => part,
-                    });
-                }
-            }
-            let dh = Tensor::cat(&dh, 0)?.reshape(args[0].shape())?;
-            Ok(vec![Some(dh), dw.map(|d| d.to_dtype(w.dtype())).transpose()?])
+        loss,
+        Box::new(move |_, _, grad| {
+            let taken = formed.lock().map_err(|_| candle_core::Error::Msg("head loss: lock poisoned".into()))?.take();
+            let Some((dh, dw)) = taken else {
+                candle_core::bail!("head loss: backward runs once per forward (its gradients were formed there)")
+            };
+            let scale = |t: Tensor| t.broadcast_mul(&grad.to_dtype(t.dtype())?);
+            let dw = dw.map(|d| scale(d)?.to_dtype(dtype)).transpose()?;
+            Ok(vec![dh.map(scale).transpose()?, dw])
         }),
     )
 }
@@ -424,14 +453,16 @@ fn rows_nll(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(nll, target.shape(), logits.device())
 }
 
-/// The gradient of [`rows_nll`] times `g` (f32, `[rows]`): `g · (softmax(x) − onehot(target))`.
-fn rows_nll_grad(logits: &Tensor, target: &Tensor, g: &Tensor) -> Result<Tensor> {
+/// [`rows_nll`] and its gradient times the row weights `g` (f32, `[rows]`), `g · (softmax(x) − onehot(target))`.
+fn rows_nll_and_grad(logits: &Tensor, target: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
     if logits.device().is_cpu() {
-        return nll_grad_cpu(&logits.contiguous()?, &target.to_vec1::<u32>()?, &g.to_vec1::<f32>()?);
+        let (nll, d) = nll_and_grad_cpu(&logits.contiguous()?, &target.to_vec1::<u32>()?, &g.to_vec1::<f32>()?)?;
+        return Ok((Tensor::from_vec(nll, target.shape(), logits.device())?, d));
     }
+    let nll = rows_nll(logits, target)?;
     let g = g.unsqueeze(1)?;
     let p = candle_nn::ops::softmax_last_dim(&logits.contiguous()?)?;
-    p.broadcast_mul(&g)?.scatter_add(&target.unsqueeze(1)?, &g.neg()?, 1)
+    Ok((nll, p.broadcast_mul(&g)?.scatter_add(&target.unsqueeze(1)?, &g.neg()?, 1)?))
 }
 
 /// Inverted dropout's mask drawn from `seed`: `1/(1-p)` where a unit is kept, 0 where dropped, shaped and typed
@@ -710,32 +741,34 @@ mod tests {
         assert!(max_diff(gf.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap()) <= 1e-5);
     }
 
-    /// The blocked head NLL and its gradients (hidden states and a trained head) equal the composed head +
-    /// log-softmax + gather's, also in bf16; a frozen head gets no gradient.
+    /// The blocked head loss and its gradients (hidden states and a trained head, under an upstream scale)
+    /// equal the composed head + log-softmax + gather + weighted sum's, also in bf16; a frozen head gets no
+    /// gradient and untracked inputs give the value alone.
     #[test]
-    fn head_nll_matches_log_softmax_and_gather() {
+    fn head_loss_matches_log_softmax_and_gather() {
         let dev = Device::Cpu;
-        // 37 logits a row: two full vector chunks of the CPU kernels and a tail, in blocks of 3 rows (12 in a
-        // trained head's backward) over 40 rows; a vocabulary of 9000 at the default size: blocks of 699 rows,
-        // 1500 rows are three blocks, the last a short one.
+        // 37 logits a row: two full vector chunks of the CPU kernels and a tail, in blocks of 3 rows over 40
+        // rows; a vocabulary of 9000 at the default size: blocks of 699 rows, 1500 rows are three blocks, the
+        // last a short one.
         for (vocab, rows, block) in [(37, 40, 3), (9000, 1500, 699)] {
             let hidden = Var::from_tensor(&Tensor::randn(0f32, 1.0, (rows / 4, 4, 6), &dev).unwrap()).unwrap();
             let weight = Var::from_tensor(&Tensor::randn(0f32, 1.0, (vocab, 6), &dev).unwrap()).unwrap();
             let target: Vec<u32> = (0..rows as u32).map(|i| (i * 7919) % vocab as u32).collect();
             let target = Tensor::from_vec(target, (rows / 4, 4), &dev).unwrap();
-            let mask: Vec<f32> = (0..rows).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 }).collect();
+            let mask: Vec<f32> = (0..rows).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 + (i % 3) as f32 }).collect();
             let mask = Tensor::from_vec(mask, (rows / 4, 4), &dev).unwrap();
             for dtype in [DType::F32, DType::BF16] {
                 let (h, w) = (hidden.as_tensor().to_dtype(dtype).unwrap(), weight.as_tensor().to_dtype(dtype).unwrap());
-                let fused = head_nll_in_blocks(&h, &w, &target, block).unwrap();
+                let fused = head_loss_in_blocks(&h, &w, &target, &mask, block).unwrap();
                 let logits = h.broadcast_matmul(&w.t().unwrap()).unwrap().to_dtype(DType::F32).unwrap();
                 let logp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
-                let composed =
-                    logp.gather(&target.unsqueeze(2).unwrap(), D::Minus1).unwrap().squeeze(2).unwrap().neg().unwrap();
+                let nll = logp.gather(&target.unsqueeze(2).unwrap(), D::Minus1).unwrap().squeeze(2).unwrap().neg();
+                let composed = (nll.unwrap() * &mask).unwrap().sum_all().unwrap();
                 let case = format!("vocab {vocab} {dtype:?}");
-                assert!(max_diff(&fused, &composed) <= 1e-4, "{case}: values");
-                let gf = (fused * &mask).unwrap().sum_all().unwrap().backward().unwrap();
-                let gc = (composed * &mask).unwrap().sum_all().unwrap().backward().unwrap();
+                let (f, c) = (fused.to_scalar::<f32>().unwrap(), composed.to_scalar::<f32>().unwrap());
+                assert!((f - c).abs() <= 1e-5 * c.abs(), "{case}: loss {f} vs {c}");
+                let gf = (fused * 0.37).unwrap().backward().unwrap();
+                let gc = (composed * 0.37).unwrap().backward().unwrap();
                 for (name, x) in [("hidden", &hidden), ("weight", &weight)] {
                     let (g, want) = (gf.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap());
                     let d = max_diff(g, want);
@@ -744,9 +777,12 @@ mod tests {
                 }
             }
             let frozen = weight.as_tensor().detach();
-            let nll = head_nll_in_blocks(hidden.as_tensor(), &frozen, &target, block).unwrap();
-            let grads = nll.sum_all().unwrap().backward().unwrap();
+            let loss = head_loss_in_blocks(hidden.as_tensor(), &frozen, &target, &mask, block).unwrap();
+            let grads = loss.backward().unwrap();
             assert!(grads.get(&frozen).is_none() && grads.get(hidden.as_tensor()).is_some(), "frozen head");
+            let plain = head_loss_in_blocks(&hidden.as_tensor().detach(), &frozen, &target, &mask, block).unwrap();
+            assert!(!plain.track_op(), "no tracked input, no graph");
+            assert_eq!(plain.to_scalar::<f32>().unwrap(), loss.to_scalar::<f32>().unwrap());
         }
     }
 }

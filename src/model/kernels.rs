@@ -1,4 +1,4 @@
-//! CPU row kernels for the softmax-shaped work of scoring and attention.
+//! CPU kernels for the softmax-shaped work of scoring, attention and the training loss, and an in-place GEMM sum.
 //!
 //! candle's CPU softmax and log-softmax call libm's scalar `expf` once per element and allocate a zeroed
 //! tensor per step (max, subtract, exp, sum, log): in a scoring run that was ~15% of the CPU time beside the
@@ -7,7 +7,7 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, DType, Storage, Tensor, D};
+use candle_core::{CpuStorage, DType, Layout, Storage, Tensor, D};
 
 /// Lanes each reduction keeps apart, so the loops vectorize (16 f32 = one AVX-512 register).
 const LANES: usize = 16;
@@ -212,35 +212,131 @@ pub(crate) fn logit_stats(logits: &Tensor) -> candle_core::Result<Vec<RowStats>>
         .collect())
 }
 
-/// The gradient of the token NLL with respect to CPU logits `[rows, vocab]` (f32, contiguous):
-/// `g · (softmax(x) − onehot(target))` per row, one softmax pass and no `rows × vocab` temporaries besides the
-/// result.
-pub(crate) fn nll_grad_cpu(logits: &Tensor, targets: &[u32], g: &[f32]) -> candle_core::Result<Tensor> {
+/// `out = w · exp(x − shift)` over one row (`x` at least as long as `out`), filled without reading.
+#[inline(always)]
+fn scaled_exp_row_impl(x: &[f32], shift: f32, w: f32, out: &mut [MaybeUninit<f32>]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        o.write(exp_f32(x - shift) * w);
+    }
+}
+
+dispatch! {
+    /// `out = w · exp(x − shift)` over one row.
+    fn scaled_exp_row = scaled_exp_row_impl(x: &[f32], shift: f32, w: f32, out: &mut [MaybeUninit<f32>])
+}
+
+/// The token NLL of each row of CPU logits `[rows, vocab]` (f32, contiguous), `logsumexp(x) − x[target]`, and
+/// its gradient times the row's weight, `w · (softmax(x) − onehot(target))`: three passes a row (max, sum of
+/// exp, the gradient), no `rows × vocab` temporary besides the gradient.
+pub(crate) fn nll_and_grad_cpu(logits: &Tensor, targets: &[u32], w: &[f32]) -> candle_core::Result<(Vec<f32>, Tensor)> {
     use rayon::prelude::*;
     let (rows, vocab) = logits.dims2()?;
-    if targets.len() != rows || g.len() != rows {
-        candle_core::bail!("nll_grad_cpu: {rows} rows, {} targets, {} gradients", targets.len(), g.len());
+    if targets.len() != rows || w.len() != rows {
+        candle_core::bail!("nll_and_grad_cpu: {rows} rows, {} targets, {} weights", targets.len(), w.len());
     }
-    let zeros = vec![0f32; vocab];
+    if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
+        candle_core::bail!("token id {t} is outside the model's vocabulary of {vocab}");
+    }
     let mut out = Vec::with_capacity(rows * vocab);
-    with_cpu_f32(logits, "nll_grad_cpu", |data| {
-        out.spare_capacity_mut().par_chunks_mut(vocab).zip(data.par_chunks(vocab)).enumerate().for_each(
-            |(r, (o, x))| {
-                softmax_row(x, &zeros, 1.0, o);
-                // SAFETY: softmax_row wrote every element of the row.
+    let nll = with_cpu_f32(logits, "nll_and_grad_cpu", |data| {
+        out.spare_capacity_mut()
+            .par_chunks_mut(vocab)
+            .zip(data.par_chunks(vocab))
+            .enumerate()
+            .map(|(r, (o, x))| {
+                let stats = row_stats(x);
+                let shift = stats.max + stats.log_sum;
+                scaled_exp_row(x, shift, w[r], o);
+                // SAFETY: scaled_exp_row wrote every element of the row.
                 let o = unsafe { assume_init(o) };
-                for v in o.iter_mut() {
-                    *v *= g[r];
-                }
-                if let Some(v) = o.get_mut(targets[r] as usize) {
-                    *v += -g[r];
-                }
-            },
-        )
+                let t = targets[r] as usize;
+                o[t] -= w[r];
+                shift - x[t]
+            })
+            .collect::<Vec<f32>>()
     })?;
     // SAFETY: the rows above cover the buffer and each was written whole.
     unsafe { out.set_len(rows * vocab) };
-    Tensor::from_vec(out, (rows, vocab), logits.device())
+    Ok((nll, Tensor::from_vec(out, (rows, vocab), logits.device())?))
+}
+
+/// The f32 slice of contiguous CPU storage (a custom op's input); `what` names it in the error otherwise.
+pub(crate) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{what} must be contiguous f32 on the CPU"),
+    }
+}
+
+/// The same, writable.
+pub(crate) fn cpu_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("{what} must be contiguous f32 on the CPU"),
+    }
+}
+
+/// `acc += aᵀ · b` in place on the CPU, for contiguous f32 `acc` `[n, k]`, `a` `[m, n]` and `b` `[m, k]`: a
+/// weight gradient summed over blocks of rows in one buffer (a product per block would be a fresh `[n, k]`
+/// buffer, and an add, each time).
+pub(crate) struct AddProductT;
+
+impl candle_core::InplaceOp3 for AddProductT {
+    fn name(&self) -> &'static str {
+        "add-product-t"
+    }
+
+    fn cpu_fwd(
+        &self,
+        acc: &mut CpuStorage,
+        al: &Layout,
+        a: &CpuStorage,
+        l1: &Layout,
+        b: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (&[n, k], &[m, n1], &[m2, k2]) = (al.dims(), l1.dims(), l2.dims()) else {
+            candle_core::bail!(
+                "add-product-t: 2-d operands expected, got {:?} {:?} {:?}",
+                al.dims(),
+                l1.dims(),
+                l2.dims()
+            )
+        };
+        if (n1, m2, k2) != (n, m, k) {
+            candle_core::bail!("add-product-t: [{n}, {k}] += [{m}, {n1}]ᵀ · [{m2}, {k2}] does not fit");
+        }
+        let acc = cpu_f32_mut(acc, al, "add-product-t: the sum")?;
+        let (a, b) = (cpu_f32(a, l1, "add-product-t: a")?, cpu_f32(b, l2, "add-product-t: b")?);
+        let threads = rayon::current_num_threads();
+        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        // SAFETY: the three slices hold exactly [n, k], [m, n] and [m, k] row-major (checked above) and `acc`
+        // is borrowed mutably; aᵀ is `a` read with its strides swapped.
+        unsafe {
+            gemm::gemm(
+                n,
+                k,
+                m,
+                acc.as_mut_ptr(),
+                1,
+                k as isize,
+                true,
+                a.as_ptr(),
+                n as isize,
+                1,
+                b.as_ptr(),
+                1,
+                k as isize,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -314,5 +410,51 @@ mod tests {
             row_stats(&[0.0; 17].iter().enumerate().map(|(i, _)| if i == 16 { 1.0 } else { 0.0 }).collect::<Vec<_>>());
         assert_eq!((s.max, s.argmax), (1.0, 16));
         assert!(row_stats(&[0.0, f32::NAN, 1.0]).log_sum.is_nan());
+    }
+
+    /// `acc += aᵀ b` in place equals the product and add as tensors, over several calls; misfit shapes are
+    /// refused by name.
+    #[test]
+    fn add_product_t_accumulates_the_transposed_product() {
+        let dev = candle_core::Device::Cpu;
+        let acc = Tensor::randn(0f32, 1.0, (37, 19), &dev).unwrap();
+        let mut want = acc.copy().unwrap();
+        for m in [5, 64] {
+            let a = Tensor::randn(0f32, 1.0, (m, 37), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, (m, 19), &dev).unwrap();
+            acc.inplace_op3(&a, &b, &AddProductT).unwrap();
+            want = (want + a.t().unwrap().matmul(&b).unwrap()).unwrap();
+        }
+        let diff = (acc - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff <= 1e-5, "differs by {diff}");
+        let a = Tensor::zeros((4, 36), DType::F32, &dev).unwrap();
+        let b = Tensor::zeros((4, 19), DType::F32, &dev).unwrap();
+        let err = want.inplace_op3(&a, &b, &AddProductT).unwrap_err().to_string();
+        assert!(err.contains("[37, 19] += [4, 36]ᵀ · [4, 19] does not fit"), "{err}");
+    }
+
+    /// The NLL and its weighted gradient per row match log-softmax in f64; a target past the vocabulary is
+    /// refused with the id and the vocabulary size.
+    #[test]
+    fn nll_and_grad_match_log_softmax() {
+        let dev = candle_core::Device::Cpu;
+        let (rows, vocab) = (3, 45);
+        let x: Vec<f32> = (0..rows * vocab).map(|i| ((i * 29) % 53) as f32 * 0.2 - 5.0).collect();
+        let (targets, w) = ([0u32, 44, 17], [1.0f32, 0.0, 2.5]);
+        let logits = Tensor::from_vec(x.clone(), (rows, vocab), &dev).unwrap();
+        let (nll, grad) = nll_and_grad_cpu(&logits, &targets, &w).unwrap();
+        let grad = grad.to_vec2::<f32>().unwrap();
+        for r in 0..rows {
+            let row: Vec<f64> = x[r * vocab..(r + 1) * vocab].iter().map(|&v| f64::from(v)).collect();
+            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+            let t = targets[r] as usize;
+            assert!((f64::from(nll[r]) - (lse - row[t])).abs() < 1e-5, "row {r}: nll {}", nll[r]);
+            for (j, &g) in grad[r].iter().enumerate() {
+                let want = f64::from(w[r]) * ((row[j] - lse).exp() - if j == t { 1.0 } else { 0.0 });
+                assert!((f64::from(g) - want).abs() < 1e-6, "row {r} col {j}: {g} vs {want}");
+            }
+        }
+        let err = nll_and_grad_cpu(&logits, &[0, 45, 1], &w).unwrap_err().to_string();
+        assert!(err.contains("token id 45 is outside the model's vocabulary of 45"), "{err}");
     }
 }

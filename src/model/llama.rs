@@ -435,11 +435,18 @@ impl Llama {
         Ok(self.head(hidden)?.to_dtype(DType::F32)?)
     }
 
-    /// Per-token negative log-likelihood (f32, `[b, t]`) of `target` after `ids`: the training loss, whose
-    /// graph keeps no logits (the head runs over blocks of tokens, again in backward).
-    pub fn token_nll(&self, ids: &Tensor, target: &Tensor, opts: ForwardOptions<'_>) -> Result<Tensor> {
+    /// The training loss `Σ weight · (−log p(target))` (f32 scalar) of `target` after `ids`, `weight` and
+    /// `target` `[b, t]`: the head runs over blocks of tokens and its gradient is formed there, so the graph
+    /// keeps no logits.
+    pub fn token_loss(
+        &self,
+        ids: &Tensor,
+        target: &Tensor,
+        weight: &Tensor,
+        opts: ForwardOptions<'_>,
+    ) -> Result<Tensor> {
         let hidden = self.hidden(ids, opts)?;
-        Ok(fused::head_nll(&hidden, self.head_weight(), target)?)
+        Ok(fused::head_loss(&hidden, self.head_weight(), target, weight)?)
     }
 
     /// LM-head logits in the model dtype.

@@ -7,7 +7,7 @@ mod checkpoint;
 mod config;
 mod fused;
 mod generate;
-mod kernels;
+pub(crate) mod kernels;
 mod linear;
 mod llama;
 mod lora;

@@ -485,8 +485,7 @@ fn all_reduce_grads(
 /// Sum over trained positions of −log p(target): the numerator of the token-mean loss.
 fn token_loss_sum(model: &model::Llama, batch: &Batch, train: Option<u64>) -> Result<Tensor, TrainError> {
     let opts = ForwardOptions { train, segments: batch.segments.as_ref(), ..Default::default() };
-    let nll = model.token_nll(&batch.input, &batch.target, opts)?;
-    Ok((nll * &batch.weight)?.sum_all()?)
+    Ok(model.token_loss(&batch.input, &batch.target, &batch.weight, opts)?)
 }
 
 /// Token-mean loss over the validation rows (all, or the first `eval_rows`), in order.

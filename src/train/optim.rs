@@ -7,6 +7,7 @@ use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 
 use super::config::Schedule;
 use super::TrainError;
+use crate::model::kernels::{cpu_f32, cpu_f32_mut};
 
 /// Learning rate at optimizer step `step` (0-based): linear warm-up from 0, then decay to `min_lr` at `total`
 /// (transformers' `get_cosine_schedule_with_warmup` / `get_linear_schedule_with_warmup`, with a floor).
@@ -202,22 +203,6 @@ pub fn clip_grad_norm(
     Ok(norm)
 }
 
-/// The f32 slices of contiguous CPU storage.
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("adamw: {what} must be contiguous f32 on the CPU"),
-    }
-}
-
-/// The same, writable.
-fn cpu_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("adamw: {what} must be contiguous f32 on the CPU"),
-    }
-}
-
 /// Elements per parallel chunk of the in-place updates.
 const CHUNK: usize = 1 << 16;
 
@@ -236,7 +221,7 @@ impl candle_core::InplaceOp2 for Moment {
 
     fn cpu_fwd(&self, m: &mut CpuStorage, ml: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
         use rayon::prelude::*;
-        let (m, g) = (cpu_f32_mut(m, ml, "a moment")?, cpu_f32(g, gl, "a gradient")?);
+        let (m, g) = (cpu_f32_mut(m, ml, "adamw: a moment")?, cpu_f32(g, gl, "adamw: a gradient")?);
         let (beta, rest) = (self.beta as f32, (1.0 - self.beta) as f32);
         m.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(m, g)| {
             for (m, &g) in m.iter_mut().zip(g) {
@@ -274,8 +259,8 @@ impl candle_core::InplaceOp3 for InPlace {
         vl: &Layout,
     ) -> candle_core::Result<()> {
         use rayon::prelude::*;
-        let p = cpu_f32_mut(p, pl, "a parameter")?;
-        let (m, v) = (cpu_f32(m, ml, "a moment")?, cpu_f32(v, vl, "a moment")?);
+        let p = cpu_f32_mut(p, pl, "adamw: a parameter")?;
+        let (m, v) = (cpu_f32(m, ml, "adamw: a moment")?, cpu_f32(v, vl, "adamw: a moment")?);
         let keep = (1.0 - self.decay) as f32;
         let (inv_c1, inv_c2) = ((1.0 / self.c1) as f32, (1.0 / self.c2) as f32);
         let (eps, lr) = (self.eps as f32, self.lr as f32);
