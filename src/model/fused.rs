@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
 
-use super::kernels::{logit_stats, nll_and_grad_cpu, softmax_row, AddProductT};
+use super::kernels::{logit_stats, nll_and_grad_cpu, softmax_row, AddProductT, SoftmaxGrad};
 use super::linear::linear;
 
 type Result<T> = candle_core::Result<T>;
@@ -219,48 +219,56 @@ pub(crate) fn attention(
         &[q, k, v],
         value,
         Box::new(move |args, _, grad| {
-            let q = args[0].contiguous()?;
-            let (k, v) = (repeat_kv(args[1], groups)?.contiguous()?, repeat_kv(args[2], groups)?);
-            let dtype = q.dtype();
-            let (kt, vt) = (k.t()?.contiguous()?, v.t()?.contiguous()?);
-            let zeros = || k.zeros_like()?.to_dtype(DType::F32);
-            let (mut dq, mut dk, mut dv) = (Vec::new(), zeros()?, zeros()?);
-            for start in (0..t).step_by(block) {
-                let len = block.min(t - start);
+            // The forward's blocks again (each reads the keys up to its last query), with the kv heads in
+            // grouped products: d k and d v come out summed over the query heads that share them.
+            let dtype = args[0].dtype();
+            let (q, grad) = (args[0].contiguous()?, grad.contiguous()?);
+            let (k, v) = (gemm_ready(args[1])?, gemm_ready(args[2])?);
+            let (b, kv, s, d) = k.dims4()?;
+            let cpu = q.device().is_cpu();
+            let kt = if cpu { k.t()?.contiguous()? } else { k.t()? };
+            let vt = if cpu { v.t()?.contiguous()? } else { v.t()? };
+            let grouped = |x: &Tensor, len: usize, n: usize| x.reshape((b, kv, groups * len, n));
+            // A block's share of d k or d v covers the keys up to its last query: zeros pad the rest.
+            let add = |acc: Option<Tensor>, part: Tensor| -> Result<Option<Tensor>> {
+                let part = part.to_dtype(DType::F32)?;
+                let keys = part.dim(2)?;
+                let part = if keys < s { part.pad_with_zeros(2, 0, s - keys)? } else { part };
+                Ok(Some(match acc {
+                    Some(acc) => (acc + part)?,
+                    None => part,
+                }))
+            };
+            let (mut dq, mut dk, mut dv) = (Vec::with_capacity(t.div_ceil(step)), None, None);
+            for start in (0..t).step_by(step) {
+                let len = step.min(t - start);
+                let keys = past + start + len;
                 let qb = q.narrow(2, start, len)?.contiguous()?;
                 let gb = grad.narrow(2, start, len)?.contiguous()?;
-                let p = block_probs(&qb, &kt, 1, scale, bias.as_ref(), start)?;
-                dv = (dv + p.to_dtype(dtype)?.t()?.contiguous()?.matmul(&gb)?.to_dtype(DType::F32)?)?;
-                // d scores = scale · p ⊙ (dp − Σ dp ⊙ p) with dp = g vᵀ, per row.
-                let dp = gb.matmul(&vt)?.to_dtype(DType::F32)?;
-                let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
-                let ds = ((dp.broadcast_sub(&dot)? * p)? * scale)?.to_dtype(dtype)?;
-                dq.push(ds.matmul(&k)?);
-                dk = (dk + ds.t()?.contiguous()?.matmul(&qb)?.to_dtype(DType::F32)?)?;
+                let bias = bias.as_ref().map(|b| b.narrow(3, 0, keys)).transpose()?;
+                let p = block_probs(&qb, &kt.narrow(3, 0, keys)?, groups, scale, bias.as_ref(), start)?;
+                dv = add(dv, grouped(&p.to_dtype(dtype)?, len, keys)?.t()?.matmul(&grouped(&gb, len, d)?)?)?;
+                let dp = grouped_matmul(&gb, &vt.narrow(3, 0, keys)?, groups)?.to_dtype(DType::F32)?;
+                let ds = softmax_grad(&p, dp, scale)?.to_dtype(dtype)?;
+                dq.push(grouped_matmul(&ds, &k.narrow(2, 0, keys)?, groups)?);
+                dk = add(dk, grouped(&ds, len, keys)?.t()?.matmul(&grouped(&qb, len, d)?)?)?;
             }
             let dq = if dq.len() == 1 { dq.remove(0) } else { Tensor::cat(&dq, 2)? };
-            let (dk, dv) = (sum_groups(&dk, groups)?.to_dtype(dtype)?, sum_groups(&dv, groups)?.to_dtype(dtype)?);
-            Ok(vec![Some(dq), Some(dk), Some(dv)])
+            let cast = |x: Option<Tensor>| x.map(|x| x.to_dtype(dtype)).transpose();
+            Ok(vec![Some(dq), cast(dk)?, cast(dv)?])
         }),
     )
 }
 
-/// Repeats each of the kv heads `n` times (GQA), `[b, kv, s, d]` → `[b, kv·n, s, d]`.
-fn repeat_kv(xs: &Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(xs.clone());
+/// The gradient of the scores from that of a softmax's output, `scale · p ⊙ (dp − Σ dp ⊙ p)` per row (f32,
+/// `[.., keys]`): on the CPU one row kernel writing over `dp`, tensor ops elsewhere.
+fn softmax_grad(p: &Tensor, dp: Tensor, scale: f64) -> Result<Tensor> {
+    if p.device().is_cpu() {
+        dp.inplace_op2(p, &SoftmaxGrad { scale: scale as f32 })?;
+        return Ok(dp);
     }
-    let (b, kv, s, d) = xs.dims4()?;
-    xs.unsqueeze(2)?.expand((b, kv, n, s, d))?.reshape((b, kv * n, s, d))
-}
-
-/// The gradient of [`repeat_kv`]: `[b, kv·n, s, d]` summed over each head's `n` copies.
-fn sum_groups(xs: &Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(xs.clone());
-    }
-    let (b, h, s, d) = xs.dims4()?;
-    xs.reshape((b, h / n, n, s, d))?.sum(2)
+    let dot = (&dp * p)?.sum_keepdim(D::Minus1)?;
+    (dp.broadcast_sub(&dot)? * p)? * scale
 }
 
 /// `x` itself when a batched matmul can read it in place (unit last stride, batch dims that merge: a KV
@@ -603,6 +611,12 @@ pub(crate) fn lora_linear(
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// Repeats each of the kv heads `n` times (GQA), `[b, kv, s, d]` → `[b, kv·n, s, d]`: the composed form.
+    fn repeat_kv(xs: &Tensor, n: usize) -> Result<Tensor> {
+        let (b, kv, s, d) = xs.dims4()?;
+        xs.unsqueeze(2)?.expand((b, kv, n, s, d))?.reshape((b, kv * n, s, d))
+    }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();

@@ -276,6 +276,54 @@ pub(crate) fn cpu_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> 
     }
 }
 
+/// `dp ← scale · p ⊙ (dp − Σ dp ⊙ p)` over one row: the gradient of softmax scores from that of its output.
+#[inline(always)]
+fn softmax_grad_row_impl(p: &[f32], dp: &mut [f32], scale: f32) {
+    let n = dp.len();
+    let split = n - n % LANES;
+    let mut acc = [0f32; LANES];
+    for (d, p) in dp[..split].chunks_exact(LANES).zip(p.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            acc[i] += d[i] * p[i];
+        }
+    }
+    let mut dot: f32 = acc.iter().sum();
+    for j in split..n {
+        dot += dp[j] * p[j];
+    }
+    for (d, &p) in dp.iter_mut().zip(p) {
+        *d = (*d - dot) * p * scale;
+    }
+}
+
+dispatch! {
+    /// `dp ← scale · p ⊙ (dp − Σ dp ⊙ p)` over one row.
+    fn softmax_grad_row = softmax_grad_row_impl(p: &[f32], dp: &mut [f32], scale: f32)
+}
+
+/// [`softmax_grad_row`] over every row of contiguous f32 `dp` and `p` (same shape), in place in `dp`.
+pub(crate) struct SoftmaxGrad {
+    /// The scale the scores were multiplied by before the softmax.
+    pub scale: f32,
+}
+
+impl candle_core::InplaceOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "softmax-grad"
+    }
+
+    fn cpu_fwd(&self, dp: &mut CpuStorage, dl: &Layout, p: &CpuStorage, pl: &Layout) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        if dl.dims() != pl.dims() {
+            candle_core::bail!("softmax-grad: gradient {:?} and probabilities {:?} differ", dl.dims(), pl.dims());
+        }
+        let n = dl.dims().last().copied().unwrap_or(1).max(1);
+        let (dp, p) = (cpu_f32_mut(dp, dl, "softmax-grad: the gradient")?, cpu_f32(p, pl, "softmax-grad: p")?);
+        dp.par_chunks_mut(n).zip(p.par_chunks(n)).for_each(|(d, p)| softmax_grad_row(p, d, self.scale));
+        Ok(())
+    }
+}
+
 /// `acc += aᵀ · b` in place on the CPU, for contiguous f32 `acc` `[n, k]`, `a` `[m, n]` and `b` `[m, k]`: a
 /// weight gradient summed over blocks of rows in one buffer (a product per block would be a fresh `[n, k]`
 /// buffer, and an add, each time).
@@ -456,5 +504,21 @@ mod tests {
         }
         let err = nll_and_grad_cpu(&logits, &[0, 45, 1], &w).unwrap_err().to_string();
         assert!(err.contains("token id 45 is outside the model's vocabulary of 45"), "{err}");
+    }
+
+    /// The softmax-gradient row kernel matches its formula in f64, over lengths with and without a tail.
+    #[test]
+    fn softmax_grad_rows_match_the_formula() {
+        for n in [5, 16, 37] {
+            let p: Vec<f32> = (0..n).map(|j| ((j * 7) % 11) as f32 / 60.0).collect();
+            let g: Vec<f32> = (0..n).map(|j| ((j * 5) % 13) as f32 * 0.3 - 1.5).collect();
+            let mut d = g.clone();
+            softmax_grad_row(&p, &mut d, 0.25);
+            let dot: f64 = p.iter().zip(&g).map(|(&p, &g)| f64::from(p) * f64::from(g)).sum();
+            for j in 0..n {
+                let want = 0.25 * f64::from(p[j]) * (f64::from(g[j]) - dot);
+                assert!((f64::from(d[j]) - want).abs() < 1e-6, "n {n} j {j}: {} vs {want}", d[j]);
+            }
+        }
     }
 }
