@@ -11,7 +11,10 @@ use std::sync::Mutex;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
 
-use super::kernels::{logit_stats, nll_and_grad_cpu, softmax_row, AddProductT, SoftmaxGrad};
+use super::kernels::{
+    logit_stats, nll_and_grad_cpu, rms_norm_cpu, rms_norm_grad_cpu, softmax_row, swiglu_cpu, swiglu_grad_cpu,
+    AddProductT, SoftmaxGrad,
+};
 use super::linear::linear;
 
 type Result<T> = candle_core::Result<T>;
@@ -492,12 +495,17 @@ fn keep_mask(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
 
 /// LLaMA's MLP activation `silu(gate) ⊙ up`. The graph keeps the two inputs, not `silu(gate)` and its parts.
 pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    let value = (gate.detach().silu()? * up.detach())?;
+    let (g, u) = (gate.detach(), up.detach());
+    let value = if cpu_f32_pair(&g, &u) { swiglu_cpu(&g.contiguous()?, &u.contiguous()?)? } else { (g.silu()? * u)? };
     attach(
         &[gate, up],
         value,
         Box::new(|args, _, grad| {
             let (gate, up) = (args[0], args[1]);
+            if cpu_f32_pair(gate, up) && grad.dtype() == DType::F32 {
+                let (dg, du) = swiglu_grad_cpu(&grad.contiguous()?, &gate.contiguous()?, &up.contiguous()?)?;
+                return Ok(vec![Some(dg), Some(du)]);
+            }
             // silu'(x) = σ(x) (1 + x (1 − σ(x))).
             let sig = candle_nn::ops::sigmoid(gate)?;
             let dsilu = (&sig * ((gate * (sig.affine(-1.0, 1.0))?)? + 1.0)?)?;
@@ -508,6 +516,11 @@ pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     )
 }
 
+/// Both tensors f32 on the CPU: the inputs the CPU kernels take (made contiguous first).
+fn cpu_f32_pair(a: &Tensor, b: &Tensor) -> bool {
+    a.device().is_cpu() && a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.shape() == b.shape()
+}
+
 /// RMSNorm as transformers computes it (statistics in f32, the weight applied in the input's dtype). The graph
 /// keeps the input and the output; backward recomputes the statistics.
 pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
@@ -516,12 +529,23 @@ pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor>
         let inv = ((x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip())?;
         Ok((x.broadcast_mul(&inv)?, inv))
     };
-    let value = normalized(&xs.detach())?.0.to_dtype(xs.dtype())?.broadcast_mul(&weight.detach())?;
+    // f32 on the CPU: row kernels (two passes a row each way) instead of seven tensor passes.
+    let kernels = |x: &Tensor, w: &Tensor| x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32;
+    let (x, w) = (xs.detach(), weight.detach());
+    let value = if kernels(&x, &w) {
+        rms_norm_cpu(&x.contiguous()?, &w.contiguous()?, eps)?
+    } else {
+        normalized(&x)?.0.to_dtype(xs.dtype())?.broadcast_mul(&w)?
+    };
     attach(
         &[xs, weight],
         value,
         Box::new(move |args, _, grad| {
             let (xs, weight) = (args[0], args[1]);
+            if kernels(xs, weight) && grad.dtype() == DType::F32 {
+                let (gx, gw) = rms_norm_grad_cpu(&grad.contiguous()?, &xs.contiguous()?, &weight.contiguous()?, eps)?;
+                return Ok(vec![Some(gx), Some(gw)]);
+            }
             let (n, inv) = normalized(xs)?;
             let h = weight.dim(0)?;
             // d weight = Σ g ⊙ n over every row; d x = inv ⊙ (dn − n · mean(dn ⊙ n)) with dn = g ⊙ weight.
@@ -700,40 +724,47 @@ mod tests {
     #[test]
     fn swiglu_matches_the_composed_form() {
         let dev = Device::Cpu;
-        let g = Var::from_tensor(&Tensor::randn(0f32, 2.0, (3, 7), &dev).unwrap()).unwrap();
-        let u = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 7), &dev).unwrap()).unwrap();
-        let target = Tensor::randn(0f32, 1.0, (3, 7), &dev).unwrap();
-        let fused = swiglu(g.as_tensor(), u.as_tensor()).unwrap();
-        let composed = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
-        assert!(max_diff(&fused, &composed) <= 1e-6);
-        let gf = (fused * &target).unwrap().sum_all().unwrap().backward().unwrap();
-        let gc = (composed * &target).unwrap().sum_all().unwrap().backward().unwrap();
-        for v in [&g, &u] {
-            assert!(max_diff(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap()) <= 1e-5);
+        // 21 elements (the kernels' scalar tail) and 35,000 (three parallel chunks, the last a short one).
+        for shape in [(3, 7), (5, 7000)] {
+            let g = Var::from_tensor(&Tensor::randn(0f32, 2.0, shape, &dev).unwrap()).unwrap();
+            let u = Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &dev).unwrap()).unwrap();
+            let target = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            let fused = swiglu(g.as_tensor(), u.as_tensor()).unwrap();
+            let composed = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
+            assert!(max_diff(&fused, &composed) <= 1e-6, "{shape:?}");
+            let gf = (fused * &target).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (composed * &target).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&g, &u] {
+                assert!(max_diff(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap()) <= 1e-5, "{shape:?}");
+            }
         }
     }
 
-    /// RMSNorm's values and gradients (input and weight) equal the composed form's.
     #[test]
     fn rms_norm_matches_the_composed_form() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 3, 8), &dev).unwrap()).unwrap();
-        let w = Var::from_tensor(&Tensor::randn(1f32, 0.5, 8, &dev).unwrap()).unwrap();
-        let target = Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap();
-        let fused = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
-        let xs = x.as_tensor();
-        let var = (xs.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-5).unwrap();
-        let composed = xs.broadcast_div(&var.sqrt().unwrap()).unwrap().broadcast_mul(w.as_tensor()).unwrap();
-        assert!(max_diff(&fused, &composed) <= 1e-5);
-        let gf = (fused * &target).unwrap().sum_all().unwrap().backward().unwrap();
-        let gc = (composed * &target).unwrap().sum_all().unwrap().backward().unwrap();
-        for (name, v) in [("x", &x), ("weight", &w)] {
-            let d = max_diff(gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap());
-            assert!(d <= 1e-4, "{name}: gradients differ by {d}");
+        // Rows of 8 (scalar tail only) and of 37 over 1,000 rows (vector lanes, a tail, and several parallel
+        // tasks whose weight-gradient sums are added).
+        for (rows, h) in [(6, 8), (1000, 37)] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, rows / 2, h), &dev).unwrap()).unwrap();
+            let w = Var::from_tensor(&Tensor::randn(1f32, 0.5, h, &dev).unwrap()).unwrap();
+            let target = Tensor::randn(0f32, 1.0, (2, rows / 2, h), &dev).unwrap();
+            let fused = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+            let xs = x.as_tensor();
+            let var = (xs.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-5).unwrap();
+            let composed = xs.broadcast_div(&var.sqrt().unwrap()).unwrap().broadcast_mul(w.as_tensor()).unwrap();
+            assert!(max_diff(&fused, &composed) <= 1e-5, "{rows}x{h}");
+            let gf = (fused * &target).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (composed * &target).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("weight", &w)] {
+                let want = gc.get(v.as_tensor()).unwrap();
+                let d = max_diff(gf.get(v.as_tensor()).unwrap(), want);
+                // The weight's gradient sums 1,000 rows: relative to its size.
+                assert!(d <= 1e-5 * max_abs(want).max(10.0), "{rows}x{h} {name}: gradients differ by {d}");
+            }
         }
     }
 
-    /// RoPE's values and gradient equal the composed rotation of halves.
     #[test]
     fn rope_matches_the_composed_rotation() {
         let dev = Device::Cpu;

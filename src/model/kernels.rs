@@ -324,6 +324,184 @@ impl candle_core::InplaceOp2 for SoftmaxGrad {
     }
 }
 
+/// `silu(g) ⊙ u` over one chunk.
+#[inline(always)]
+fn swiglu_impl(g: &[f32], u: &[f32], out: &mut [MaybeUninit<f32>]) {
+    for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+        o.write(g / (1.0 + exp_f32(-g)) * u);
+    }
+}
+
+dispatch! {
+    /// `silu(g) ⊙ u` over one chunk.
+    fn swiglu_chunk = swiglu_impl(g: &[f32], u: &[f32], out: &mut [MaybeUninit<f32>])
+}
+
+/// The gradients of `silu(g) ⊙ u` over one chunk: `dg = d ⊙ u ⊙ σ(g) (1 + g (1 − σ(g)))`, `du = d ⊙ silu(g)`.
+#[inline(always)]
+fn swiglu_grad_impl(d: &[f32], g: &[f32], u: &[f32], dg: &mut [MaybeUninit<f32>], du: &mut [MaybeUninit<f32>]) {
+    for ((((dg, du), &d), &g), &u) in dg.iter_mut().zip(du.iter_mut()).zip(d).zip(g).zip(u) {
+        let sig = 1.0 / (1.0 + exp_f32(-g));
+        dg.write(d * u * (sig * (1.0 + g * (1.0 - sig))));
+        du.write(d * (g * sig));
+    }
+}
+
+dispatch! {
+    /// The gradients of `silu(g) ⊙ u` over one chunk.
+    fn swiglu_grad_chunk = swiglu_grad_impl(
+        d: &[f32], g: &[f32], u: &[f32], dg: &mut [MaybeUninit<f32>], du: &mut [MaybeUninit<f32>]
+    )
+}
+
+/// Elements per parallel chunk of the elementwise kernels.
+const CHUNK: usize = 1 << 14;
+
+/// A fresh f32 buffer of `len` filled by `f` over parallel chunks of `CHUNK` (the chunk's index and its slots).
+fn filled(len: usize, f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| f(i, o));
+    // SAFETY: `f` writes every slot of its chunk (each caller's kernel fills its whole output slice).
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `silu(gate) ⊙ up` for contiguous f32 CPU tensors of one shape, in one pass with the vectorized exp.
+pub(crate) fn swiglu_cpu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    let n = gate.elem_count();
+    let out = with_cpu_f32(gate, "swiglu", |g| {
+        with_cpu_f32(up, "swiglu", |u| filled(n, |i, o| swiglu_chunk(&g[i * CHUNK..], &u[i * CHUNK..], o)))
+    })??;
+    Tensor::from_vec(out, gate.shape(), gate.device())
+}
+
+/// The gradients of [`swiglu_cpu`] (gate, up) for the gradient `d` of its output, in one pass.
+pub(crate) fn swiglu_grad_cpu(d: &Tensor, gate: &Tensor, up: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    use rayon::prelude::*;
+    let n = gate.elem_count();
+    let (mut dg, mut du) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    with_cpu_f32(d, "swiglu backward", |d| {
+        with_cpu_f32(gate, "swiglu backward", |g| {
+            with_cpu_f32(up, "swiglu backward", |u| {
+                dg.spare_capacity_mut()[..n]
+                    .par_chunks_mut(CHUNK)
+                    .zip(du.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
+                    .enumerate()
+                    .for_each(|(i, (dg, du))| {
+                        let at = i * CHUNK;
+                        swiglu_grad_chunk(&d[at..], &g[at..], &u[at..], dg, du)
+                    })
+            })
+        })
+    })???;
+    // SAFETY: the chunks cover both buffers and the kernel writes every slot of each.
+    unsafe {
+        dg.set_len(n);
+        du.set_len(n);
+    }
+    Ok((Tensor::from_vec(dg, gate.shape(), gate.device())?, Tensor::from_vec(du, gate.shape(), gate.device())?))
+}
+
+/// `1 / sqrt(mean(x²) + eps)` of one row, as the composed form computes it (sum, divide, add, root, invert).
+#[inline(always)]
+fn inv_rms_impl(x: &[f32], eps: f32) -> f32 {
+    let split = x.len() - x.len() % LANES;
+    let mut acc = [0f32; LANES];
+    for c in x[..split].chunks_exact(LANES) {
+        for i in 0..LANES {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    let sum = acc.iter().sum::<f32>() + x[split..].iter().map(|v| v * v).sum::<f32>();
+    1.0 / (sum / x.len() as f32 + eps).sqrt()
+}
+
+dispatch! {
+    /// `1 / sqrt(mean(x²) + eps)` of one row.
+    fn inv_rms = inv_rms_impl(x: &[f32], eps: f32) -> f32
+}
+
+/// RMSNorm's gradients over one row, given its `inv` = 1/rms: writes `dx = inv · (dn − n · mean(dn ⊙ n))` with
+/// `n = x · inv`, `dn = g ⊙ w`, and adds `g ⊙ n` into `gw`.
+#[inline(always)]
+fn rms_norm_grad_row_impl(g: &[f32], x: &[f32], w: &[f32], inv: f32, dx: &mut [MaybeUninit<f32>], gw: &mut [f32]) {
+    let h = x.len();
+    let mut dot = 0f32;
+    for (((&g, &x), &w), gw) in g.iter().zip(x).zip(w).zip(gw.iter_mut()) {
+        let n = x * inv;
+        dot += g * w * n;
+        *gw += g * n;
+    }
+    let mean = dot / h as f32;
+    for (((dx, &g), &x), &w) in dx.iter_mut().zip(g).zip(x).zip(w) {
+        dx.write((g * w - x * inv * mean) * inv);
+    }
+}
+
+dispatch! {
+    /// RMSNorm's gradients over one row.
+    fn rms_norm_grad_row = rms_norm_grad_row_impl(
+        g: &[f32], x: &[f32], w: &[f32], inv: f32, dx: &mut [MaybeUninit<f32>], gw: &mut [f32]
+    )
+}
+
+/// RMSNorm `x / rms(x) ⊙ w` over the last dim of contiguous f32 CPU tensors, one pass a row for the statistic
+/// and one for the output.
+pub(crate) fn rms_norm_cpu(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
+    let h = w.elem_count().max(1);
+    let mut out = Vec::with_capacity(x.elem_count());
+    with_cpu_f32(x, "rms_norm", |xs| {
+        with_cpu_f32(w, "rms_norm", |w| {
+            out.spare_capacity_mut()[..xs.len()].par_chunks_mut(h).zip(xs.par_chunks(h)).for_each(|(o, x)| {
+                let inv = inv_rms(x, eps as f32);
+                for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
+                    o.write(x * inv * w);
+                }
+            })
+        })
+    })??;
+    // SAFETY: every row of the buffer was written whole.
+    unsafe { out.set_len(x.elem_count()) };
+    Tensor::from_vec(out, x.shape(), x.device())
+}
+
+/// The gradients (x, weight) of [`rms_norm_cpu`] for the gradient `g` of its output: two passes a row, the
+/// weight's gradient summed per parallel task and then across tasks.
+pub(crate) fn rms_norm_grad_cpu(g: &Tensor, x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<(Tensor, Tensor)> {
+    use rayon::prelude::*;
+    let h = w.elem_count().max(1);
+    let n = x.elem_count();
+    // Rows per task: enough to amortize a `[h]` partial sum, few enough to keep both cores busy.
+    let rows = (CHUNK / h).max(1);
+    let mut dx = Vec::with_capacity(n);
+    let gw = with_cpu_f32(g, "rms_norm backward", |gs| {
+        with_cpu_f32(x, "rms_norm backward", |xs| {
+            with_cpu_f32(w, "rms_norm backward", |w| {
+                dx.spare_capacity_mut()[..n]
+                    .par_chunks_mut(rows * h)
+                    .zip(gs.par_chunks(rows * h).zip(xs.par_chunks(rows * h)))
+                    .map(|(dx, (g, x))| {
+                        let mut gw = vec![0f32; h];
+                        for ((dx, g), x) in dx.chunks_mut(h).zip(g.chunks(h)).zip(x.chunks(h)) {
+                            rms_norm_grad_row(g, x, w, inv_rms(x, eps as f32), dx, &mut gw);
+                        }
+                        gw
+                    })
+                    .reduce_with(|mut a, b| {
+                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                        a
+                    })
+                    .unwrap_or_else(|| vec![0f32; h])
+            })
+        })
+    })???;
+    // SAFETY: every row of the buffer was written whole.
+    unsafe { dx.set_len(n) };
+    Ok((Tensor::from_vec(dx, x.shape(), x.device())?, Tensor::from_vec(gw, w.shape(), w.device())?))
+}
+
 /// `acc += aᵀ · b` in place on the CPU, for contiguous f32 `acc` `[n, k]`, `a` `[m, n]` and `b` `[m, k]`: a
 /// weight gradient summed over blocks of rows in one buffer (a product per block would be a fresh `[n, k]`
 /// buffer, and an add, each time).
