@@ -323,7 +323,7 @@ pub fn run_ranked(
             sums.push(sum.detach());
         }
         let unscale = loss_scale.unwrap_or(1.0);
-        let (loss_sum, grad_norm) = match comm.as_mut() {
+        let (loss_sum, (grad_norm, grad_scale)) = match comm.as_mut() {
             // Data parallel: the loss and the gradients are summed over ranks before their norms.
             Some(c) => {
                 let local = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?.iter().map(|&l| f64::from(l)).sum();
@@ -333,7 +333,7 @@ pub fn run_ranked(
                     true => Vec::new(),
                     false => Tensor::stack(&norms, 0)?.to_vec1::<f32>()?,
                 };
-                (loss_sum, clip_grad_norm(&mut grads, &squares, cfg.clip, unscale)?)
+                (loss_sum, clip_grad_norm(&squares, cfg.clip, unscale))
             }
             // One rank: the step's one host read, the micro-batches' losses and the squared norms together.
             None => {
@@ -341,7 +341,7 @@ pub fn run_ranked(
                 sums.extend(squared_norms(&grads)?);
                 let host = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
                 let loss_sum: f64 = host[..losses].iter().map(|&l| f64::from(l)).sum();
-                (loss_sum, clip_grad_norm(&mut grads, &host[losses..], cfg.clip, unscale)?)
+                (loss_sum, clip_grad_norm(&host[losses..], cfg.clip, unscale))
             }
         };
         let apply = match scaler.as_mut() {
@@ -349,7 +349,7 @@ pub fn run_ranked(
             None => true,
         };
         if apply {
-            opt.step(&grads, lr)?;
+            opt.step(&grads, lr, grad_scale)?;
         }
         let loss = if trained > 0.0 { loss_sum / trained } else { 0.0 };
         let tokens = (batches.len() * cfg.micro_batch * (rows.seq_len() - 1) * world) as f64;

@@ -42,11 +42,15 @@ struct Hyper {
     /// Bias corrections `1 − β1^t`, `1 − β2^t`.
     c1: f64,
     c2: f64,
+    /// The factor on every gradient (clipping and loss-scale division), applied as the update reads it.
+    grad_scale: f64,
 }
 
 impl Slot {
     /// The update as tensor ops, on any device and dtype.
     fn update_with_ops(&mut self, g: &Tensor, h: &Hyper) -> candle_core::Result<()> {
+        let g = if h.grad_scale != 1.0 { (g * h.grad_scale)? } else { g.clone() };
+        let g = &g;
         self.m = ((&self.m * h.beta1)? + (g * (1.0 - h.beta1))?)?;
         self.v = ((&self.v * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
         let mut p = self.var.as_tensor().to_dtype(DType::F32)?;
@@ -62,8 +66,9 @@ impl Slot {
     /// The same update written into the moments and the f32 CPU parameter in place, with the same roundings.
     fn update_in_place(&mut self, g: &Tensor, h: &Hyper) -> candle_core::Result<()> {
         let g = g.contiguous()?;
-        self.m.inplace_op2(&g, &Moment { beta: h.beta1, square: false })?;
-        self.v.inplace_op2(&g, &Moment { beta: h.beta2, square: true })?;
+        let scale = h.grad_scale as f32;
+        self.m.inplace_op2(&g, &Moment { beta: h.beta1, square: false, scale })?;
+        self.v.inplace_op2(&g, &Moment { beta: h.beta2, square: true, scale })?;
         let decay = if self.decay { h.lr * h.weight_decay } else { 0.0 };
         self.var.as_tensor().inplace_op3(&self.m, &self.v, &InPlace { eps: h.eps, lr: h.lr, decay, c1: h.c1, c2: h.c2 })
     }
@@ -103,13 +108,14 @@ impl AdamW {
         self.slots.iter().map(|s| (s.name.as_str(), &s.var))
     }
 
-    /// Applies one update with gradients `grads` (by name) at learning rate `lr`.
-    pub fn step(&mut self, grads: &BTreeMap<String, Tensor>, lr: f64) -> Result<(), TrainError> {
+    /// Applies one update with gradients `grads` (by name) times `grad_scale` (from [`clip_grad_norm`]) at
+    /// learning rate `lr`. The factor is applied as each gradient is read: no scaled copy of the gradients.
+    pub fn step(&mut self, grads: &BTreeMap<String, Tensor>, lr: f64, grad_scale: f64) -> Result<(), TrainError> {
         self.step += 1;
         let t = self.step as i32;
         let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
-        let h =
-            Hyper { beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay, lr, c1, c2 };
+        let (beta1, beta2, eps, weight_decay) = (self.beta1, self.beta2, self.eps, self.weight_decay);
+        let h = Hyper { beta1, beta2, eps, weight_decay, lr, c1, c2, grad_scale };
         for s in &mut self.slots {
             let Some(g) = grads.get(&s.name) else { continue };
             let g = g.to_dtype(DType::F32)?;
@@ -175,32 +181,21 @@ impl AdamW {
 /// Each gradient's sum of squares, as f32 scalars still on the device (read back with the step's losses in
 /// one host read, then given to [`clip_grad_norm`]).
 pub fn squared_norms(grads: &BTreeMap<String, Tensor>) -> Result<Vec<Tensor>, TrainError> {
-    Ok(grads.values().map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all()).collect::<Result<Vec<_>, _>>()?)
+    Ok(grads.values().map(crate::model::kernels::sum_squares).collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Global L2 norm of `grads / unscale` from their [`squared_norms`] read back as `squares` (PyTorch
-/// `clip_grad_norm_`); divides the gradients by `unscale` (f16's loss scale; 1 otherwise) and scales them to
-/// `max_norm` when above. An inf/NaN norm (an f16 overflow) is returned with the gradients left as they are:
-/// the step is skipped.
-pub fn clip_grad_norm(
-    grads: &mut BTreeMap<String, Tensor>,
-    squares: &[f32],
-    max_norm: f64,
-    unscale: f64,
-) -> Result<f64, TrainError> {
+/// `clip_grad_norm_`), and the factor for [`AdamW::step`]: `1 / unscale` (f16's loss scale; 1 otherwise), times
+/// `max_norm / norm` when the norm is above `max_norm`. An inf/NaN norm (an f16 overflow) is returned with a
+/// factor of 1: the step is skipped.
+pub fn clip_grad_norm(squares: &[f32], max_norm: f64, unscale: f64) -> (f64, f64) {
     // Per-tensor sums in f32 on the device, added in f64 here.
     let norm = squares.iter().map(|&s| f64::from(s)).sum::<f64>().sqrt() / unscale;
     if !norm.is_finite() {
-        return Ok(norm);
+        return (norm, 1.0);
     }
     let clip = if max_norm > 0.0 && norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 };
-    let coef = clip / unscale;
-    if coef != 1.0 {
-        for g in grads.values_mut() {
-            *g = (&*g * coef)?;
-        }
-    }
-    Ok(norm)
+    (norm, clip / unscale)
 }
 
 /// Elements per parallel chunk of the in-place updates.
@@ -212,6 +207,8 @@ const CHUNK: usize = 1 << 16;
 struct Moment {
     beta: f64,
     square: bool,
+    /// The gradient's factor, as the tensor form's `g · scale` (candle's affine, `g · scale + 0`) rounds it.
+    scale: f32,
 }
 
 impl candle_core::InplaceOp2 for Moment {
@@ -222,9 +219,10 @@ impl candle_core::InplaceOp2 for Moment {
     fn cpu_fwd(&self, m: &mut CpuStorage, ml: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
         use rayon::prelude::*;
         let (m, g) = (cpu_f32_mut(m, ml, "adamw: a moment")?, cpu_f32(g, gl, "adamw: a gradient")?);
-        let (beta, rest) = (self.beta as f32, (1.0 - self.beta) as f32);
+        let (beta, rest, scale) = (self.beta as f32, (1.0 - self.beta) as f32, self.scale);
         m.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(m, g)| {
             for (m, &g) in m.iter_mut().zip(g) {
+                let g = if scale != 1.0 { g * scale + 0.0 } else { g };
                 let g = if self.square { g * g } else { g };
                 *m = *m * beta + g * rest;
             }
@@ -306,7 +304,7 @@ mod tests {
         let mut opt = AdamW::new(vec![("w".into(), var.clone())], &[], (0.9, 0.999, 1e-8, 0.01)).unwrap();
         for (g, want) in [[0.5f32, 0.25], [-0.5, 1.0], [0.125, -0.75]].into_iter().zip(torch) {
             let grads = BTreeMap::from([("w".to_string(), Tensor::new(&g, &dev).unwrap())]);
-            opt.step(&grads, 0.1).unwrap();
+            opt.step(&grads, 0.1, 1.0).unwrap();
             let p: Vec<f32> = var.as_tensor().to_vec1().unwrap();
             for (got, want) in p.iter().zip(want) {
                 assert!((got - want).abs() <= 2e-7, "{p:?} vs PyTorch {want:?}");
@@ -329,7 +327,9 @@ mod tests {
             for t in 1..=3 {
                 let g = Tensor::randn(0f32, 0.5, 70_001, &dev).unwrap();
                 let (c1, c2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.95f64.powi(t));
-                let h = Hyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, lr: 3e-4, c1, c2 };
+                // A clipped step's factor on the last one.
+                let grad_scale = if t == 3 { 0.3 } else { 1.0 };
+                let h = Hyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, lr: 3e-4, c1, c2, grad_scale };
                 a.update_in_place(&g, &h).unwrap();
                 b.update_with_ops(&g, &h).unwrap();
             }
