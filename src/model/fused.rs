@@ -12,7 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
 
 use super::kernels::{
-    logit_stats, nll_and_grad_cpu, rms_norm_cpu, rms_norm_grad_cpu, softmax_row, swiglu_cpu, swiglu_grad_cpu,
+    filled, logit_stats, nll_and_grad_cpu, rms_norm_cpu, rms_norm_grad_cpu, softmax_row, swiglu_cpu, swiglu_grad_cpu,
     AddProductT, SoftmaxGrad,
 };
 use super::linear::linear;
@@ -337,7 +337,6 @@ impl CustomOp2 for BiasSoftmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, sl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
         let (CpuStorage::F32(s), CpuStorage::F32(b)) = (s, b) else {
             candle_core::bail!("bias-softmax: scores and bias must be f32")
         };
@@ -353,14 +352,11 @@ impl CustomOp2 for BiasSoftmax {
         // A bias of one batch row or one head serves them all.
         let (b0, head_stride) = (if *bd0 == 1 { 0 } else { *b0 }, if *bd1 == 1 { 0 } else { *b1 });
         let (scores, base) = (&s[o1..o2], bl.start_offset());
-        let mut out = Vec::with_capacity(scores.len());
-        out.spare_capacity_mut().par_chunks_mut(n).zip(scores.par_chunks(n)).enumerate().for_each(|(r, (o, x))| {
+        let out = filled(scores.len(), n, |r, o| {
             let (q, head, batch) = (r % len, (r / len) % h, r / (len * h));
             let at = base + batch * b0 + head * head_stride + q * b2;
-            softmax_row(x, &b[at..at + n], self.scale, o);
+            softmax_row(&scores[r * n..], &b[at..at + n], self.scale, o);
         });
-        // SAFETY: the rows above cover the buffer and softmax_row writes every element of its row.
-        unsafe { out.set_len(scores.len()) };
         Ok((CpuStorage::F32(out), sl.shape().clone()))
     }
 }
@@ -496,13 +492,13 @@ fn keep_mask(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
 /// LLaMA's MLP activation `silu(gate) ⊙ up`. The graph keeps the two inputs, not `silu(gate)` and its parts.
 pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let (g, u) = (gate.detach(), up.detach());
-    let value = if cpu_f32_pair(&g, &u) { swiglu_cpu(&g.contiguous()?, &u.contiguous()?)? } else { (g.silu()? * u)? };
+    let value = if cpu_f32(&[&g, &u]) { swiglu_cpu(&g.contiguous()?, &u.contiguous()?)? } else { (g.silu()? * u)? };
     attach(
         &[gate, up],
         value,
         Box::new(|args, _, grad| {
             let (gate, up) = (args[0], args[1]);
-            if cpu_f32_pair(gate, up) && grad.dtype() == DType::F32 {
+            if cpu_f32(&[gate, up, grad]) {
                 let (dg, du) = swiglu_grad_cpu(&grad.contiguous()?, &gate.contiguous()?, &up.contiguous()?)?;
                 return Ok(vec![Some(dg), Some(du)]);
             }
@@ -516,9 +512,9 @@ pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     )
 }
 
-/// Both tensors f32 on the CPU: the inputs the CPU kernels take (made contiguous first).
-fn cpu_f32_pair(a: &Tensor, b: &Tensor) -> bool {
-    a.device().is_cpu() && a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.shape() == b.shape()
+/// All f32 on the CPU: the operands the CPU kernels take (made contiguous first; they check shapes themselves).
+fn cpu_f32(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// RMSNorm as transformers computes it (statistics in f32, the weight applied in the input's dtype). The graph
@@ -530,9 +526,8 @@ pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor>
         Ok((x.broadcast_mul(&inv)?, inv))
     };
     // f32 on the CPU: row kernels (two passes a row each way) instead of seven tensor passes.
-    let kernels = |x: &Tensor, w: &Tensor| x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32;
     let (x, w) = (xs.detach(), weight.detach());
-    let value = if kernels(&x, &w) {
+    let value = if cpu_f32(&[&x, &w]) {
         rms_norm_cpu(&x.contiguous()?, &w.contiguous()?, eps)?
     } else {
         normalized(&x)?.0.to_dtype(xs.dtype())?.broadcast_mul(&w)?
@@ -542,7 +537,7 @@ pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor>
         value,
         Box::new(move |args, _, grad| {
             let (xs, weight) = (args[0], args[1]);
-            if kernels(xs, weight) && grad.dtype() == DType::F32 {
+            if cpu_f32(&[xs, weight, grad]) {
                 let (gx, gw) = rms_norm_grad_cpu(&grad.contiguous()?, &xs.contiguous()?, &weight.contiguous()?, eps)?;
                 return Ok(vec![Some(gx), Some(gw)]);
             }

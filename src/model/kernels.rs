@@ -276,21 +276,24 @@ pub(crate) fn cpu_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> 
     }
 }
 
+/// `Σ a ⊙ b` over the length of `a` (`b` at least as long), in lanes so the loop vectorizes.
+#[inline(always)]
+fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    let (n, b) = (a.len(), &b[..a.len()]);
+    let split = n - n % LANES;
+    let mut acc = [0f32; LANES];
+    for (a, b) in a[..split].chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            acc[i] += a[i] * b[i];
+        }
+    }
+    acc.iter().sum::<f32>() + a[split..].iter().zip(&b[split..]).map(|(a, b)| a * b).sum::<f32>()
+}
+
 /// `dp ← scale · p ⊙ (dp − Σ dp ⊙ p)` over one row: the gradient of softmax scores from that of its output.
 #[inline(always)]
 fn softmax_grad_row_impl(p: &[f32], dp: &mut [f32], scale: f32) {
-    let n = dp.len();
-    let split = n - n % LANES;
-    let mut acc = [0f32; LANES];
-    for (d, p) in dp[..split].chunks_exact(LANES).zip(p.chunks_exact(LANES)) {
-        for i in 0..LANES {
-            acc[i] += d[i] * p[i];
-        }
-    }
-    let mut dot: f32 = acc.iter().sum();
-    for j in split..n {
-        dot += dp[j] * p[j];
-    }
+    let dot = dot_impl(dp, p);
     for (d, &p) in dp.iter_mut().zip(p) {
         *d = (*d - dot) * p * scale;
     }
@@ -357,21 +360,31 @@ dispatch! {
 /// Elements per parallel chunk of the elementwise kernels.
 const CHUNK: usize = 1 << 14;
 
-/// A fresh f32 buffer of `len` filled by `f` over parallel chunks of `CHUNK` (the chunk's index and its slots).
-fn filled(len: usize, f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+/// A fresh f32 buffer of `len` filled by `f` over parallel chunks of `chunk` slots (the chunk's index and its
+/// slots); `f` must write every slot it is given.
+pub(crate) fn filled(len: usize, chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
     use rayon::prelude::*;
     let mut out = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len].par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| f(i, o));
+    out.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, o)| f(i, o));
     // SAFETY: `f` writes every slot of its chunk (each caller's kernel fills its whole output slice).
     unsafe { out.set_len(len) };
     out
 }
 
+/// Refuses operands a kernel would read past or leave slots unwritten for: `dims` must all equal `want`.
+fn same_dims(what: &str, want: &[usize], dims: &[&[usize]]) -> candle_core::Result<()> {
+    if let Some(d) = dims.iter().find(|d| **d != want) {
+        candle_core::bail!("{what}: operand {d:?} does not match {want:?}");
+    }
+    Ok(())
+}
+
 /// `silu(gate) ⊙ up` for contiguous f32 CPU tensors of one shape, in one pass with the vectorized exp.
 pub(crate) fn swiglu_cpu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    same_dims("swiglu", gate.dims(), &[up.dims()])?;
     let n = gate.elem_count();
     let out = with_cpu_f32(gate, "swiglu", |g| {
-        with_cpu_f32(up, "swiglu", |u| filled(n, |i, o| swiglu_chunk(&g[i * CHUNK..], &u[i * CHUNK..], o)))
+        with_cpu_f32(up, "swiglu", |u| filled(n, CHUNK, |i, o| swiglu_chunk(&g[i * CHUNK..], &u[i * CHUNK..], o)))
     })??;
     Tensor::from_vec(out, gate.shape(), gate.device())
 }
@@ -379,6 +392,7 @@ pub(crate) fn swiglu_cpu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tens
 /// The gradients of [`swiglu_cpu`] (gate, up) for the gradient `d` of its output, in one pass.
 pub(crate) fn swiglu_grad_cpu(d: &Tensor, gate: &Tensor, up: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     use rayon::prelude::*;
+    same_dims("swiglu backward", gate.dims(), &[up.dims(), d.dims()])?;
     let n = gate.elem_count();
     let (mut dg, mut du) = (Vec::with_capacity(n), Vec::with_capacity(n));
     with_cpu_f32(d, "swiglu backward", |d| {
@@ -406,15 +420,7 @@ pub(crate) fn swiglu_grad_cpu(d: &Tensor, gate: &Tensor, up: &Tensor) -> candle_
 /// `1 / sqrt(mean(x²) + eps)` of one row, as the composed form computes it (sum, divide, add, root, invert).
 #[inline(always)]
 fn inv_rms_impl(x: &[f32], eps: f32) -> f32 {
-    let split = x.len() - x.len() % LANES;
-    let mut acc = [0f32; LANES];
-    for c in x[..split].chunks_exact(LANES) {
-        for i in 0..LANES {
-            acc[i] += c[i] * c[i];
-        }
-    }
-    let sum = acc.iter().sum::<f32>() + x[split..].iter().map(|v| v * v).sum::<f32>();
-    1.0 / (sum / x.len() as f32 + eps).sqrt()
+    1.0 / (dot_impl(x, x) / x.len() as f32 + eps).sqrt()
 }
 
 dispatch! {
@@ -449,12 +455,11 @@ dispatch! {
 /// RMSNorm `x / rms(x) ⊙ w` over the last dim of contiguous f32 CPU tensors, one pass a row for the statistic
 /// and one for the output.
 pub(crate) fn rms_norm_cpu(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    use rayon::prelude::*;
-    let h = w.elem_count().max(1);
-    let mut out = Vec::with_capacity(x.elem_count());
-    with_cpu_f32(x, "rms_norm", |xs| {
+    let h = rms_width(x, w)?;
+    let out = with_cpu_f32(x, "rms_norm", |xs| {
         with_cpu_f32(w, "rms_norm", |w| {
-            out.spare_capacity_mut()[..xs.len()].par_chunks_mut(h).zip(xs.par_chunks(h)).for_each(|(o, x)| {
+            filled(xs.len(), h, |r, o| {
+                let x = &xs[r * h..(r + 1) * h];
                 let inv = inv_rms(x, eps as f32);
                 for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
                     o.write(x * inv * w);
@@ -462,16 +467,24 @@ pub(crate) fn rms_norm_cpu(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Res
             })
         })
     })??;
-    // SAFETY: every row of the buffer was written whole.
-    unsafe { out.set_len(x.elem_count()) };
     Tensor::from_vec(out, x.shape(), x.device())
+}
+
+/// The width of RMSNorm's rows: the weight's length, which must be `x`'s last dim (the kernels write whole rows).
+fn rms_width(x: &Tensor, w: &Tensor) -> candle_core::Result<usize> {
+    let h = w.elem_count();
+    if h == 0 || x.dims().last() != Some(&h) {
+        candle_core::bail!("rms_norm: input {:?} against a weight of {h}", x.dims());
+    }
+    Ok(h)
 }
 
 /// The gradients (x, weight) of [`rms_norm_cpu`] for the gradient `g` of its output: two passes a row, the
 /// weight's gradient summed per parallel task and then across tasks.
 pub(crate) fn rms_norm_grad_cpu(g: &Tensor, x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<(Tensor, Tensor)> {
     use rayon::prelude::*;
-    let h = w.elem_count().max(1);
+    let h = rms_width(x, w)?;
+    same_dims("rms_norm backward", x.dims(), &[g.dims()])?;
     let n = x.elem_count();
     // Rows per task: enough to amortize a `[h]` partial sum, few enough to keep both cores busy.
     let rows = (CHUNK / h).max(1);
@@ -502,17 +515,10 @@ pub(crate) fn rms_norm_grad_cpu(g: &Tensor, x: &Tensor, w: &Tensor, eps: f64) ->
     Ok((Tensor::from_vec(dx, x.shape(), x.device())?, Tensor::from_vec(gw, w.shape(), w.device())?))
 }
 
-/// `Σ x²` over one chunk, in lanes.
+/// `Σ x²` over one chunk.
 #[inline(always)]
 fn sum_squares_impl(x: &[f32]) -> f32 {
-    let split = x.len() - x.len() % LANES;
-    let mut acc = [0f32; LANES];
-    for c in x[..split].chunks_exact(LANES) {
-        for i in 0..LANES {
-            acc[i] += c[i] * c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + x[split..].iter().map(|v| v * v).sum::<f32>()
+    dot_impl(x, x)
 }
 
 dispatch! {
@@ -743,5 +749,20 @@ mod tests {
         assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
         let half = sum_squares(&x.to_dtype(DType::BF16).unwrap()).unwrap().to_scalar::<f32>().unwrap();
         assert!((f64::from(half) - want).abs() <= 1e-2 * want, "bf16: {half} vs {want}");
+    }
+
+    /// The elementwise and row kernels refuse operands they would read past or leave slots unwritten for.
+    #[test]
+    fn kernels_refuse_operands_of_other_shapes() {
+        let dev = candle_core::Device::Cpu;
+        let t = |dims: &[usize]| Tensor::zeros(dims, DType::F32, &dev).unwrap();
+        let err = rms_norm_cpu(&t(&[2, 8]), &t(&[7]), 1e-5).unwrap_err().to_string();
+        assert!(err.contains("rms_norm: input [2, 8] against a weight of 7"), "{err}");
+        let err = rms_norm_grad_cpu(&t(&[2, 7]), &t(&[2, 8]), &t(&[8]), 1e-5).unwrap_err().to_string();
+        assert!(err.contains("rms_norm backward: operand [2, 7] does not match [2, 8]"), "{err}");
+        let err = swiglu_cpu(&t(&[3, 4]), &t(&[3, 3])).unwrap_err().to_string();
+        assert!(err.contains("swiglu: operand [3, 3] does not match [3, 4]"), "{err}");
+        let err = swiglu_grad_cpu(&t(&[12]), &t(&[3, 4]), &t(&[3, 4])).unwrap_err().to_string();
+        assert!(err.contains("swiglu backward: operand [12] does not match [3, 4]"), "{err}");
     }
 }
