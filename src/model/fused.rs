@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
 
+use super::cpu_attention;
 use super::kernels::{
-    filled, logit_stats, nll_and_grad_cpu, rms_norm_cpu, rms_norm_grad_cpu, softmax_row, swiglu_cpu, swiglu_grad_cpu,
-    AddProductT, SoftmaxGrad,
+    logit_stats, nll_and_grad_cpu, rms_norm_cpu, rms_norm_grad_cpu, swiglu_cpu, swiglu_grad_cpu, AddProductT,
 };
 use super::linear::linear;
 
@@ -179,11 +179,13 @@ impl CustomOp3 for Attached {
     }
 }
 
-/// Attention `softmax(q kᵀ · scale + bias) v` for `q` `[b, h, t, d]`, `k`/`v` `[b, h / groups, s, d]` (each
-/// kv head serves `groups` query heads, GQA) and an additive mask `bias` `[b, 1, t, s]` (0 or -inf), over
-/// blocks of `block` queries: no more than one block's `[b, h, block, s]` scores exist at a time, in the
-/// forward and in the backward, which recomputes them; the graph keeps q, the kv heads unrepeated and the
-/// output. Scores and softmax in f32, products in the inputs' dtype.
+/// Attention `softmax(q kᵀ · scale + bias) v` as `[b, t, h · d]` (the output projection's input), for `q`
+/// `[b, h, t, d]`, `k`/`v` `[b, h / groups, s, d]` (each kv head serves `groups` query heads, GQA; keys before
+/// the first query come from a KV cache) and an additive mask `bias` `[b, 1, t, s]` (0 or -inf), over causal
+/// blocks of `block` queries: no block sees a key after its last query, and no more than one block's scores
+/// exist at a time per task, in the forward and in the backward, which recomputes them. The graph keeps q,
+/// the kv heads unrepeated and the output. On the CPU [`cpu_attention`] computes it in f32; on other devices
+/// tensor ops do, with scores and softmax in f32 and products in the inputs' dtype.
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -193,20 +195,43 @@ pub(crate) fn attention(
     bias: Option<&Tensor>,
     block: usize,
 ) -> Result<Tensor> {
-    let t = q.dim(2)?;
-    let block = block.max(1);
+    // With a causal mask smaller blocks skip more keys: at 512 tokens blocks of 128 do 5/8 of one block's work.
+    let step = block.clamp(1, CAUSAL_BLOCK);
+    if !q.device().is_cpu() {
+        return blocked_attention(q, k, v, groups, scale, bias, step);
+    }
+    let dtype = q.dtype();
+    let (scale, bias) = (scale as f32, bias.cloned());
+    let value = cpu_attention::forward(&q.detach(), &k.detach(), &v.detach(), bias.as_ref(), groups, scale, step)?;
+    attach(
+        &[q, k, v],
+        value.to_dtype(dtype)?,
+        Box::new(move |args, _, grad| {
+            let [q, k, v] = [args[0], args[1], args[2]];
+            let (dq, dk, dv) = cpu_attention::backward(q, k, v, bias.as_ref(), grad, groups, scale, step)?;
+            Ok(vec![Some(dq.to_dtype(dtype)?), Some(dk.to_dtype(dtype)?), Some(dv.to_dtype(dtype)?)])
+        }),
+    )
+}
+
+/// [`attention`] with tensor ops (GPUs): the same blocks, each a batched product over the kv heads.
+fn blocked_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    groups: usize,
+    scale: f64,
+    bias: Option<&Tensor>,
+    step: usize,
+) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
     let qd = q.detach().contiguous()?;
-    // The kv heads unrepeated (GQA by grouped products). A decoding step (one query) reads a KV cache's views
-    // in place: copying the whole cache would cost more than the product. On the CPU longer queries transpose
-    // the keys once into a contiguous operand; cuBLAS cannot read a key-narrowed block of that (its rows would
-    // be longer than the block), so on other devices the keys stay a transposed view, which it can.
+    // The kv heads unrepeated (GQA by grouped products), read in place where a batched product can (a KV
+    // cache's views: copying the whole cache would cost more than a decoding step's product). The keys stay a
+    // transposed view, which cuBLAS reads, also when a block narrows them.
     let vd = gemm_ready(&v.detach())?;
-    let kd =
-        if t == 1 || !q.device().is_cpu() { gemm_ready(&k.detach())?.t()? } else { k.detach().t()?.contiguous()? };
-    // The mask is causal: a block's queries see no key after its last query (keys past the first query
-    // belong to a KV cache), so each block reads only the keys up to there. Smaller blocks skip more.
+    let kd = gemm_ready(&k.detach())?.t()?;
     let past = k.dim(2)? - t;
-    let step = block.min(CAUSAL_BLOCK);
     let mut parts = Vec::with_capacity(t.div_ceil(step));
     for start in (0..t).step_by(step) {
         let len = step.min(t - start);
@@ -217,6 +242,7 @@ pub(crate) fn attention(
         parts.push(grouped_matmul(&p, &vd.narrow(2, 0, keys)?, groups)?);
     }
     let value = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 2)? };
+    let value = value.transpose(1, 2)?.reshape((b, t, h * d))?;
     let bias = bias.cloned();
     attach(
         &[q, k, v],
@@ -225,12 +251,11 @@ pub(crate) fn attention(
             // The forward's blocks again (each reads the keys up to its last query), with the kv heads in
             // grouped products: d k and d v come out summed over the query heads that share them.
             let dtype = args[0].dtype();
-            let (q, grad) = (args[0].contiguous()?, grad.contiguous()?);
+            let q = args[0].contiguous()?;
+            let grad = grad.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
             let (k, v) = (gemm_ready(args[1])?, gemm_ready(args[2])?);
-            let (b, kv, s, d) = k.dims4()?;
-            let cpu = q.device().is_cpu();
-            let kt = if cpu { k.t()?.contiguous()? } else { k.t()? };
-            let vt = if cpu { v.t()?.contiguous()? } else { v.t()? };
+            let (_, kv, s, _) = k.dims4()?;
+            let (kt, vt) = (k.t()?, v.t()?);
             let grouped = |x: &Tensor, len: usize, n: usize| x.reshape((b, kv, groups * len, n));
             // A block's share of d k or d v covers the keys up to its last query: zeros pad the rest.
             let add = |acc: Option<Tensor>, part: Tensor| -> Result<Option<Tensor>> {
@@ -252,7 +277,8 @@ pub(crate) fn attention(
                 let p = block_probs(&qb, &kt.narrow(3, 0, keys)?, groups, scale, bias.as_ref(), start)?;
                 dv = add(dv, grouped(&p.to_dtype(dtype)?, len, keys)?.t()?.matmul(&grouped(&gb, len, d)?)?)?;
                 let dp = grouped_matmul(&gb, &vt.narrow(3, 0, keys)?, groups)?.to_dtype(DType::F32)?;
-                let ds = softmax_grad(&p, dp, scale)?.to_dtype(dtype)?;
+                let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
+                let ds = ((dp.broadcast_sub(&dot)? * &p)? * scale)?.to_dtype(dtype)?;
                 dq.push(grouped_matmul(&ds, &k.narrow(2, 0, keys)?, groups)?);
                 dk = add(dk, grouped(&ds, len, keys)?.t()?.matmul(&grouped(&qb, len, d)?)?)?;
             }
@@ -261,17 +287,6 @@ pub(crate) fn attention(
             Ok(vec![Some(dq), cast(dk)?, cast(dv)?])
         }),
     )
-}
-
-/// The gradient of the scores from that of a softmax's output, `scale · p ⊙ (dp − Σ dp ⊙ p)` per row (f32,
-/// `[.., keys]`): on the CPU one row kernel writing over `dp`, tensor ops elsewhere.
-fn softmax_grad(p: &Tensor, dp: Tensor, scale: f64) -> Result<Tensor> {
-    if p.device().is_cpu() {
-        dp.inplace_op2(p, &SoftmaxGrad { scale: scale as f32 })?;
-        return Ok(dp);
-    }
-    let dot = (&dp * p)?.sum_keepdim(D::Minus1)?;
-    (dp.broadcast_sub(&dot)? * p)? * scale
 }
 
 /// `x` itself when a batched matmul can read it in place (unit last stride, batch dims that merge: a KV
@@ -304,62 +319,15 @@ fn block_probs(
     bias: Option<&Tensor>,
     start: usize,
 ) -> Result<Tensor> {
-    let scores = grouped_matmul(qb, kt, groups)?;
-    match bias {
-        Some(bias) if scores.device().is_cpu() => {
-            let bias = bias.narrow(2, start, qb.dim(2)?)?.to_dtype(DType::F32)?;
-            scores.to_dtype(DType::F32)?.apply_op2_no_bwd(&bias, &BiasSoftmax { scale: scale as f32 })
-        }
-        _ => {
-            let mut scores = (scores * scale)?.to_dtype(DType::F32)?;
-            if let Some(bias) = bias {
-                scores = scores.broadcast_add(&bias.narrow(2, start, qb.dim(2)?)?)?;
-            }
-            candle_nn::ops::softmax_last_dim(&scores)
-        }
+    let mut scores = (grouped_matmul(qb, kt, groups)? * scale)?.to_dtype(DType::F32)?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(&bias.narrow(2, start, qb.dim(2)?)?)?;
     }
+    candle_nn::ops::softmax_last_dim(&scores)
 }
 
-/// Queries per block of the attention forward at most, whatever the memory bound: with a causal mask a
-/// block skips the keys after its last query, so at 512 tokens blocks of 128 do 5/8 of the work of one block.
+/// Queries per block of the attention at most, whatever the memory bound.
 const CAUSAL_BLOCK: usize = 128;
-
-/// `softmax(scores · scale + bias)` over the last dim on the CPU, one row per pass of [`softmax_row`]:
-/// `scores` `[b, h, len, s]` f32 and contiguous, `bias` `[b or 1, h or 1, len, s]` f32 with unit last stride
-/// (a view of the whole mask).
-struct BiasSoftmax {
-    scale: f32,
-}
-
-impl CustomOp2 for BiasSoftmax {
-    fn name(&self) -> &'static str {
-        "bias-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, sl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(s), CpuStorage::F32(b)) = (s, b) else {
-            candle_core::bail!("bias-softmax: scores and bias must be f32")
-        };
-        let (Some((o1, o2)), [nb, h, len, n], [bd0, bd1, bd2, bd3], [b0, b1, b2, 1]) =
-            (sl.contiguous_offsets(), sl.dims(), bl.dims(), bl.stride())
-        else {
-            candle_core::bail!("bias-softmax: contiguous [b, h, t, s] scores and a [b|1, h|1, t, s] bias view")
-        };
-        let (nb, h, len, n) = (*nb, *h, *len, *n);
-        if (*bd2, *bd3) != (len, n) || (*bd0 != 1 && *bd0 != nb) || (*bd1 != 1 && *bd1 != h) {
-            candle_core::bail!("bias-softmax: bias {:?} does not fit scores {:?}", bl.dims(), sl.dims())
-        }
-        // A bias of one batch row or one head serves them all.
-        let (b0, head_stride) = (if *bd0 == 1 { 0 } else { *b0 }, if *bd1 == 1 { 0 } else { *b1 });
-        let (scores, base) = (&s[o1..o2], bl.start_offset());
-        let out = filled(scores.len(), n, |r, o| {
-            let (q, head, batch) = (r % len, (r / len) % h, r / (len * h));
-            let at = base + batch * b0 + head * head_stride + q * b2;
-            softmax_row(&scores[r * n..], &b[at..at + n], self.scale, o);
-        });
-        Ok((CpuStorage::F32(out), sl.shape().clone()))
-    }
-}
 
 /// The training loss `Σᵢ wᵢ · NLLᵢ` (an f32 scalar) of the LM head `logits = hidden · Wᵀ`, for `hidden` `[.., h]`,
 /// `weight` `[vocab, h]` and `target`, `token_weight` shaped as `hidden` without its last dim, over blocks of
@@ -644,7 +612,8 @@ mod tests {
 
     /// Blocked attention's output and the gradients of q, k and v equal the composed softmax's (f32 and bf16),
     /// with a causal -inf bias, for one block and for blocks that do not divide the length, with every query
-    /// head its own kv head and with two query heads a kv head (GQA, compared with repeated kv heads).
+    /// head its own kv head and with two query heads a kv head (GQA, compared with repeated kv heads): the CPU
+    /// kernel and the tensor ops other devices run.
     #[test]
     fn blocked_attention_matches_the_composed_softmax() {
         let dev = Device::Cpu;
@@ -655,18 +624,23 @@ mod tests {
             &dev,
         )
         .unwrap();
-        let target = Tensor::randn(0f32, 1.0, (2, 6, 5, 4), &dev).unwrap();
-        for (dtype, block, groups) in [(DType::F32, 5, 1), (DType::F32, 2, 2), (DType::BF16, 3, 2)] {
+        let target = Tensor::randn(0f32, 1.0, (2, 5, 24), &dev).unwrap();
+        let cases = [(DType::F32, 5, 1), (DType::F32, 2, 2), (DType::BF16, 3, 2)];
+        for ((dtype, block, groups), tensor_ops) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
             let (q, k, v) = (var(6), var(6 / groups), var(6 / groups));
             let cast = |x: &Var| x.as_tensor().to_dtype(dtype).unwrap();
             let (qc, kc, vc) = (cast(&q), cast(&k), cast(&v));
-            let fused = attention(&qc, &kc, &vc, groups, 0.5, Some(&bias), block).unwrap();
+            let fused = match tensor_ops {
+                false => attention(&qc, &kc, &vc, groups, 0.5, Some(&bias), block).unwrap(),
+                true => blocked_attention(&qc, &kc, &vc, groups, 0.5, Some(&bias), block).unwrap(),
+            };
             let (kr, vr) = (repeat_kv(&kc, groups).unwrap(), repeat_kv(&vc, groups).unwrap());
             let scores = (qc.matmul(&kr.t().unwrap()).unwrap() * 0.5).unwrap().to_dtype(DType::F32).unwrap();
             let probs = candle_nn::ops::softmax(&scores.broadcast_add(&bias).unwrap(), D::Minus1).unwrap();
             let composed = probs.to_dtype(dtype).unwrap().matmul(&vr).unwrap();
+            let composed = composed.transpose(1, 2).unwrap().reshape((2, 5, 24)).unwrap();
             let tol = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
-            let case = format!("{dtype:?} block {block} groups {groups}");
+            let case = format!("{dtype:?} block {block} groups {groups} tensor ops {tensor_ops}");
             assert!(max_diff(&fused, &composed) <= tol, "{case}: values");
             let loss = |o: &Tensor| (o.to_dtype(DType::F32).unwrap() * &target).unwrap().sum_all().unwrap();
             let gf = loss(&fused).backward().unwrap();

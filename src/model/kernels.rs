@@ -301,30 +301,7 @@ fn softmax_grad_row_impl(p: &[f32], dp: &mut [f32], scale: f32) {
 
 dispatch! {
     /// `dp ← scale · p ⊙ (dp − Σ dp ⊙ p)` over one row.
-    fn softmax_grad_row = softmax_grad_row_impl(p: &[f32], dp: &mut [f32], scale: f32)
-}
-
-/// [`softmax_grad_row`] over every row of contiguous f32 `dp` and `p` (same shape), in place in `dp`.
-pub(crate) struct SoftmaxGrad {
-    /// The scale the scores were multiplied by before the softmax.
-    pub scale: f32,
-}
-
-impl candle_core::InplaceOp2 for SoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "softmax-grad"
-    }
-
-    fn cpu_fwd(&self, dp: &mut CpuStorage, dl: &Layout, p: &CpuStorage, pl: &Layout) -> candle_core::Result<()> {
-        use rayon::prelude::*;
-        if dl.dims() != pl.dims() {
-            candle_core::bail!("softmax-grad: gradient {:?} and probabilities {:?} differ", dl.dims(), pl.dims());
-        }
-        let n = dl.dims().last().copied().unwrap_or(1).max(1);
-        let (dp, p) = (cpu_f32_mut(dp, dl, "softmax-grad: the gradient")?, cpu_f32(p, pl, "softmax-grad: p")?);
-        dp.par_chunks_mut(n).zip(p.par_chunks(n)).for_each(|(d, p)| softmax_grad_row(p, d, self.scale));
-        Ok(())
-    }
+    pub(crate) fn softmax_grad_row = softmax_grad_row_impl(p: &[f32], dp: &mut [f32], scale: f32)
 }
 
 /// `silu(g) ⊙ u` over one chunk.

@@ -517,8 +517,8 @@ impl Attention {
         let groups = self.heads / self.kv_heads;
         let scale = 1.0 / (hd as f64).sqrt();
         // Blocks of queries in training too: the backward recomputes each block's scores instead of keeping them.
+        // Already `[b, t, heads · head_dim]`, the layout the output projection reads.
         let out = fused::attention(&q, &k, &v, groups, scale, bias, query_block)?;
-        let out = out.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
         self.o.forward(&out, train)
     }
 }

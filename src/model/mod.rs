@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod config;
+mod cpu_attention;
 mod fused;
 mod generate;
 pub(crate) mod kernels;
