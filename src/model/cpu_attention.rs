@@ -301,7 +301,7 @@ pub(crate) fn backward(
             let p = block_probs(&q, &k, &bias, (i, j, kvh), start, len, keys, d, scale, &mut buf);
             // The output gradient's rows of head j: row (i, start + r) of h · d, the head's d at j · d.
             let go = Mat(go[((i * t + start) * h + j) * d..].as_ptr(), (h * d) as isize, 1);
-            let (pt, dst) = (Mat(p.as_ptr(), 1, keys as isize), Mat(buf.as_ptr(), 1, keys as isize));
+            let pt = Mat(p.as_ptr(), 1, keys as isize);
             // SAFETY: every operand lies in its storage; this task alone writes head j of batch row i in d q
             // and its own [s, d] slices of d k and d v; `buf` is its own.
             unsafe {
@@ -313,13 +313,13 @@ pub(crate) fn backward(
             for (dp, p) in buf.chunks_exact_mut(keys).zip(p.chunks_exact(keys)) {
                 softmax_grad_row(p, dp, scale);
             }
-            let ds = Mat(buf.as_ptr(), keys as isize, 1);
+            let (ds, ds_t) = (Mat(buf.as_ptr(), keys as isize, 1), Mat(buf.as_ptr(), 1, keys as isize));
             // SAFETY: as above.
             unsafe {
                 // d q = d scores · k
                 gemm_into(len, d, keys, (dq_at.at(((i * h + j) * t + start) * d), d), false, ds, k.rows(i, kvh, 0));
                 // d k += d scoresᵀ · q
-                gemm_into(keys, d, len, (dk, d), !last, dst, q.rows(i, j, start));
+                gemm_into(keys, d, len, (dk, d), !last, ds_t, q.rows(i, j, start));
             }
         }
     });
