@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{cpu_f32, softmax_grad_row, softmax_row};
+use super::kernels::{cpu_f32, softmax_grad_row, softmax_row, CpuOut};
 
 type Result<T> = candle_core::Result<T>;
 
@@ -207,7 +207,7 @@ fn block_probs(
     probs
 }
 
-/// `softmax(q kᵀ · scale + bias) v` as `[b, t, h · d]` (f32), for q `[b, h, t, d]`, k and v
+/// `softmax(q kᵀ · scale + bias) v` as `[b, t, h · d]` (f32, as a buffer to move into a graph node), for q `[b, h, t, d]`, k and v
 /// `[b, h / groups, s, d]` and an additive mask `[b | 1, h | 1, t, s]`, in causal blocks of `step` queries.
 pub(crate) fn forward(
     q: &Tensor,
@@ -217,7 +217,7 @@ pub(crate) fn forward(
     groups: usize,
     scale: f32,
     step: usize,
-) -> Result<Tensor> {
+) -> Result<CpuOut> {
     let n = Dims::new(q, k, v, bias, groups)?;
     let (q, k, v, bias) = (f32_rows(q)?, f32_rows(k)?, f32_rows(v)?, bias.map(f32_rows).transpose()?);
     let (qs, ql) = q.storage_and_layout();
@@ -245,7 +245,7 @@ pub(crate) fn forward(
     });
     // SAFETY: the tasks wrote every row of every head.
     unsafe { out.set_len(b * t * h * d) };
-    Tensor::from_vec(out, (b, t, h * d), &Device::Cpu)
+    Ok(CpuOut { data: out, shape: (b, t, h * d).into() })
 }
 
 /// The gradients of q, k and v (f32, their shapes) of [`forward`]'s output, from that output's gradient
@@ -431,8 +431,8 @@ mod tests {
             }
             let bias = Tensor::from_vec(mask, (b, 1, t, s), &dev).unwrap();
             let got = forward(&q, &k, &v, Some(&bias), h / kv, 0.35, step).unwrap();
-            assert_eq!(got.dims(), &[b, t, h * d]);
-            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(got.shape.dims(), &[b, t, h * d]);
+            let got = got.data;
             let want = reference(&q, &k, &v, &bias, h / kv, 0.35);
             let worst = got.iter().zip(&want).map(|(g, w)| (f64::from(*g) - w).abs()).fold(0f64, f64::max);
             assert!(worst <= 1e-6, "t {t}, block {step}: {worst}");

@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 
 use super::cpu_attention;
 use super::kernels::{
-    logit_stats, nll_and_grad_cpu, rms_norm_cpu, rms_norm_grad_cpu, swiglu_cpu, swiglu_grad_cpu, AddProductT,
+    logit_stats, nll_and_grad_cpu, rms_norm_cpu, rms_norm_grad_cpu, swiglu_cpu, swiglu_grad_cpu, AddProductT, CpuOut,
 };
 use super::linear::linear;
 
@@ -22,11 +22,34 @@ type Result<T> = candle_core::Result<T>;
 /// The backward of an attached value: `(inputs, output, gradient of the output)` → gradient of each input.
 type Backward = Box<dyn Fn(&[&Tensor], &Tensor, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
+/// What [`attach`] puts on the graph: a computed tensor (copied once into the op's storage) or a CPU kernel's
+/// output (its buffer moved in).
+enum Value {
+    Tensor(Tensor),
+    Cpu(CpuOut),
+}
+
+impl From<Tensor> for Value {
+    fn from(t: Tensor) -> Self {
+        Value::Tensor(t)
+    }
+}
+
+impl From<CpuOut> for Value {
+    fn from(o: CpuOut) -> Self {
+        Value::Cpu(o)
+    }
+}
+
 /// `value` (computed from the detached `inputs`, one to three) as a function of `inputs` on the autograd graph,
 /// with `bwd` as its backward. Untracked inputs (inference) get `value` itself.
-fn attach(inputs: &[&Tensor], value: Tensor, bwd: Backward) -> Result<Tensor> {
+fn attach(inputs: &[&Tensor], value: impl Into<Value>, bwd: Backward) -> Result<Tensor> {
+    let value = value.into();
     if !inputs.iter().any(|t| t.track_op()) {
-        return Ok(value);
+        return match value {
+            Value::Tensor(t) => Ok(t),
+            Value::Cpu(o) => o.into_tensor(),
+        };
     }
     let op = Attached { value: Mutex::new(Some(value)), bwd };
     match inputs {
@@ -37,19 +60,23 @@ fn attach(inputs: &[&Tensor], value: Tensor, bwd: Backward) -> Result<Tensor> {
     }
 }
 
-/// The custom op behind [`attach`]: its forward hands over the precomputed value (one copy into the op's own
-/// storage), its backward calls the closure.
+/// The custom op behind [`attach`]: its forward hands over the precomputed value (a CPU kernel's buffer as is,
+/// a tensor as one copy into the op's own storage), its backward calls the closure.
 struct Attached {
-    value: Mutex<Option<Tensor>>,
+    value: Mutex<Option<Value>>,
     bwd: Backward,
 }
 
 impl Attached {
-    /// The value's storage, copied (`x·1 + 0` is exact) into an allocation of its own; the value is released.
-    fn hand_over<S: BackendStorage>(&self, pick: impl Fn(&Storage) -> Option<&S>) -> Result<(S, Shape)> {
+    /// The value, taken (the op's forward runs once).
+    fn take(&self) -> Result<Value> {
         let poisoned = || candle_core::Error::Msg("attached value lock poisoned".into());
         let value = self.value.lock().map_err(|_| poisoned())?.take();
-        let value = value.ok_or_else(|| candle_core::Error::Msg("attached value already taken".into()))?;
+        value.ok_or_else(|| candle_core::Error::Msg("attached value already taken".into()))
+    }
+
+    /// A tensor value's storage, copied (`x·1 + 0` is exact) into an allocation of its own.
+    fn copy<S: BackendStorage>(value: &Tensor, pick: impl Fn(&Storage) -> Option<&S>) -> Result<(S, Shape)> {
         let (s, l) = value.storage_and_layout();
         match pick(&s) {
             Some(s) => Ok((s.affine(l, 1.0, 0.0)?, l.shape().clone())),
@@ -58,18 +85,24 @@ impl Attached {
     }
 
     fn cpu(&self) -> Result<(CpuStorage, Shape)> {
-        self.hand_over(|s| match s {
-            Storage::Cpu(s) => Some(s),
-            _ => None,
-        })
+        match self.take()? {
+            Value::Cpu(o) => Ok((CpuStorage::F32(o.data), o.shape)),
+            Value::Tensor(t) => Self::copy(&t, |s| match s {
+                Storage::Cpu(s) => Some(s),
+                _ => None,
+            }),
+        }
     }
 
     #[cfg(feature = "cuda")]
     fn cuda(&self) -> Result<(candle_core::CudaStorage, Shape)> {
-        self.hand_over(|s| match s {
-            Storage::Cuda(s) => Some(s),
-            _ => None,
-        })
+        match self.take()? {
+            Value::Cpu(_) => candle_core::bail!("attached: a CPU kernel's value for a CUDA input"),
+            Value::Tensor(t) => Self::copy(&t, |s| match s {
+                Storage::Cuda(s) => Some(s),
+                _ => None,
+            }),
+        }
     }
 
     fn grads<const N: usize>(&self, args: [&Tensor; N], res: &Tensor, grad: &Tensor) -> Result<[Option<Tensor>; N]> {
@@ -203,9 +236,13 @@ pub(crate) fn attention(
     let dtype = q.dtype();
     let (scale, bias) = (scale as f32, bias.cloned());
     let value = cpu_attention::forward(&q.detach(), &k.detach(), &v.detach(), bias.as_ref(), groups, scale, step)?;
+    let value = match dtype {
+        DType::F32 => Value::Cpu(value),
+        _ => Value::Tensor(value.into_tensor()?.to_dtype(dtype)?),
+    };
     attach(
         &[q, k, v],
-        value.to_dtype(dtype)?,
+        value,
         Box::new(move |args, _, grad| {
             let [q, k, v] = [args[0], args[1], args[2]];
             let (dq, dk, dv) = cpu_attention::backward(q, k, v, bias.as_ref(), grad, groups, scale, step)?;
@@ -460,7 +497,10 @@ fn keep_mask(xs: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
 /// LLaMA's MLP activation `silu(gate) ⊙ up`. The graph keeps the two inputs, not `silu(gate)` and its parts.
 pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let (g, u) = (gate.detach(), up.detach());
-    let value = if cpu_f32(&[&g, &u]) { swiglu_cpu(&g.contiguous()?, &u.contiguous()?)? } else { (g.silu()? * u)? };
+    let value = match cpu_f32(&[&g, &u]) {
+        true => Value::Cpu(swiglu_cpu(&g.contiguous()?, &u.contiguous()?)?),
+        false => Value::Tensor((g.silu()? * u)?),
+    };
     attach(
         &[gate, up],
         value,
@@ -495,10 +535,9 @@ pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor>
     };
     // f32 on the CPU: row kernels (two passes a row each way) instead of seven tensor passes.
     let (x, w) = (xs.detach(), weight.detach());
-    let value = if cpu_f32(&[&x, &w]) {
-        rms_norm_cpu(&x.contiguous()?, &w.contiguous()?, eps)?
-    } else {
-        normalized(&x)?.0.to_dtype(xs.dtype())?.broadcast_mul(&w)?
+    let value = match cpu_f32(&[&x, &w]) {
+        true => Value::Cpu(rms_norm_cpu(&x.contiguous()?, &w.contiguous()?, eps)?),
+        false => Value::Tensor(normalized(&x)?.0.to_dtype(xs.dtype())?.broadcast_mul(&w)?),
     };
     attach(
         &[xs, weight],
@@ -700,7 +739,9 @@ mod tests {
             let target = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
             let fused = swiglu(g.as_tensor(), u.as_tensor()).unwrap();
             let composed = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
-            assert!(max_diff(&fused, &composed) <= 1e-6, "{shape:?}");
+            // Relative to the largest value: the kernel's exp is within 2 ulp of libm's, and values reach ~20.
+            let (d, largest) = (max_diff(&fused, &composed), max_abs(&composed).max(1.0));
+            assert!(d <= 1e-6 * largest, "{shape:?}: {d} (largest {largest})");
             let gf = (fused * &target).unwrap().sum_all().unwrap().backward().unwrap();
             let gc = (composed * &target).unwrap().sum_all().unwrap().backward().unwrap();
             for v in [&g, &u] {

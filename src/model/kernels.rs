@@ -7,7 +7,7 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, DType, Layout, Storage, Tensor, D};
+use candle_core::{CpuStorage, DType, Layout, Shape, Storage, Tensor, D};
 
 /// Lanes each reduction keeps apart, so the loops vectorize (16 f32 = one AVX-512 register).
 const LANES: usize = 16;
@@ -276,6 +276,23 @@ pub(crate) fn cpu_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> 
     }
 }
 
+/// A CPU kernel's output before it becomes a tensor: an attached op moves the buffer into its graph node
+/// (a finished tensor's storage can only be copied there).
+#[derive(Debug)]
+pub(crate) struct CpuOut {
+    /// The values, row-major.
+    pub data: Vec<f32>,
+    /// Their shape.
+    pub shape: Shape,
+}
+
+impl CpuOut {
+    /// The values as a CPU tensor (no copy).
+    pub(crate) fn into_tensor(self) -> candle_core::Result<Tensor> {
+        Tensor::from_vec(self.data, self.shape, &candle_core::Device::Cpu)
+    }
+}
+
 /// `Σ a ⊙ b` over the length of `a` (`b` at least as long), in lanes so the loop vectorizes.
 #[inline(always)]
 fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
@@ -357,13 +374,13 @@ fn same_dims(what: &str, want: &[usize], dims: &[&[usize]]) -> candle_core::Resu
 }
 
 /// `silu(gate) ⊙ up` for contiguous f32 CPU tensors of one shape, in one pass with the vectorized exp.
-pub(crate) fn swiglu_cpu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn swiglu_cpu(gate: &Tensor, up: &Tensor) -> candle_core::Result<CpuOut> {
     same_dims("swiglu", gate.dims(), &[up.dims()])?;
     let n = gate.elem_count();
     let out = with_cpu_f32(gate, "swiglu", |g| {
         with_cpu_f32(up, "swiglu", |u| filled(n, CHUNK, |i, o| swiglu_chunk(&g[i * CHUNK..], &u[i * CHUNK..], o)))
     })??;
-    Tensor::from_vec(out, gate.shape(), gate.device())
+    Ok(CpuOut { data: out, shape: gate.shape().clone() })
 }
 
 /// The gradients of [`swiglu_cpu`] (gate, up) for the gradient `d` of its output, in one pass.
@@ -431,7 +448,7 @@ dispatch! {
 
 /// RMSNorm `x / rms(x) ⊙ w` over the last dim of contiguous f32 CPU tensors, one pass a row for the statistic
 /// and one for the output.
-pub(crate) fn rms_norm_cpu(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+pub(crate) fn rms_norm_cpu(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<CpuOut> {
     let h = rms_width(x, w)?;
     let out = with_cpu_f32(x, "rms_norm", |xs| {
         with_cpu_f32(w, "rms_norm", |w| {
@@ -444,7 +461,7 @@ pub(crate) fn rms_norm_cpu(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Res
             })
         })
     })??;
-    Tensor::from_vec(out, x.shape(), x.device())
+    Ok(CpuOut { data: out, shape: x.shape().clone() })
 }
 
 /// The width of RMSNorm's rows: the weight's length, which must be `x`'s last dim (the kernels write whole rows).
