@@ -233,6 +233,7 @@ pub(crate) fn attention(
     if !q.device().is_cpu() {
         return blocked_attention(q, k, v, groups, scale, bias, step);
     }
+    let step = cpu_block(step, q.dim(0)? * q.dim(1)?, rayon::current_num_threads());
     let dtype = q.dtype();
     let (scale, bias) = (scale as f32, bias.cloned());
     let value = cpu_attention::forward(&q.detach(), &k.detach(), &v.detach(), bias.as_ref(), groups, scale, step)?;
@@ -249,6 +250,13 @@ pub(crate) fn attention(
             Ok(vec![Some(dq.to_dtype(dtype)?), Some(dk.to_dtype(dtype)?), Some(dv.to_dtype(dtype)?)])
         }),
     )
+}
+
+/// The CPU kernel's query block for `pairs` (batch row, head) pairs on `threads` threads, at most `step`: each
+/// running task holds two `[block, keys]` f32 buffers, and with more threads than pairs smaller blocks keep
+/// them all within two `[b, h, step, keys]` blocks, what `scoring_bytes_per_token` budgets.
+fn cpu_block(step: usize, pairs: usize, threads: usize) -> usize {
+    (step * pairs / threads.max(1)).clamp(1, step)
 }
 
 /// [`attention`] with tensor ops (GPUs): the same blocks, each a batched product over the kv heads.
@@ -693,6 +701,15 @@ mod tests {
                 assert!(d <= tol * scale, "{case}: gradient of {name} differs by {d} (largest {scale})");
             }
         }
+    }
+
+    /// Many threads over few (row, head) pairs get smaller blocks, so the tasks' buffers stay within the budget.
+    #[test]
+    fn cpu_blocks_shrink_when_threads_outnumber_row_head_pairs() {
+        assert_eq!(cpu_block(128, 4 * 9, 2), 128, "the 135M training batch on two cores");
+        assert_eq!(cpu_block(128, 9, 64), 18, "one row of a 9-head model on 64 threads");
+        assert_eq!(cpu_block(128, 32, 32), 128);
+        assert_eq!(cpu_block(7, 1, 256), 1);
     }
 
     fn max_abs(a: &Tensor) -> f32 {
