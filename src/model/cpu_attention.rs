@@ -13,13 +13,9 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{cpu_f32, softmax_grad_row, softmax_row, CpuOut};
+use super::kernels::{cpu_f32, gemm_f32, softmax_grad_row, softmax_row, CpuOut, Mat};
 
 type Result<T> = candle_core::Result<T>;
-
-/// A strided f32 matrix for [`gemm_into`]: its first element, row stride and column stride (in elements).
-#[derive(Clone, Copy)]
-struct Mat(*const f32, isize, isize);
 
 /// A destination written by several tasks at once, each to rows of its own.
 #[derive(Clone, Copy)]
@@ -36,37 +32,13 @@ impl Shared {
     }
 }
 
-/// `dst = lhs · rhs`, or `dst += lhs · rhs` with `add`, for `[m, k]` times `[k, n]` on the calling thread
-/// (the tasks are the parallelism).
+/// [`gemm_f32`] on the calling thread: the tasks are the parallelism.
 ///
 /// # Safety
-/// Each matrix must lie inside its allocation under its strides, and `dst` must overlap neither operand nor
-/// anything another thread touches meanwhile.
+/// As [`gemm_f32`].
 unsafe fn gemm_into(m: usize, n: usize, k: usize, dst: (*mut f32, usize), add: bool, lhs: Mat, rhs: Mat) {
-    // SAFETY: forwarded from the caller; gemm reads `dst` only with `add`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.0,
-            1,
-            dst.1 as isize,
-            add,
-            lhs.0,
-            lhs.2,
-            lhs.1,
-            rhs.0,
-            rhs.2,
-            rhs.1,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { gemm_f32(m, n, k, dst, add, lhs, rhs, gemm::Parallelism::None) }
 }
 
 /// A 4-d f32 CPU operand as stored: its data, first element and strides.
@@ -179,13 +151,41 @@ fn f32_rows(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// One call's q, k, v and mask as the tasks read them.
+struct Inputs<'a> {
+    q: Operand<'a>,
+    k: Operand<'a>,
+    v: Operand<'a>,
+    bias: Bias<'a>,
+}
+
+/// Widens `q`, `k`, `v` and the mask to f32 with a unit last stride and lends them to `f` as [`Inputs`]
+/// (`s` keys: the zero mask's length when there is none).
+fn with_inputs<R>(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    bias: Option<&Tensor>,
+    s: usize,
+    f: impl FnOnce(&Inputs) -> Result<R>,
+) -> Result<R> {
+    let (q, k, v, bias) = (f32_rows(q)?, f32_rows(k)?, f32_rows(v)?, bias.map(f32_rows).transpose()?);
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let mask = bias.as_ref().map(|m| m.storage_and_layout());
+    let rows = mask.as_ref().map(|(s, l)| Operand::new(s, l, "the mask")).transpose()?;
+    f(&Inputs {
+        q: Operand::new(&qs, ql, "q")?,
+        k: Operand::new(&ks, kl, "k")?,
+        v: Operand::new(&vs, vl, "v")?,
+        bias: Bias { zeros: if rows.is_none() { vec![0.0; s] } else { Vec::new() }, rows },
+    })
+}
+
 /// Softmax probabilities `[len, keys]` of the queries `start..start + len` of head `j` in batch row `i`:
-/// `softmax(q kᵀ · scale + bias)`, row by row.
+/// `softmax(q kᵀ · scale + bias)`, row by row, with the scores computed into `scores`.
 #[allow(clippy::too_many_arguments)]
 fn block_probs(
-    q: &Operand,
-    k: &Operand,
-    bias: &Bias,
+    x: &Inputs,
     (i, j, kvh): (usize, usize, usize),
     start: usize,
     len: usize,
@@ -196,19 +196,20 @@ fn block_probs(
 ) -> Vec<f32> {
     // SAFETY: q's rows and k's rows (transposed) lie in their storage (checked by `Operand::new`), and
     // `scores` holds len × keys.
-    unsafe { gemm_into(len, keys, d, (scores.as_mut_ptr(), keys), false, q.rows(i, j, start), k.rows_t(i, kvh)) };
+    unsafe { gemm_into(len, keys, d, (scores.as_mut_ptr(), keys), false, x.q.rows(i, j, start), x.k.rows_t(i, kvh)) };
     let mut probs = Vec::with_capacity(len * keys);
     let out: &mut [MaybeUninit<f32>] = &mut probs.spare_capacity_mut()[..len * keys];
     for (r, (s, o)) in scores.chunks_exact(keys).zip(out.chunks_exact_mut(keys)).enumerate() {
-        softmax_row(s, bias.row(i, j, start + r, keys), scale, o);
+        softmax_row(s, x.bias.row(i, j, start + r, keys), scale, o);
     }
     // SAFETY: softmax_row wrote each of the len rows.
     unsafe { probs.set_len(len * keys) };
     probs
 }
 
-/// `softmax(q kᵀ · scale + bias) v` as `[b, t, h · d]` (f32, as a buffer to move into a graph node), for q `[b, h, t, d]`, k and v
-/// `[b, h / groups, s, d]` and an additive mask `[b | 1, h | 1, t, s]`, in causal blocks of `step` queries.
+/// `softmax(q kᵀ · scale + bias) v` as `[b, t, h · d]` (f32, as a buffer to move into a graph node), for q
+/// `[b, h, t, d]`, k and v `[b, h / groups, s, d]` and an additive mask `[b | 1, h | 1, t, s]`, in causal
+/// blocks of `step` queries.
 pub(crate) fn forward(
     q: &Tensor,
     k: &Tensor,
@@ -219,33 +220,27 @@ pub(crate) fn forward(
     step: usize,
 ) -> Result<CpuOut> {
     let n = Dims::new(q, k, v, bias, groups)?;
-    let (q, k, v, bias) = (f32_rows(q)?, f32_rows(k)?, f32_rows(v)?, bias.map(f32_rows).transpose()?);
-    let (qs, ql) = q.storage_and_layout();
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
-    let mask = bias.as_ref().map(|m| m.storage_and_layout());
-    let (q, k, v) = (Operand::new(&qs, ql, "q")?, Operand::new(&ks, kl, "k")?, Operand::new(&vs, vl, "v")?);
-    let rows = mask.as_ref().map(|(s, l)| Operand::new(s, l, "the mask")).transpose()?;
-    let bias = Bias { zeros: if rows.is_none() { vec![0.0; n.s] } else { Vec::new() }, rows };
     let (step, Dims { b, h, t, d, .. }) = (step.max(1), n);
     let blocks = t.div_ceil(step);
-    let mut out = Vec::<f32>::with_capacity(b * t * h * d);
-    let dst = Shared(out.as_mut_ptr());
-    (0..b * h * blocks).into_par_iter().for_each(|task| {
-        let (i, j, block) = (task / (h * blocks), task / blocks % h, task % blocks);
-        let (start, kvh) = (block * step, j / groups);
-        let len = step.min(t - start);
-        let keys = n.keys(start, len);
-        let mut scores = vec![0f32; len * keys];
-        let p = block_probs(&q, &k, &bias, (i, j, kvh), start, len, keys, d, scale, &mut scores);
-        let at = dst.at(((i * t + start) * h + j) * d);
-        // SAFETY: this task alone writes these rows (queries start..start + len of batch row i, rows of h · d
-        // of which head j owns the d at j · d); v's rows lie in its storage.
-        unsafe { gemm_into(len, d, keys, (at, h * d), false, Mat(p.as_ptr(), keys as isize, 1), v.rows(i, kvh, 0)) };
-    });
-    // SAFETY: the tasks wrote every row of every head.
-    unsafe { out.set_len(b * t * h * d) };
-    Ok(CpuOut { data: out, shape: (b, t, h * d).into() })
+    with_inputs((q, k, v), bias, n.s, |x| {
+        let mut out = Vec::<f32>::with_capacity(b * t * h * d);
+        let dst = Shared(out.as_mut_ptr());
+        (0..b * h * blocks).into_par_iter().for_each(|task| {
+            let (i, j, block) = (task / (h * blocks), task / blocks % h, task % blocks);
+            let (start, kvh) = (block * step, j / groups);
+            let len = step.min(t - start);
+            let keys = n.keys(start, len);
+            let mut scores = vec![0f32; len * keys];
+            let p = block_probs(x, (i, j, kvh), start, len, keys, d, scale, &mut scores);
+            let (at, p) = (dst.at(((i * t + start) * h + j) * d), Mat(p.as_ptr(), keys as isize, 1));
+            // SAFETY: this task alone writes these rows (queries start..start + len of batch row i, rows of
+            // h · d of which head j owns the d at j · d); v's rows lie in its storage.
+            unsafe { gemm_into(len, d, keys, (at, h * d), false, p, x.v.rows(i, kvh, 0)) };
+        });
+        // SAFETY: the tasks wrote every row of every head.
+        unsafe { out.set_len(b * t * h * d) };
+        Ok(CpuOut { data: out, shape: (b, t, h * d).into() })
+    })
 }
 
 /// The gradients of q, k and v (f32, their shapes) of [`forward`]'s output, from that output's gradient
@@ -263,22 +258,14 @@ pub(crate) fn backward(
     step: usize,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let n = Dims::new(q, k, v, bias, groups)?;
-    let Dims { b, h, t, d, s, .. } = n;
+    let Dims { b, h, t, d, s } = n;
     if grad.dims() != [b, t, h * d] {
         candle_core::bail!("attention backward: gradient {:?} for an output of [{b}, {t}, {}]", grad.dims(), h * d)
     }
-    let (q, k, v, bias) = (f32_rows(q)?, f32_rows(k)?, f32_rows(v)?, bias.map(f32_rows).transpose()?);
     let grad = grad.to_dtype(DType::F32)?.contiguous()?;
-    let (qs, ql) = q.storage_and_layout();
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
     let (gs, gl) = grad.storage_and_layout();
-    let mask = bias.as_ref().map(|m| m.storage_and_layout());
-    let (q, k, v) = (Operand::new(&qs, ql, "q")?, Operand::new(&ks, kl, "k")?, Operand::new(&vs, vl, "v")?);
     let Storage::Cpu(gs) = &*gs else { candle_core::bail!("attention backward: the gradient is not on the CPU") };
     let go = cpu_f32(gs, gl, "attention backward: the gradient")?;
-    let rows = mask.as_ref().map(|(s, l)| Operand::new(s, l, "the mask")).transpose()?;
-    let bias = Bias { zeros: if rows.is_none() { vec![0.0; s] } else { Vec::new() }, rows };
     let step = step.max(1);
     let blocks = t.div_ceil(step);
     let (mut dq, mut dk, mut dv) = (
@@ -287,42 +274,46 @@ pub(crate) fn backward(
         Vec::<f32>::with_capacity(b * h * s * d),
     );
     let (dq_at, dk_at, dv_at) = (Shared(dq.as_mut_ptr()), Shared(dk.as_mut_ptr()), Shared(dv.as_mut_ptr()));
-    (0..b * h).into_par_iter().for_each(|task| {
-        let (i, j) = (task / h, task % h);
-        let kvh = j / groups;
-        let (dk, dv) = (dk_at.at(task * s * d), dv_at.at(task * s * d));
-        // The last block reads every key, so it writes all of this head's d k and d v; earlier blocks add to
-        // their keys' rows.
-        for block in (0..blocks).rev() {
-            let (start, last) = (block * step, block + 1 == blocks);
-            let len = step.min(t - start);
-            let keys = n.keys(start, len);
-            let mut buf = vec![0f32; len * keys];
-            let p = block_probs(&q, &k, &bias, (i, j, kvh), start, len, keys, d, scale, &mut buf);
-            // The output gradient's rows of head j: row (i, start + r) of h · d, the head's d at j · d.
-            let go = Mat(go[((i * t + start) * h + j) * d..].as_ptr(), (h * d) as isize, 1);
-            let pt = Mat(p.as_ptr(), 1, keys as isize);
-            // SAFETY: every operand lies in its storage; this task alone writes head j of batch row i in d q
-            // and its own [s, d] slices of d k and d v; `buf` is its own.
-            unsafe {
-                // d v += pᵀ · d out
-                gemm_into(keys, d, len, (dv, d), !last, pt, go);
-                // d p = d out · vᵀ, turned into d scores in place below
-                gemm_into(len, keys, d, (buf.as_mut_ptr(), keys), false, go, v.rows_t(i, kvh));
+    with_inputs((q, k, v), bias, s, |x| {
+        (0..b * h).into_par_iter().for_each(|task| {
+            let (i, j) = (task / h, task % h);
+            let kvh = j / groups;
+            let (dk, dv) = (dk_at.at(task * s * d), dv_at.at(task * s * d));
+            // The last block reads every key, so it writes all of this head's d k and d v; earlier blocks add
+            // to their keys' rows.
+            for block in (0..blocks).rev() {
+                let (start, last) = (block * step, block + 1 == blocks);
+                let len = step.min(t - start);
+                let keys = n.keys(start, len);
+                let mut buf = vec![0f32; len * keys];
+                let p = block_probs(x, (i, j, kvh), start, len, keys, d, scale, &mut buf);
+                // The output gradient's rows of head j: row (i, start + r) of h · d, the head's d at j · d.
+                let go = Mat(go[((i * t + start) * h + j) * d..].as_ptr(), (h * d) as isize, 1);
+                let pt = Mat(p.as_ptr(), 1, keys as isize);
+                // SAFETY: every operand lies in its storage; this task alone writes head j of batch row i in
+                // d q and its own [s, d] slices of d k and d v; `buf` is its own.
+                unsafe {
+                    // d v += pᵀ · d out
+                    gemm_into(keys, d, len, (dv, d), !last, pt, go);
+                    // d p = d out · vᵀ, turned into d scores in place below
+                    gemm_into(len, keys, d, (buf.as_mut_ptr(), keys), false, go, x.v.rows_t(i, kvh));
+                }
+                for (dp, p) in buf.chunks_exact_mut(keys).zip(p.chunks_exact(keys)) {
+                    softmax_grad_row(p, dp, scale);
+                }
+                let (ds, ds_t) = (Mat(buf.as_ptr(), keys as isize, 1), Mat(buf.as_ptr(), 1, keys as isize));
+                let dq = dq_at.at(((i * h + j) * t + start) * d);
+                // SAFETY: as above.
+                unsafe {
+                    // d q = d scores · k
+                    gemm_into(len, d, keys, (dq, d), false, ds, x.k.rows(i, kvh, 0));
+                    // d k += d scoresᵀ · q
+                    gemm_into(keys, d, len, (dk, d), !last, ds_t, x.q.rows(i, j, start));
+                }
             }
-            for (dp, p) in buf.chunks_exact_mut(keys).zip(p.chunks_exact(keys)) {
-                softmax_grad_row(p, dp, scale);
-            }
-            let (ds, ds_t) = (Mat(buf.as_ptr(), keys as isize, 1), Mat(buf.as_ptr(), 1, keys as isize));
-            // SAFETY: as above.
-            unsafe {
-                // d q = d scores · k
-                gemm_into(len, d, keys, (dq_at.at(((i * h + j) * t + start) * d), d), false, ds, k.rows(i, kvh, 0));
-                // d k += d scoresᵀ · q
-                gemm_into(keys, d, len, (dk, d), !last, ds_t, q.rows(i, j, start));
-            }
-        }
-    });
+        });
+        Ok(())
+    })?;
     // SAFETY: every task wrote its head's t rows of d q and, through its last block, all s rows of d k and d v.
     unsafe {
         dq.set_len(b * h * t * d);

@@ -303,14 +303,10 @@ fn blocked_attention(
             let (kt, vt) = (k.t()?, v.t()?);
             let grouped = |x: &Tensor, len: usize, n: usize| x.reshape((b, kv, groups * len, n));
             // A block's share of d k or d v covers the keys up to its last query: zeros pad the rest.
-            let add = |acc: Option<Tensor>, part: Tensor| -> Result<Option<Tensor>> {
+            let add = |acc: &mut Option<Tensor>, part: Tensor| -> Result<()> {
                 let part = part.to_dtype(DType::F32)?;
                 let keys = part.dim(2)?;
-                let part = if keys < s { part.pad_with_zeros(2, 0, s - keys)? } else { part };
-                Ok(Some(match acc {
-                    Some(acc) => (acc + part)?,
-                    None => part,
-                }))
+                add_to(acc, if keys < s { part.pad_with_zeros(2, 0, s - keys)? } else { part })
             };
             let (mut dq, mut dk, mut dv) = (Vec::with_capacity(t.div_ceil(step)), None, None);
             for start in (0..t).step_by(step) {
@@ -320,18 +316,27 @@ fn blocked_attention(
                 let gb = grad.narrow(2, start, len)?.contiguous()?;
                 let bias = bias.as_ref().map(|b| b.narrow(3, 0, keys)).transpose()?;
                 let p = block_probs(&qb, &kt.narrow(3, 0, keys)?, groups, scale, bias.as_ref(), start)?;
-                dv = add(dv, grouped(&p.to_dtype(dtype)?, len, keys)?.t()?.matmul(&grouped(&gb, len, d)?)?)?;
+                add(&mut dv, grouped(&p.to_dtype(dtype)?, len, keys)?.t()?.matmul(&grouped(&gb, len, d)?)?)?;
                 let dp = grouped_matmul(&gb, &vt.narrow(3, 0, keys)?, groups)?.to_dtype(DType::F32)?;
                 let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
                 let ds = ((dp.broadcast_sub(&dot)? * &p)? * scale)?.to_dtype(dtype)?;
                 dq.push(grouped_matmul(&ds, &k.narrow(2, 0, keys)?, groups)?);
-                dk = add(dk, grouped(&ds, len, keys)?.t()?.matmul(&grouped(&qb, len, d)?)?)?;
+                add(&mut dk, grouped(&ds, len, keys)?.t()?.matmul(&grouped(&qb, len, d)?)?)?;
             }
             let dq = if dq.len() == 1 { dq.remove(0) } else { Tensor::cat(&dq, 2)? };
             let cast = |x: Option<Tensor>| x.map(|x| x.to_dtype(dtype)).transpose();
             Ok(vec![Some(dq), cast(dk)?, cast(dv)?])
         }),
     )
+}
+
+/// `acc + part`, or `part` for the first term of a sum.
+fn add_to(acc: &mut Option<Tensor>, part: Tensor) -> Result<()> {
+    *acc = Some(match acc.take() {
+        Some(a) => (a + part)?,
+        None => part,
+    });
+    Ok(())
 }
 
 /// `x` itself when a batched matmul can read it in place (unit last stride, batch dims that merge: a KV
@@ -433,11 +438,7 @@ fn head_loss_in_blocks(
             }
         } else if want_w {
             // Summed in f32 across blocks whatever the weight's dtype.
-            let part = d.t()?.matmul(&hb)?.to_dtype(DType::F32)?;
-            dw = Some(match dw {
-                Some(acc) => (acc + part)?,
-                None => part,
-            });
+            add_to(&mut dw, d.t()?.matmul(&hb)?.to_dtype(DType::F32)?)?;
         }
     }
     drop(h);
@@ -767,6 +768,7 @@ mod tests {
         }
     }
 
+    /// RMSNorm's values and gradients (input and weight) equal the composed form's.
     #[test]
     fn rms_norm_matches_the_composed_form() {
         let dev = Device::Cpu;
@@ -792,6 +794,7 @@ mod tests {
         }
     }
 
+    /// RoPE's values and gradient equal the composed rotation of halves.
     #[test]
     fn rope_matches_the_composed_rotation() {
         let dev = Device::Cpu;

@@ -534,6 +534,53 @@ pub(crate) fn sum_squares(t: &Tensor) -> candle_core::Result<Tensor> {
     t.to_dtype(DType::F32)?.sqr()?.sum_all()
 }
 
+/// A strided f32 matrix for [`gemm_f32`]: its first element, row stride and column stride (in elements).
+#[derive(Clone, Copy)]
+pub(crate) struct Mat(pub *const f32, pub isize, pub isize);
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` with `add`, for `[m, k]` times `[k, n]` into a row-major `dst`
+/// (its first element and row stride), through gemm with `par`.
+///
+/// # Safety
+/// Each matrix must lie inside its allocation under its strides, and `dst` must overlap neither operand nor
+/// anything another thread touches meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut f32, usize),
+    add: bool,
+    lhs: Mat,
+    rhs: Mat,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: forwarded from the caller; gemm reads `dst` only with `add`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            1,
+            dst.1 as isize,
+            add,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 /// `acc += aᵀ · b` in place on the CPU, for contiguous f32 `acc` `[n, k]`, `a` `[m, n]` and `b` `[m, k]`: a
 /// weight gradient summed over blocks of rows in one buffer (a product per block would be a fresh `[n, k]`
 /// buffer, and an add, each time).
@@ -571,27 +618,8 @@ impl candle_core::InplaceOp3 for AddProductT {
         // SAFETY: the three slices hold exactly [n, k], [m, n] and [m, k] row-major (checked above) and `acc`
         // is borrowed mutably; aᵀ is `a` read with its strides swapped.
         unsafe {
-            gemm::gemm(
-                n,
-                k,
-                m,
-                acc.as_mut_ptr(),
-                1,
-                k as isize,
-                true,
-                a.as_ptr(),
-                n as isize,
-                1,
-                b.as_ptr(),
-                1,
-                k as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                par,
-            )
+            let (at, b) = (Mat(a.as_ptr(), 1, n as isize), Mat(b.as_ptr(), k as isize, 1));
+            gemm_f32(n, k, m, (acc.as_mut_ptr(), k), true, at, b, par)
         };
         Ok(())
     }
